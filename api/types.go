@@ -1,0 +1,259 @@
+package api
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Tunnel publishes one service of an agent under a hostname on every
+// gateway.
+type Tunnel struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta   `json:"metadata"`
+	Spec     TunnelSpec   `json:"spec"`
+	Status   TunnelStatus `json:"status,omitzero"`
+}
+
+// TunnelSpec is what a person asks of a tunnel.
+type TunnelSpec struct {
+	// Hostname is the public DNS name the gateways serve, e.g.
+	// fuga.sample.com. Required. Two tunnels may not share one: the older
+	// keeps it.
+	Hostname string `json:"hostname"`
+	// Agent names the Agent that reaches the target. Required.
+	Agent string `json:"agent"`
+	// Target is where the agent sends traffic: http://host:port,
+	// https://host:port or tcp://host:port. Required.
+	Target string `json:"target"`
+	// Enabled turns the tunnel off without deleting it. Defaults to true.
+	Enabled *bool `json:"enabled,omitempty"`
+}
+
+// TunnelStatus is what Control observed of a tunnel.
+type TunnelStatus struct {
+	CommonStatus `json:",inline"`
+}
+
+// Condition types and reasons of a Tunnel.
+const (
+	// TunnelHostnameAvailable is True when this tunnel owns its hostname.
+	TunnelHostnameAvailable = "HostnameAvailable"
+
+	// ReasonHostnameConflict: an older tunnel already claims the hostname.
+	ReasonHostnameConflict = "HostnameConflict"
+	// ReasonHostnameClaimed: the tunnel is the owner of its hostname.
+	ReasonHostnameClaimed = "HostnameClaimed"
+	// ReasonDisabled: spec.enabled is false.
+	ReasonDisabled = "Disabled"
+	// ReasonReady: every condition the tunnel depends on holds.
+	ReasonReady = "Ready"
+)
+
+// GetTypeMeta implements Object.
+func (t *Tunnel) GetTypeMeta() *TypeMeta { return &t.TypeMeta }
+
+// GetMeta implements Object.
+func (t *Tunnel) GetMeta() *ObjectMeta { return &t.Metadata }
+
+// GetStatus implements Object.
+func (t *Tunnel) GetStatus() *CommonStatus { return &t.Status.CommonStatus }
+
+// IsEnabled reports whether the tunnel is enabled (the default).
+func (s *TunnelSpec) IsEnabled() bool { return s.Enabled == nil || *s.Enabled }
+
+// Default implements Object.
+func (t *Tunnel) Default() {
+	if t.Spec.Enabled == nil {
+		t.Spec.Enabled = ptr(true)
+	}
+	t.Spec.Hostname = strings.ToLower(strings.TrimSuffix(t.Spec.Hostname, "."))
+}
+
+// ValidateSpec implements Object.
+func (t *Tunnel) ValidateSpec() ErrorList {
+	var errs ErrorList
+	if t.Spec.Hostname == "" {
+		errs = append(errs, required("spec.hostname", "the public DNS name, e.g. app.example.com"))
+	} else if msg := checkHostname(t.Spec.Hostname); msg != "" {
+		errs = append(errs, invalid("spec.hostname", "%q %s", t.Spec.Hostname, msg))
+	}
+	if t.Spec.Agent == "" {
+		errs = append(errs, required("spec.agent", "the name of the Agent that reaches the target"))
+	} else if msg := checkName(t.Spec.Agent); msg != "" {
+		errs = append(errs, invalid("spec.agent", "%q %s", t.Spec.Agent, msg))
+	}
+	if t.Spec.Target == "" {
+		errs = append(errs, required("spec.target", "where the agent sends traffic, e.g. http://localhost:8080"))
+	} else if err := ValidateTarget(t.Spec.Target); err != nil {
+		errs = append(errs, FieldError{Type: FieldInvalid, Field: "spec.target", Detail: err.Error()})
+	}
+	return errs
+}
+
+// Target schemes.
+var targetSchemes = []string{"http", "https", "tcp"}
+
+// ValidateTarget checks a tunnel target URL.
+func ValidateTarget(target string) error {
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("%q is not a URL of the form scheme://host:port", target)
+	}
+	ok := false
+	for _, s := range targetSchemes {
+		ok = ok || u.Scheme == s
+	}
+	if !ok {
+		return fmt.Errorf("unsupported scheme %q (use %s)", u.Scheme, strings.Join(targetSchemes, ", "))
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("%q: only scheme://host:port is allowed, no path, query or credentials", target)
+	}
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		return fmt.Errorf("%q has no host", target)
+	}
+	if port == "" && u.Scheme == "tcp" {
+		return fmt.Errorf("%q: a tcp target needs a port", target)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: port %q is not between 1 and 65535", target, port)
+		}
+	}
+	return nil
+}
+
+// Gateway is a public entry node.
+type Gateway struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta    `json:"metadata"`
+	Spec     GatewaySpec   `json:"spec"`
+	Status   GatewayStatus `json:"status,omitzero"`
+}
+
+// GatewaySpec is what a person (or the gateway's registration) asks of a
+// gateway.
+type GatewaySpec struct {
+	// Enabled takes a gateway out of service without deleting it.
+	// Defaults to true.
+	Enabled *bool `json:"enabled,omitempty"`
+	// PublicEndpoint is the host:port agents dial for WireGuard. Empty
+	// until the gateway registers.
+	PublicEndpoint string `json:"publicEndpoint,omitempty"`
+	// PublicKey is the gateway's WireGuard public key (base64). Empty
+	// until the gateway registers.
+	PublicKey string `json:"publicKey,omitempty"`
+}
+
+// GatewayStatus is what Control observed of a gateway.
+type GatewayStatus struct {
+	CommonStatus `json:",inline"`
+}
+
+// GetTypeMeta implements Object.
+func (g *Gateway) GetTypeMeta() *TypeMeta { return &g.TypeMeta }
+
+// GetMeta implements Object.
+func (g *Gateway) GetMeta() *ObjectMeta { return &g.Metadata }
+
+// GetStatus implements Object.
+func (g *Gateway) GetStatus() *CommonStatus { return &g.Status.CommonStatus }
+
+// IsEnabled reports whether the gateway is enabled (the default).
+func (s *GatewaySpec) IsEnabled() bool { return s.Enabled == nil || *s.Enabled }
+
+// Default implements Object.
+func (g *Gateway) Default() {
+	if g.Spec.Enabled == nil {
+		g.Spec.Enabled = ptr(true)
+	}
+}
+
+// ValidateSpec implements Object.
+func (g *Gateway) ValidateSpec() ErrorList {
+	var errs ErrorList
+	if e := g.Spec.PublicEndpoint; e != "" {
+		host, port, err := net.SplitHostPort(e)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil:
+			errs = append(errs, invalid("spec.publicEndpoint", "%q is not host:port", e))
+		case host == "":
+			errs = append(errs, invalid("spec.publicEndpoint", "%q has no host", e))
+		case perr != nil || n < 1 || n > 65535:
+			errs = append(errs, invalid("spec.publicEndpoint", "%q: port %q is not between 1 and 65535", e, port))
+		}
+	}
+	if msg := checkWireGuardKey(g.Spec.PublicKey); msg != "" {
+		errs = append(errs, invalid("spec.publicKey", "%s", msg))
+	}
+	return errs
+}
+
+// Agent runs beside applications and dials out to every gateway.
+type Agent struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta  `json:"metadata"`
+	Spec     AgentSpec   `json:"spec"`
+	Status   AgentStatus `json:"status,omitzero"`
+}
+
+// AgentSpec is what a person (or the agent's registration) asks of an
+// agent.
+type AgentSpec struct {
+	// Enabled cuts an agent off without deleting it. Defaults to true.
+	Enabled *bool `json:"enabled,omitempty"`
+	// PublicKey is the agent's WireGuard public key (base64). Empty until
+	// the agent registers.
+	PublicKey string `json:"publicKey,omitempty"`
+}
+
+// AgentStatus is what Control observed of an agent.
+type AgentStatus struct {
+	CommonStatus `json:",inline"`
+}
+
+// GetTypeMeta implements Object.
+func (a *Agent) GetTypeMeta() *TypeMeta { return &a.TypeMeta }
+
+// GetMeta implements Object.
+func (a *Agent) GetMeta() *ObjectMeta { return &a.Metadata }
+
+// GetStatus implements Object.
+func (a *Agent) GetStatus() *CommonStatus { return &a.Status.CommonStatus }
+
+// IsEnabled reports whether the agent is enabled (the default).
+func (s *AgentSpec) IsEnabled() bool { return s.Enabled == nil || *s.Enabled }
+
+// Default implements Object.
+func (a *Agent) Default() {
+	if a.Spec.Enabled == nil {
+		a.Spec.Enabled = ptr(true)
+	}
+}
+
+// ValidateSpec implements Object.
+func (a *Agent) ValidateSpec() ErrorList {
+	if msg := checkWireGuardKey(a.Spec.PublicKey); msg != "" {
+		return ErrorList{invalid("spec.publicKey", "%s", msg)}
+	}
+	return nil
+}
+
+func checkWireGuardKey(k string) string {
+	if k == "" {
+		return ""
+	}
+	b, err := base64.StdEncoding.DecodeString(k)
+	if err != nil || len(b) != 32 {
+		return fmt.Sprintf("%q is not a base64 WireGuard key of 32 bytes", k)
+	}
+	return ""
+}
+
+func ptr[T any](v T) *T { return &v }
