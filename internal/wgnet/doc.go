@@ -1,0 +1,22 @@
+// Package wgnet is the WireGuard data path shared by agents and gateways: a
+// userspace WireGuard device (wireguard-go) whose network stack is gVisor's
+// netstack, so it needs no root, no TUN device and no kernel routes. TCP
+// connections are dialled and accepted on the overlay with
+// [Device.DialContext] and [Device.Listen]; the device's peers are reconciled
+// with [Device.SetPeers], which reads the live configuration, diffs it
+// against the desired peers and writes only the difference.
+//
+// WireGuard's cryptokey routing is the isolation boundary: a packet leaves
+// only towards the peer whose AllowedIPs contain its destination, and a
+// packet arriving from a peer is delivered only if its source lies within
+// that peer's AllowedIPs. A netstack never forwards between peers, so a hub
+// (a gateway) cannot be used to reach one peer (an agent) from another.
+//
+// Private keys never reach a log: [PrivateKey] redacts itself in every
+// format, and wireguard-go's own messages (whose configuration strings carry
+// keys in hex) pass through a redacting adapter, [DeviceLogger].
+//
+// It imports the standard library, golang.zx2c4.com/wireguard (device, conn
+// and tun/netstack) and package api for its sentinel errors; nothing else of
+// this module.
+package wgnet
