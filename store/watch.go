@@ -1,0 +1,149 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kakuremichi/kakuremichi/api"
+)
+
+// Event is one change seen by Watch.
+type Event struct {
+	// Type is api.Added, api.Modified, api.Deleted, or api.Error.
+	Type api.WatchEventType
+	// Object is the object after the change; for Deleted, its last state
+	// with ResourceVersion set to the deletion's revision. Nil for Error.
+	Object api.Object
+	// Revision is the etcd revision of the change; 0 for Error.
+	Revision int64
+	// Err says why the watch ended, for Error only: it wraps api.ErrGone
+	// when the revision asked for was compacted (list again and watch from
+	// the list's revision + 1), api.ErrUnavailable when etcd lost its
+	// leader or the store was closed.
+	Err error
+}
+
+// Watch streams the changes to objects of a kind from revision fromRev on
+// (0: from now), in revision order, each exactly once. The channel is
+// closed when ctx is cancelled, when the store is closed, or after an
+// Error event; the caller must either read until it closes or cancel ctx.
+// A value that does not decode is logged and skipped.
+func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan Event, error) {
+	k, err := lookupKind(kind)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", kind, err)
+	}
+	op := "watch " + k.Plural
+	if fromRev < 0 {
+		return nil, fmt.Errorf("%s: %w: revision %d is negative", op, api.ErrBadRequest, fromRev)
+	}
+	select {
+	case <-s.done:
+		return nil, fmt.Errorf("%s: %w: the store is closed", op, api.ErrUnavailable)
+	default:
+	}
+	prefix := s.kindPrefix(k)
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
+	if fromRev > 0 {
+		opts = append(opts, clientv3.WithRev(fromRev))
+	}
+	// WithRequireLeader makes a member cut off from its cluster end the
+	// watch instead of silently serving nothing.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wch := s.client.Watch(wctx, prefix, opts...)
+	out := make(chan Event)
+	go func() {
+		defer close(out)
+		defer cancel()
+		// send delivers ev unless the watch is being abandoned.
+		send := func(ev Event) bool {
+			select {
+			case out <- ev:
+				return true
+			case <-ctx.Done():
+				return false
+			case <-s.done:
+				return false
+			}
+		}
+		fail := func(err error) { send(Event{Type: api.Error, Err: err}) }
+		for {
+			var resp clientv3.WatchResponse
+			var ok bool
+			select {
+			case resp, ok = <-wch:
+			case <-ctx.Done():
+				return
+			case <-s.done:
+				return
+			}
+			if !ok {
+				if ctx.Err() == nil {
+					fail(fmt.Errorf("%s: %w: the watch was closed", op, api.ErrUnavailable))
+				}
+				return
+			}
+			if resp.CompactRevision != 0 {
+				fail(fmt.Errorf("%s from revision %d: %w (history starts at %d)", op, fromRev, api.ErrGone, resp.CompactRevision))
+				return
+			}
+			if err := resp.Err(); err != nil {
+				if ctx.Err() == nil {
+					fail(s.mapErr(op, err))
+				}
+				return
+			}
+			for _, e := range resp.Events {
+				ev, ok := s.event(k, prefix, e)
+				if !ok {
+					continue
+				}
+				if !send(ev) {
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// event converts an etcd event; false means it was skipped.
+func (s *Store) event(k api.KindInfo, prefix string, e *clientv3.Event) (Event, bool) {
+	rev := e.Kv.ModRevision
+	switch e.Type {
+	case mvccpb.PUT:
+		obj, err := s.decode(k, e.Kv)
+		if err != nil {
+			s.log.Error("watch: skipping a stored object that does not decode", "key", string(e.Kv.Key), "revision", rev, "err", err)
+			return Event{}, false
+		}
+		typ := api.Modified
+		if e.IsCreate() {
+			typ = api.Added
+		}
+		return Event{Type: typ, Object: obj, Revision: rev}, true
+	case mvccpb.DELETE:
+		var obj api.Object
+		if e.PrevKv != nil {
+			var err error
+			if obj, err = s.decode(k, e.PrevKv); err != nil {
+				s.log.Error("watch: the last state of a deleted object does not decode", "key", string(e.Kv.Key), "revision", rev, "err", err)
+				obj = nil
+			}
+		}
+		if obj == nil {
+			// The previous value is gone (compacted, or undecodable):
+			// the key still says which object was deleted.
+			obj = k.New()
+			obj.GetMeta().Name = strings.TrimPrefix(string(e.Kv.Key), prefix)
+		}
+		obj.GetMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+		return Event{Type: api.Deleted, Object: obj, Revision: rev}, true
+	}
+	return Event{}, false
+}
