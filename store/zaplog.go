@@ -24,7 +24,7 @@ func newZapLogger(log *slog.Logger, min zapcore.Level, quiet *atomic.Bool) *zap.
 // they are logged at debug level.
 var benignWarnings = map[string]bool{
 	"Running http and grpc server on single port. This is not recommended for production.": true,
-	"simple token is not cryptographically signed":                                          true,
+	"simple token is not cryptographically signed":                                         true,
 }
 
 // slogCore is a zapcore.Core that forwards entries to a slog.Logger.
