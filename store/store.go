@@ -20,6 +20,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/kakuremichi/kakuremichi/api"
 )
 
 // Defaults applied by Open to zero Config fields.
@@ -383,6 +385,11 @@ func (s *Store) Client() *clientv3.Client { return s.client }
 // Revision returns the store's current revision, read with a quorum read.
 // Without a deadline in ctx it gives up after a few seconds.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
+	select {
+	case <-s.done:
+		return 0, fmt.Errorf("read store revision: %w: the store is closed", api.ErrUnavailable)
+	default:
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, readyTimeout)

@@ -29,7 +29,7 @@ type Event struct {
 }
 
 // Watch streams the changes to objects of a kind from revision fromRev on
-// (0: from now), in revision order, each exactly once. The channel is
+// (0: every change after the call), in revision order, each exactly once. The channel is
 // closed when ctx is cancelled, when the store is closed, or after an
 // Error event; the caller must either read until it closes or cancel ctx.
 // A value that does not decode is logged and skipped.
@@ -47,11 +47,18 @@ func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan E
 		return nil, fmt.Errorf("%s: %w: the store is closed", op, api.ErrUnavailable)
 	default:
 	}
-	prefix := s.kindPrefix(k)
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
-	if fromRev > 0 {
-		opts = append(opts, clientv3.WithRev(fromRev))
+	if fromRev == 0 {
+		// etcd's "from now" is when its watcher is set up, which happens
+		// after Watch would have returned: a write made in between would
+		// be missed. Pinning the revision makes "now" the call itself.
+		rev, err := s.Revision(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		fromRev = rev + 1
 	}
+	prefix := s.kindPrefix(k)
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(fromRev)}
 	// WithRequireLeader makes a member cut off from its cluster end the
 	// watch instead of silently serving nothing.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))

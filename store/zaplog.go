@@ -21,7 +21,7 @@ func newZapLogger(log *slog.Logger, min zapcore.Level, quiet *atomic.Bool) *zap.
 
 // benignWarnings are etcd warnings that do not apply to an embedded,
 // single-member etcd reached over a private socket with auth disabled;
-// they are logged at debug level.
+// they are logged at debug level. The map is never modified.
 var benignWarnings = map[string]bool{
 	"Running http and grpc server on single port. This is not recommended for production.": true,
 	"simple token is not cryptographically signed":                                         true,
