@@ -1,0 +1,139 @@
+// Command kakuremichi runs the components of kakuremichi: `kakuremichi
+// control` (API, store and controllers), and the gateway and agent as they
+// land. Run `kakuremichi help` for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
+	"github.com/kakuremichi/kakuremichi/internal/control"
+	"github.com/kakuremichi/kakuremichi/internal/flagenv"
+)
+
+const envPrefix = "KAKUREMICHI_"
+
+const usage = `kakuremichi: a self-hosted tunnel that publishes apps behind NAT.
+
+Usage:
+  kakuremichi control [flags]   run Control: API, embedded etcd, controllers
+  kakuremichi version           print the version
+  kakuremichi help              this text
+
+Run "kakuremichi COMMAND --help" for a command's flags.`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "control":
+		return runControl(ctx, args[1:], stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "kakuremichi %s %s\n", buildinfo.Version(), buildinfo.Commit())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "error: unknown command %q\n\n%s\n", args[0], usage)
+		return 2
+	}
+}
+
+// logFlags are the logging flags every subcommand shares.
+type logFlags struct {
+	level, format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&l.format, "log-format", "text", "text or json")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: %q is not text or json", l.format)
+	}
+}
+
+func runControl(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("kakuremichi control", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg control.Config
+	var lf logFlags
+	var endpoints string
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded etcd and the bootstrap token")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address of the API")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "serve the API over HTTPS with this certificate (PEM)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "private key for --tls-cert-file (PEM)")
+	fs.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated URLs of an external etcd cluster (default: embedded etcd in --data-dir)")
+	fs.StringVar(&cfg.Store.CAFile, "etcd-ca-file", "", "CA bundle to verify the external etcd cluster")
+	fs.StringVar(&cfg.Store.CertFile, "etcd-cert-file", "", "client certificate for the external etcd cluster")
+	fs.StringVar(&cfg.Store.KeyFile, "etcd-key-file", "", "client key for the external etcd cluster")
+	fs.StringVar(&cfg.Store.Prefix, "etcd-prefix", "/kakuremichi/", "key prefix in etcd")
+	fs.Int64Var(&cfg.Store.QuotaBackendBytes, "etcd-quota-bytes", 2<<30, "embedded etcd: size at which writes are refused (NOSPACE)")
+	fs.StringVar(&cfg.Store.AutoCompactionRetention, "etcd-compaction-retention", "1h", "embedded etcd: how much history watches can resume from")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")
+	lf.register(fs)
+	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: kakuremichi control [flags]\n\nRuns Control: the API, the store (embedded etcd unless --etcd-endpoints) and the controllers.")
+	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return 2
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 2
+	}
+	if endpoints != "" {
+		for _, e := range strings.Split(endpoints, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				cfg.Store.Endpoints = append(cfg.Store.Endpoints, e)
+			}
+		}
+	}
+	if p := os.Getenv("ETCD_PASSWORD"); p != "" {
+		cfg.Store.Username, cfg.Store.Password = os.Getenv("ETCD_USERNAME"), p
+	}
+	cfg.Logger = log
+	if err := control.Run(ctx, cfg); err != nil {
+		log.Error("control stopped", "err", err)
+		return 1
+	}
+	return 0
+}

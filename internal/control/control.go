@@ -1,0 +1,151 @@
+// Package control assembles Control: the store (embedded or external
+// etcd), the REST API and Control's controllers, started and stopped
+// together. It is what `kakuremichi control` runs.
+package control
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
+	"github.com/kakuremichi/kakuremichi/store"
+)
+
+// Config configures Control.
+type Config struct {
+	// DataDir holds the embedded etcd and the bootstrap token. Required.
+	DataDir string
+	// Listen is the address of the API (and later the UI); "" means
+	// 127.0.0.1:7070.
+	Listen string
+	// Listener, when set, is used instead of listening on Listen. Tests
+	// pass one bound to a random port.
+	Listener net.Listener
+	// TLSCertFile and TLSKeyFile, when both set, make the API serve HTTPS.
+	TLSCertFile, TLSKeyFile string
+	// Store configures etcd; its DataDir defaults to DataDir.
+	Store store.Config
+	// ShutdownGrace bounds how long in-flight requests may take to finish
+	// on shutdown; zero means 10 seconds.
+	ShutdownGrace time.Duration
+	// Logger receives Control's logs; nil discards.
+	Logger *slog.Logger
+	// Ready, when set, is called once the API is serving, with its address.
+	Ready func(addr net.Addr)
+}
+
+// BootstrapTokenFile is the name of the file in the data directory that
+// holds the first admin token.
+const BootstrapTokenFile = "bootstrap-token"
+
+// DefaultShutdownGrace is used when Config.ShutdownGrace is zero.
+const DefaultShutdownGrace = 10 * time.Second
+
+// Run starts Control and blocks until ctx is done, then stops everything
+// in order: the API stops taking requests, controllers stop, the store
+// closes.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" {
+		return errors.New("control: a data directory is required (--data-dir)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("control: create data directory: %w", err)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:7070"
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	scfg := cfg.Store
+	if scfg.DataDir == "" {
+		scfg.DataDir = cfg.DataDir
+	}
+	if scfg.Logger == nil {
+		scfg.Logger = log.With("component", "store")
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("control: load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	st, err := store.Open(ctx, scfg)
+	if err != nil {
+		return fmt.Errorf("control: open store: %w", err)
+	}
+	defer st.Close()
+
+	tokenPath := filepath.Join(cfg.DataDir, BootstrapTokenFile)
+	created, err := apiserver.EnsureBootstrapToken(ctx, st, tokenPath)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if created {
+		log.Info("first start: wrote a one-time admin token; log in with it, create your own tokens, then revoke it",
+			"file", tokenPath, "login", "kakuremichictl login --server URL --token-file "+tokenPath)
+	}
+
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("control: listen: %w", err)
+		}
+	}
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "api"),
+		Version: buildinfo.Version(), Commit: buildinfo.Commit()})
+	httpSrv := apiserver.NewHTTPServer(srv.Handler(), tlsConfig, log)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	start := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	start("api", func(ctx context.Context) error {
+		return apiserver.Serve(ctx, httpSrv, ln, cfg.ShutdownGrace)
+	})
+	for name, fn := range components(st, log) {
+		start(name, fn)
+	}
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	log.Info("control is serving", "url", fmt.Sprintf("%s://%s", scheme, ln.Addr()), "version", buildinfo.Version())
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr())
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		log.Error("control: a component failed; stopping", "err", runErr)
+	}
+	cancel()
+	wg.Wait()
+	return runErr
+}
