@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,7 +57,7 @@ func freePort(t *testing.T) int {
 // controlProc is a `kakuremichi control` process that can be killed and
 // started again on the same data directory and port.
 type controlProc struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	addr    string
 	logPath string
@@ -68,7 +68,7 @@ type controlProc struct {
 	done chan struct{}
 }
 
-func newControl(t *testing.T, extra ...string) *controlProc {
+func newControl(t testing.TB, extra ...string) *controlProc {
 	t.Helper()
 	dir := t.TempDir()
 	c := &controlProc{t: t, dataDir: filepath.Join(dir, "data"), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
@@ -79,6 +79,12 @@ func newControl(t *testing.T, extra ...string) *controlProc {
 }
 
 func (c *controlProc) url() string { return "http://" + c.addr }
+
+func (c *controlProc) pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cmd.Process.Pid
+}
 
 func (c *controlProc) start() {
 	c.t.Helper()
@@ -207,7 +213,9 @@ func ctl(t *testing.T, cfgHome string, stdin string, args ...string) (stdout, st
 	return o.String(), e.String(), code
 }
 
-func decodeJSON(t *testing.T, data []byte, v any) {
+var jsonUnmarshal = json.Unmarshal
+
+func decodeJSON(t testing.TB, data []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(data, v); err != nil {
 		t.Fatalf("decode %s: %v", data, err)
