@@ -202,6 +202,13 @@ func peerDelta(live []PeerStatus, desired []Peer, written map[Key]netip.AddrPort
 			}
 		}
 		if p.PersistentKeepalive != l.PersistentKeepalive {
+			if p.PersistentKeepalive > 0 && l.PersistentKeepalive > 0 {
+				// wireguard-go keeps the running timer, so a new interval
+				// would start only when the old one next fires (possibly
+				// minutes away). Switching off and on sends a keepalive
+				// now and arms the timer with the new interval.
+				lines = append(lines, "persistent_keepalive_interval=0")
+			}
 			lines = append(lines, "persistent_keepalive_interval="+strconv.Itoa(int(p.PersistentKeepalive/time.Second)))
 			what = append(what, "keepalive "+p.PersistentKeepalive.String())
 		}
