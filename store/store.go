@@ -42,8 +42,8 @@ const (
 	startTimeout = 60 * time.Second
 	// dialTimeout bounds the client's first connection.
 	dialTimeout = 5 * time.Second
-	// readyTimeout bounds Ready when its context has no deadline, so a
-	// health check never hangs on a dead cluster.
+	// readyTimeout bounds Ready, and Revision when its context has no
+	// deadline, so a health check never hangs on a dead cluster.
 	readyTimeout = 5 * time.Second
 	// maxUnixSocketPath keeps the socket path under the kernel's limit
 	// (108 bytes on Linux, including the terminating NUL).
@@ -370,9 +370,11 @@ func (s *Store) Close() error {
 }
 
 // Ready performs a quorum read and returns an error wrapping
-// api.ErrUnavailable when etcd cannot answer. Without a deadline in ctx
-// it gives up after a few seconds. Meant for /readyz.
+// api.ErrUnavailable when etcd cannot answer within ctx or a few seconds,
+// whichever ends first. Meant for /readyz.
 func (s *Store) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
 	_, err := s.Revision(ctx)
 	return err
 }
