@@ -35,9 +35,6 @@ func (s *Store) mapErr(op string, err error) error {
 // noSpaceAdvice says what a person can do about a full store.
 func (s *Store) noSpaceAdvice() string {
 	if !s.embedded {
-		if s.quota > 0 {
-			return fmt.Sprintf("the etcd cluster reached its quota of %d bytes: compact and defragment it or raise its --quota-backend-bytes, then run 'etcdctl alarm disarm'", s.quota)
-		}
 		return "the etcd cluster reached its space quota: compact and defragment it or raise its --quota-backend-bytes, then run 'etcdctl alarm disarm'"
 	}
 	return fmt.Sprintf("the store reached its quota of %d bytes: compact/defragment or raise --etcd-quota-bytes, then restart Control (it clears the alarm once there is room)", s.quota)

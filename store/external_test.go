@@ -188,7 +188,16 @@ func TestExternalEtcdWithTLS(t *testing.T) {
 	ctx := testContext(t)
 
 	t.Run("client certificate", func(t *testing.T) {
-		s := openTestStore(t, Config{Endpoints: []string{endpoint}, CAFile: pki.CA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey, Prefix: "/cert/"})
+		// The context given to Open only bounds opening: the store
+		// works on after it ends.
+		octx, cancel := context.WithCancel(ctx)
+		s, err := Open(octx, Config{Endpoints: []string{endpoint}, CAFile: pki.CA, CertFile: pki.ClientCert, KeyFile: pki.ClientKey,
+			Prefix: "/cert/", Logger: newTestLogger(t)})
+		cancel()
+		if err != nil {
+			t.Fatalf("Open: got error %v, want nil", err)
+		}
+		defer s.Close()
 		exercise(t, s)
 	})
 

@@ -91,8 +91,8 @@ type Store struct {
 	client *clientv3.Client
 	log    *slog.Logger
 	prefix string
-	// quota is the backend quota in bytes when known (embedded etcd),
-	// 0 for an external cluster; it is only used in messages.
+	// quota is the embedded etcd's backend quota in bytes, for messages;
+	// 0 for an external cluster, whose quota is not known here.
 	quota    int64
 	embedded bool
 	// pageSize is List's page size; 0 means listPageSize. Tests shrink it.
@@ -295,14 +295,17 @@ func (s *Store) dialExternal(ctx context.Context, cfg Config) error {
 		TLS:         tlsCfg,
 		Username:    cfg.Username,
 		Password:    cfg.Password,
-		Context:     ctx,
-		Logger:      newZapLogger(s.log.With("component", "etcd-client"), zapcore.WarnLevel, &s.quiet),
+		// Pings find a connection that died without a FIN (a member
+		// that lost power, a dropped NAT mapping), so requests fail over
+		// instead of hanging on it.
+		DialKeepAliveTime:    30 * time.Second,
+		DialKeepAliveTimeout: 10 * time.Second,
+		Logger:               newZapLogger(s.log.With("component", "etcd-client"), zapcore.WarnLevel, &s.quiet),
 	})
 	if err != nil {
 		return s.mapErr(fmt.Sprintf("open store: connect to etcd at %s", strings.Join(cfg.Endpoints, ",")), err)
 	}
 	s.client = client
-	s.quota = cfg.QuotaBackendBytes
 	if err := s.Ready(ctx); err != nil {
 		client.Close()
 		return fmt.Errorf("open store: etcd at %s: %w", strings.Join(cfg.Endpoints, ","), err)
