@@ -200,6 +200,8 @@ func (s *Store) startEmbedded(ctx context.Context, cfg Config) (err error) {
 	listen := url.URL{Scheme: "unix", Path: sock}
 	if len(sock) > maxUnixSocketPath {
 		listen = url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+		s.log.Warn("the data directory's path is too long for a unix socket: etcd listens on a loopback port that other local users can reach; use a shorter --data-dir",
+			"dataDir", dir)
 	}
 	ec.ListenClientUrls = []url.URL{listen}
 	ec.AdvertiseClientUrls = []url.URL{self}
