@@ -209,6 +209,9 @@ func (s *Server) updateStatus(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if tok, ok := obj.(*api.Token); ok {
+		tok.Status.Secret = "" // secrets are shown once and never stored
+	}
 	updated, err := s.store.UpdateStatus(c.Request().Context(), obj, store.WriteOptions{DryRun: dry})
 	if err != nil {
 		return err
@@ -290,6 +293,9 @@ func (s *Server) mergePatch(c echo.Context, status bool) error {
 			return api.ErrorList{{Type: api.FieldForbidden, Field: "metadata.name", Detail: "a patch may not change the name or kind"}}
 		}
 		keepSystemFields(obj, cur)
+		if tok, ok := obj.(*api.Token); ok {
+			tok.Status.Secret = ""
+		}
 		var out api.Object
 		if status {
 			out, err = s.store.UpdateStatus(ctx, obj, store.WriteOptions{DryRun: dry})
