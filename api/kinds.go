@@ -33,6 +33,8 @@ var kinds = []KindInfo{
 		New: func() Object { return &Agent{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "Agent"}} }},
 	{Kind: "Token", Plural: "tokens", Singular: "token", ShortNames: []string{"tok"},
 		New: func() Object { return &Token{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "Token"}} }},
+	{Kind: "APIKey", Plural: "apikeys", Singular: "apikey", ShortNames: []string{"key"},
+		New: func() Object { return &APIKey{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "APIKey"}} }},
 }
 
 // Kinds returns every served kind, in a stable order.

@@ -17,10 +17,29 @@ const (
 	RoleEditor Role = "editor"
 	// RoleViewer may only read resources (never tokens).
 	RoleViewer Role = "viewer"
+	// RoleAgent is a node credential of one Agent: it may only use the
+	// watch bridge as that agent. API keys with this role enrol agents.
+	RoleAgent Role = "agent"
+	// RoleGateway is a node credential of one Gateway, as RoleAgent.
+	RoleGateway Role = "gateway"
 )
 
-// Roles lists the valid roles.
+// Roles lists the roles of people's tokens.
 var Roles = []Role{RoleAdmin, RoleEditor, RoleViewer}
+
+// IsNodeRole reports whether r is the role of a node credential.
+func (r Role) IsNodeRole() bool { return r == RoleAgent || r == RoleGateway }
+
+// NodeKind returns the Kind a node role belongs to ("Agent", "Gateway").
+func (r Role) NodeKind() string {
+	switch r {
+	case RoleAgent:
+		return "Agent"
+	case RoleGateway:
+		return "Gateway"
+	}
+	return ""
+}
 
 // Token is a bearer credential for the API. Its secret is shown once, in
 // the response that created it; only a hash is stored.
@@ -41,6 +60,9 @@ type TokenSpec struct {
 	Description string `json:"description,omitempty"`
 	// SecretHash is system: the SHA-256 of the secret, hex. Never served.
 	SecretHash string `json:"secretHash,omitempty"`
+	// Node names the Agent or Gateway a node credential (role agent or
+	// gateway) belongs to; empty for people's tokens.
+	Node string `json:"node,omitempty"`
 }
 
 // TokenStatus carries the secret in the create response only.
@@ -68,6 +90,13 @@ func (t *Token) ValidateSpec() ErrorList {
 	var errs ErrorList
 	switch t.Spec.Role {
 	case RoleAdmin, RoleEditor, RoleViewer:
+		if t.Spec.Node != "" {
+			errs = append(errs, FieldError{Type: FieldForbidden, Field: "spec.node", Detail: "only node credentials (role agent or gateway) name a node"})
+		}
+	case RoleAgent, RoleGateway:
+		if msg := checkName(t.Spec.Node); msg != "" {
+			errs = append(errs, invalid("spec.node", "%q %s", t.Spec.Node, msg))
+		}
 	case "":
 		errs = append(errs, required("spec.role", "admin, editor or viewer"))
 	default:

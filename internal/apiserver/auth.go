@@ -36,14 +36,20 @@ const (
 	verbWriteStatus verb = "write-status" // update or patch status
 )
 
-// allowed is the whole authorization policy: which role may do what to
-// which kind. Tokens are admin-only because they grant access.
+// allowed is the whole authorization policy of the REST API: which role
+// may do what to which kind. Tokens are admin-only because they grant
+// access; API keys enrol nodes, so editors (who add agents) manage them but
+// viewers do not see them. Node credentials have no REST access at all:
+// nodes speak only the watch bridge.
 func allowed(role api.Role, v verb, kind string) bool {
 	if role == api.RoleAdmin {
 		return true
 	}
-	if kind == "Token" {
+	switch kind {
+	case "Token":
 		return false
+	case "APIKey":
+		return role == api.RoleEditor && v != verbWriteStatus
 	}
 	switch v {
 	case verbRead:

@@ -41,15 +41,20 @@ func dryRun(c echo.Context) (bool, error) {
 	}
 }
 
-// redact removes what must never leave Control: token hashes.
+// redact removes what must never leave Control: secret hashes.
 func redact(obj api.Object) api.Object {
-	if t, ok := obj.(*api.Token); ok && t.Spec.SecretHash != "" {
-		t = api.Clone(t)
-		t.Spec.SecretHash = ""
-		return t
+	if sh, ok := obj.(api.SecretHolder); ok {
+		if hash, _ := sh.Secrets(); *hash != "" {
+			sh = api.Clone(sh)
+			hash, _ = sh.Secrets()
+			*hash = ""
+			return sh
+		}
 	}
 	return obj
 }
+
+var errSecretHashSent = api.ErrorList{{Type: api.FieldForbidden, Field: "spec.secretHash", Detail: "set by Control; leave it out"}}
 
 func (s *Server) list(c echo.Context) error {
 	k, err := s.kindOf(c, verbRead)
@@ -135,33 +140,40 @@ func (s *Server) create(c echo.Context) error {
 		return err
 	}
 	var secret string
-	if tok, ok := obj.(*api.Token); ok {
-		if tok.Spec.SecretHash != "" {
-			return api.ErrorList{{Type: api.FieldForbidden, Field: "spec.secretHash", Detail: "set by Control; leave it out"}}
+	if sh, ok := obj.(api.SecretHolder); ok {
+		if hash, _ := sh.Secrets(); *hash != "" {
+			return errSecretHashSent
 		}
 		if secret, err = newSecret(); err != nil {
 			return err
 		}
-		tok.Spec.SecretHash = hashSecret(secret)
+		hash, _ := sh.Secrets()
+		*hash = hashSecret(secret)
 	}
 	created, err := s.store.Create(c.Request().Context(), obj, store.WriteOptions{DryRun: dry})
 	if err != nil {
 		return err
 	}
 	out := redact(created)
-	if tok, ok := out.(*api.Token); ok && !dry {
-		tok.Status.Secret = api.FormatToken(tok.Metadata.Name, secret)
+	if sh, ok := out.(api.SecretHolder); ok && !dry {
+		_, shown := sh.Secrets()
+		*shown = sh.FormatSecret(sh.GetMeta().Name, secret)
 	}
 	return writeJSON(c, http.StatusCreated, out)
 }
 
 // keepSystemFields copies what clients never own onto obj before an
-// update: a token's secret hash.
+// update: a secret's hash. A secret shown once is never stored.
 func keepSystemFields(obj, current api.Object) {
-	if tok, ok := obj.(*api.Token); ok {
-		if cur, ok := current.(*api.Token); ok {
-			tok.Spec.SecretHash = cur.Spec.SecretHash
-		}
+	sh, ok := obj.(api.SecretHolder)
+	if !ok {
+		return
+	}
+	hash, shown := sh.Secrets()
+	*shown = ""
+	if cur, ok := current.(api.SecretHolder); ok {
+		curHash, _ := cur.Secrets()
+		*hash = *curHash
 	}
 }
 
@@ -179,9 +191,9 @@ func (s *Server) update(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if tok, ok := obj.(*api.Token); ok {
-		if tok.Spec.SecretHash != "" {
-			return api.ErrorList{{Type: api.FieldForbidden, Field: "spec.secretHash", Detail: "set by Control; leave it out"}}
+	if sh, ok := obj.(api.SecretHolder); ok {
+		if hash, _ := sh.Secrets(); *hash != "" {
+			return errSecretHashSent
 		}
 		cur, err := s.store.Get(ctx, k.Kind, obj.GetMeta().Name)
 		if err != nil {
@@ -209,8 +221,9 @@ func (s *Server) updateStatus(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if tok, ok := obj.(*api.Token); ok {
-		tok.Status.Secret = "" // secrets are shown once and never stored
+	if sh, ok := obj.(api.SecretHolder); ok {
+		_, shown := sh.Secrets()
+		*shown = "" // secrets are shown once and never stored
 	}
 	updated, err := s.store.UpdateStatus(c.Request().Context(), obj, store.WriteOptions{DryRun: dry})
 	if err != nil {
@@ -257,10 +270,10 @@ func (s *Server) mergePatch(c echo.Context, status bool) error {
 	if !ok {
 		return api.NewStatusError(api.ReasonBadRequest, "a merge patch must be a JSON object")
 	}
-	if k.Kind == "Token" {
+	if _, ok := k.New().(api.SecretHolder); ok {
 		if spec, ok := pm["spec"].(map[string]any); ok {
 			if _, has := spec["secretHash"]; has {
-				return api.ErrorList{{Type: api.FieldForbidden, Field: "spec.secretHash", Detail: "set by Control; leave it out"}}
+				return errSecretHashSent
 			}
 		}
 	}
@@ -293,9 +306,6 @@ func (s *Server) mergePatch(c echo.Context, status bool) error {
 			return api.ErrorList{{Type: api.FieldForbidden, Field: "metadata.name", Detail: "a patch may not change the name or kind"}}
 		}
 		keepSystemFields(obj, cur)
-		if tok, ok := obj.(*api.Token); ok {
-			tok.Status.Secret = ""
-		}
 		var out api.Object
 		if status {
 			out, err = s.store.UpdateStatus(ctx, obj, store.WriteOptions{DryRun: dry})

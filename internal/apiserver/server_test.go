@@ -140,8 +140,15 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 		for _, k := range api.Kinds() {
 			path := strings.NewReplacer(":plural", k.Plural, ":name", "x").Replace(r.Path)
 			want := minRole
-			if k.Kind == "Token" && strings.Contains(r.Path, ":plural") {
-				want = api.RoleAdmin
+			if strings.Contains(r.Path, ":plural") {
+				switch k.Kind {
+				case "Token":
+					want = api.RoleAdmin
+				case "APIKey":
+					if roleRank(want) < roleRank(api.RoleEditor) {
+						want = api.RoleEditor
+					}
+				}
 			}
 			for _, role := range []api.Role{"", api.RoleViewer, api.RoleEditor, api.RoleAdmin} {
 				code, body := h.do(role, r.Method, path, "application/json", "{}")
