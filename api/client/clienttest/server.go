@@ -73,8 +73,11 @@ type Server struct {
 	// changed is closed, and replaced, on every write, to wake watches.
 	changed chan struct{}
 	// drop is closed, and replaced, by DropWatches.
-	drop     chan struct{}
-	requests []Request
+	drop chan struct{}
+	// watchesDown makes new watches fail with 503, as while Control
+	// restarts.
+	watchesDown bool
+	requests    []Request
 }
 
 type event struct {
@@ -198,6 +201,15 @@ func (s *Server) DropWatches() {
 	defer s.mu.Unlock()
 	close(s.drop)
 	s.drop = make(chan struct{})
+}
+
+// SetWatchesUnavailable makes new watch requests fail with 503 Service
+// Unavailable (down) or be served again (!down). Together with
+// DropWatches and Compact it holds clients off while history is lost.
+func (s *Server) SetWatchesUnavailable(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watchesDown = down
 }
 
 // store writes obj at a new revision and records the event. s.mu is held.
@@ -612,6 +624,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, k api.KindInfo) {
 		}
 	}
 	s.mu.Lock()
+	if s.watchesDown {
+		s.mu.Unlock()
+		writeError(w, api.NewStatusError(api.ReasonUnavailable, "watches are unavailable"))
+		return
+	}
 	expired := from > 0 && from < s.compacted
 	if from == 0 {
 		from = s.rev

@@ -1,0 +1,325 @@
+package ctl
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kakuremichi/kakuremichi/api"
+)
+
+// Output formats of -o.
+const (
+	outTable = ""
+	outWide  = "wide"
+	outYAML  = "yaml"
+	outJSON  = "json"
+	outName  = "name"
+)
+
+func checkOutput(format string, allowed ...string) error {
+	for _, a := range allowed {
+		if format == a {
+			return nil
+		}
+	}
+	var names []string
+	for _, a := range allowed {
+		if a != "" {
+			names = append(names, a)
+		}
+	}
+	return usagef("-o %q is not one of %s", format, strings.Join(names, ", "))
+}
+
+// printObjects writes objects as YAML or JSON. One object is written as
+// itself. Several are, in YAML, a stream of documents separated by "---"
+// (which apply -f and api.DecodeManifests read back), and in JSON a
+// {"kind":"List","items":[...]} object.
+func printObjects(w io.Writer, format string, objs []api.Object, single bool) error {
+	switch format {
+	case outYAML:
+		for i, o := range objs {
+			data, err := yaml.Marshal(o)
+			if err != nil {
+				return fmt.Errorf("encode %s: %w", ref(o), err)
+			}
+			if i > 0 || !single {
+				if _, err := io.WriteString(w, "---\n"); err != nil {
+					return err
+				}
+			}
+			if _, err := w.Write(data); err != nil {
+				return err
+			}
+		}
+		return nil
+	case outJSON:
+		var v any = struct {
+			Kind  string       `json:"kind"`
+			Items []api.Object `json:"items"`
+		}{Kind: "List", Items: append([]api.Object{}, objs...)}
+		if single && len(objs) == 1 {
+			v = objs[0]
+		}
+		data, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		_, err = fmt.Fprintf(w, "%s\n", data)
+		return err
+	case outName:
+		for _, o := range objs {
+			if _, err := fmt.Fprintln(w, ref(o)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown output format %q", format)
+}
+
+// formatAge writes a duration the way a person glances at it: the largest
+// whole unit only ("5s", "3m", "2h", "4d", "3y").
+func formatAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	case d < 365*24*time.Hour:
+		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	default:
+		return fmt.Sprintf("%dy", int(d/(365*24*time.Hour)))
+	}
+}
+
+func age(t time.Time, now time.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return formatAge(now.Sub(t))
+}
+
+// readyColumn sums up the Ready condition: its status, or for False the
+// reason too, "False (HostnameConflict)".
+func readyColumn(obj api.Object) string {
+	c := api.FindCondition(obj.GetStatus().Conditions, api.ConditionReady)
+	switch {
+	case c == nil:
+		return "Unknown"
+	case c.Status == api.ConditionTrue || c.Reason == "":
+		return string(c.Status)
+	default:
+		return fmt.Sprintf("%s (%s)", c.Status, c.Reason)
+	}
+}
+
+func readyReasonMessage(obj api.Object) (string, string) {
+	c := api.FindCondition(obj.GetStatus().Conditions, api.ConditionReady)
+	if c == nil {
+		return "", ""
+	}
+	return c.Reason, c.Message
+}
+
+func boolColumn(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+func labelsColumn(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "<none>"
+	}
+	parts := make([]string, 0, len(labels))
+	for _, k := range sortedKeys(labels) {
+		parts = append(parts, k+"="+labels[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+// table is rows of text under a header.
+type table struct {
+	header []string
+	rows   [][]string
+}
+
+// tableHeader returns the columns of a kind's table.
+func tableHeader(k api.KindInfo, wide bool) []string {
+	var h []string
+	switch k.Kind {
+	case "Tunnel":
+		h = []string{"NAME", "HOSTNAME", "TARGET", "AGENT", "READY", "AGE"}
+		if wide {
+			h = append(h, "ENABLED", "REASON", "MESSAGE", "LABELS")
+		}
+	case "Gateway":
+		h = []string{"NAME", "ENDPOINT", "ENABLED", "READY", "AGE"}
+		if wide {
+			h = append(h, "PUBLIC KEY", "REASON", "MESSAGE", "LABELS")
+		}
+	case "Agent":
+		h = []string{"NAME", "ENABLED", "READY", "AGE"}
+		if wide {
+			h = append(h, "PUBLIC KEY", "REASON", "MESSAGE", "LABELS")
+		}
+	case "Token":
+		h = []string{"NAME", "ROLE", "EXPIRES", "AGE"}
+		if wide {
+			h = append(h, "DESCRIPTION", "LABELS")
+		}
+	default:
+		h = []string{"NAME", "READY", "AGE"}
+		if wide {
+			h = append(h, "LABELS")
+		}
+	}
+	return h
+}
+
+// tableRow returns an object's row; name is what the NAME column shows.
+func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
+	m := obj.GetMeta()
+	created := age(m.CreationTimestamp, now)
+	reason, message := readyReasonMessage(obj)
+	switch o := obj.(type) {
+	case *api.Tunnel:
+		r := []string{name, o.Spec.Hostname, o.Spec.Target, o.Spec.Agent, readyColumn(o), created}
+		if wide {
+			r = append(r, boolColumn(o.Spec.IsEnabled()), orNone(reason), orNone(message), labelsColumn(m.Labels))
+		}
+		return r
+	case *api.Gateway:
+		r := []string{name, orNone(o.Spec.PublicEndpoint), boolColumn(o.Spec.IsEnabled()), readyColumn(o), created}
+		if wide {
+			r = append(r, orNone(o.Spec.PublicKey), orNone(reason), orNone(message), labelsColumn(m.Labels))
+		}
+		return r
+	case *api.Agent:
+		r := []string{name, boolColumn(o.Spec.IsEnabled()), readyColumn(o), created}
+		if wide {
+			r = append(r, orNone(o.Spec.PublicKey), orNone(reason), orNone(message), labelsColumn(m.Labels))
+		}
+		return r
+	case *api.Token:
+		r := []string{name, string(o.Spec.Role), expiresColumn(o.Spec.ExpiresAt, now), created}
+		if wide {
+			r = append(r, orNone(o.Spec.Description), labelsColumn(m.Labels))
+		}
+		return r
+	default:
+		r := []string{name, readyColumn(obj), created}
+		if wide {
+			r = append(r, labelsColumn(m.Labels))
+		}
+		return r
+	}
+}
+
+func expiresColumn(at *time.Time, now time.Time) string {
+	switch {
+	case at == nil:
+		return "never"
+	case !at.After(now):
+		return "expired"
+	default:
+		return "in " + formatAge(at.Sub(now))
+	}
+}
+
+// buildTable makes a kind's table; with prefix, names read "tunnel/web".
+func buildTable(k api.KindInfo, objs []api.Object, wide, prefix bool, now time.Time) table {
+	sorted := append([]api.Object(nil), objs...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].GetMeta().Name < sorted[j].GetMeta().Name })
+	t := table{header: tableHeader(k, wide)}
+	for _, o := range sorted {
+		name := o.GetMeta().Name
+		if prefix {
+			name = ref(o)
+		}
+		t.rows = append(t.rows, tableRow(o, name, wide, now))
+	}
+	return t
+}
+
+// write prints the table aligned by text/tabwriter.
+func (t table) write(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(cleanCells(t.header), "\t"))
+	for _, r := range t.rows {
+		fmt.Fprintln(tw, strings.Join(cleanCells(r), "\t"))
+	}
+	return tw.Flush()
+}
+
+// widths returns each column's width as tabwriter lays the table out, so
+// rows printed later (by get -w) line up under it.
+func (t table) widths() []int {
+	w := make([]int, len(t.header))
+	for _, r := range append([][]string{t.header}, t.rows...) {
+		for i, cell := range cleanCells(r) {
+			if i < len(w) && len([]rune(cell)) > w[i] {
+				w[i] = len([]rune(cell))
+			}
+		}
+	}
+	return w
+}
+
+// writeRow prints one row padded to widths, growing them if it must.
+func writeRow(w io.Writer, row []string, widths []int) error {
+	var b strings.Builder
+	for i, cell := range cleanCells(row) {
+		b.WriteString(cell)
+		if i == len(row)-1 {
+			break
+		}
+		n := len([]rune(cell))
+		if i < len(widths) {
+			if n > widths[i] {
+				widths[i] = n
+			}
+			n = widths[i] - n
+		} else {
+			n = 0
+		}
+		b.WriteString(strings.Repeat(" ", n+3))
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// cleanCells keeps a cell on one line and out of tabwriter's way.
+func cleanCells(r []string) []string {
+	out := make([]string, len(r))
+	for i, c := range r {
+		out[i] = strings.Map(func(r rune) rune {
+			if r == '\t' || r == '\n' || r == '\r' {
+				return ' '
+			}
+			return r
+		}, c)
+	}
+	return out
+}
