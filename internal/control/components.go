@@ -4,11 +4,15 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/kakuremichi/kakuremichi/controllers"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
 // components returns Control's long-running loops besides the API, by
 // name.
 func components(st *store.Store, log *slog.Logger) map[string]func(context.Context) error {
-	return map[string]func(context.Context) error{}
+	mgr := controllers.New(controllers.Config{Store: storeAdapter{st: st}, Logger: log.With("component", "controllers")})
+	return map[string]func(context.Context) error{
+		"controllers": mgr.Run,
+	}
 }
