@@ -74,8 +74,10 @@ type Peer struct {
 	// node never dials first (a gateway's agents, behind NAT): their
 	// endpoint is learned from their first authenticated packet. Whether
 	// set or not, the device follows a peer that roams (its packets arrive
-	// from elsewhere); SetPeers writes the endpoint again only when the
-	// desired one changes.
+	// from elsewhere), and a resync does not undo that: SetPeers writes an
+	// endpoint only when the desired one changes, and then recreates the
+	// peer so that a fresh handshake starts at once (the old session most
+	// likely belonged to a process that is gone).
 	Endpoint netip.AddrPort
 
 	// AllowedIPs are the addresses routed to the peer and the only source
@@ -216,7 +218,9 @@ func (d *Device) state() (deviceState, error) {
 // touched, and a peer that did not change keeps its session and traffic.
 // It reports whether anything changed; "no change" is the normal outcome of
 // a periodic resync. Invalid peers are rejected as a whole (errors.Is
-// api.ErrInvalid) before anything is written.
+// api.ErrInvalid) before anything is written. If the write itself fails,
+// changed is true because part of it may have been applied; calling again
+// converges.
 func (d *Device) SetPeers(peers []Peer) (changed bool, err error) {
 	if d.closed.Load() {
 		return false, fmt.Errorf("setting wireguard peers: %w", net.ErrClosed)
@@ -404,8 +408,9 @@ func checkNetwork(network string, a netip.Addr) error {
 }
 
 // Close shuts the device down: its UDP socket, its peers and the netstack
-// with every connection and listener on it. It waits for wireguard-go's
-// goroutines and is safe to call more than once.
+// with every connection and listener on it; blocked Accepts and Reads
+// return errors. wireguard-go's goroutines end with it. It is safe to call
+// more than once.
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() {
 		d.closed.Store(true)

@@ -3,10 +3,12 @@ package wgnet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -73,5 +75,62 @@ func TestHTTPThroughTunnel(t *testing.T) {
 			t.Errorf("%s %s: got body %q, want %q…%q", tt.method, url, got, tt.want, ": "+tt.body)
 		}
 	}
-	_ = context.Background
+}
+
+// TestIPv6Overlay: an overlay in IPv6 works the same way.
+func TestIPv6Overlay(t *testing.T) {
+	checkGoroutines(t)
+	agent, gw := pairOn(t, "fd7a:6b6b::1", "fd7a:6b6b::2")
+	c := dialEcho(t, gw, agent, serveEcho(t, agent))
+	if got := c.LocalAddr().String(); !strings.HasPrefix(got, "[fd7a:6b6b::1]:") {
+		t.Errorf("local address: got %s, want [fd7a:6b6b::1]:port", got)
+	}
+	if _, err := gw.dev.DialContext(context.Background(), "tcp4", "[fd7a:6b6b::2]:80"); err == nil {
+		t.Errorf("tcp4 to an IPv6 address: got nil error, want one")
+	}
+}
+
+// TestConcurrentUse: SetPeers, Peers and DialContext from several
+// goroutines at once, under the race detector; every SetPeers of the same
+// set after the first reports no change.
+func TestConcurrentUse(t *testing.T) {
+	checkGoroutines(t)
+	agent, gw := pair(t)
+	port := serveEcho(t, agent)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				switch i {
+				case 0, 1:
+					changed, err := gw.dev.SetPeers([]Peer{agent.asPassive()})
+					if err != nil || changed {
+						errs <- fmt.Errorf("SetPeers: got changed=%v err=%v, want false, nil", changed, err)
+					}
+				case 2:
+					if _, err := gw.dev.Peers(); err != nil {
+						errs <- err
+					}
+				case 3:
+					c, err := dialTimeout(gw, hostPort(agent.addr, port), 5*time.Second)
+					if err != nil {
+						errs <- err
+						continue
+					}
+					if err := roundTrip(c, "x", 5*time.Second); err != nil {
+						errs <- err
+					}
+					c.Close()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }

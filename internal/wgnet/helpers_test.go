@@ -111,7 +111,7 @@ func (n *node) endpoint() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(n.dev.ListenPort()))
 }
 
-func (n *node) host() netip.Prefix { return netip.PrefixFrom(n.addr, 32) }
+func (n *node) host() netip.Prefix { return netip.PrefixFrom(n.addr, n.addr.BitLen()) }
 
 // asDialed is n as a peer that is dialled at its endpoint with keepalive
 // (how an agent sees a gateway).
@@ -178,8 +178,14 @@ func waitHandshake(t testing.TB, n, peer *node, after time.Time) {
 // configuring the gateway first so the agent's first handshake is answered.
 func pair(t testing.TB) (agent, gw *node) {
 	t.Helper()
-	gw = newNode(t, "gateway", "100.64.0.1")
-	agent = newNode(t, "agent", "100.64.0.2")
+	return pairOn(t, "100.64.0.1", "100.64.0.2")
+}
+
+// pairOn is pair with the given overlay addresses.
+func pairOn(t testing.TB, gwAddr, agentAddr string) (agent, gw *node) {
+	t.Helper()
+	gw = newNode(t, "gateway", gwAddr)
+	agent = newNode(t, "agent", agentAddr)
 	start := time.Now().Add(-time.Second)
 	gw.setPeers(t, agent.asPassive())
 	agent.setPeers(t, gw.asDialed())
