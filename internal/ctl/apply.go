@@ -75,9 +75,9 @@ func runApply(ctx context.Context, c *cli, args []string) error {
 		if output == outTable {
 			fmt.Fprintf(c.stdout, "%s %s%s\n", ref(out), what, suffix)
 		}
-		if _, ok := m.obj.(*api.Token); ok && what == "created" {
+		if _, ok := m.obj.(api.SecretHolder); ok && what == "created" && !dryRun {
 			fmt.Fprintf(c.stderr, "note: %s was created by apply, which does not print secrets; "+
-				"to get a usable token, delete it and use \"kakuremichictl create token\"\n", ref(out))
+				"to get a usable secret, delete it and use \"kakuremichictl create\"\n", ref(out))
 		}
 	}
 	if prune {

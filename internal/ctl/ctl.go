@@ -88,8 +88,9 @@ func commands() []command {
 			"show what apply would change (exit 0: no difference, 1: differences, 2: error)", runDiff},
 		{"delete", "delete -f FILE|DIR|- [-f ...] | delete KIND NAME [NAME...]  [--ignore-not-found] [--dry-run]",
 			"delete objects", runDelete},
-		{"create", "create token NAME --role admin|editor|viewer [--expires 720h] [--description TEXT]",
-			"create a token and print its secret (only on stdout, only this once)", runCreate},
+		{"create", "create token NAME --role admin|editor|viewer [--expires 720h] [--description TEXT]\n" +
+			"  kakuremichictl create apikey NAME --role agent|gateway [--expires 24h] [--max-uses N] [--description TEXT]",
+			"create a token, or an API key that enrols nodes, and print its secret (only on stdout, only this once)", runCreate},
 		{"version", "version", "print the client's and the server's versions", runVersion},
 	}
 }

@@ -140,6 +140,18 @@ func statusSummary(obj api.Object, now time.Time) [][2]string {
 		if o.Spec.ExpiresAt != nil {
 			out = append(out, [2]string{"Expires", fmt.Sprintf("%s (%s)", o.Spec.ExpiresAt.UTC().Format(time.RFC3339), expiresColumn(o.Spec.ExpiresAt, now))})
 		}
+	case *api.APIKey:
+		if o.Spec.ExpiresAt != nil {
+			out = append(out, [2]string{"Expires", fmt.Sprintf("%s (%s)", o.Spec.ExpiresAt.UTC().Format(time.RFC3339), expiresColumn(o.Spec.ExpiresAt, now))})
+		}
+		uses := fmt.Sprintf("%d", o.Status.Uses)
+		if o.Spec.MaxUses > 0 {
+			uses += fmt.Sprintf(" of %d", o.Spec.MaxUses)
+		}
+		if o.Status.LastUsed != nil {
+			uses += fmt.Sprintf(", last %s ago", age(*o.Status.LastUsed, now))
+		}
+		out = append(out, [2]string{"Uses", uses})
 	}
 	if c := api.FindCondition(conds, api.ConditionReady); c != nil {
 		ready := readyColumn(obj)

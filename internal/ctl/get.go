@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/kakuremichi/kakuremichi/api"
@@ -178,10 +179,16 @@ func (c *cli) watch(ctx context.Context, cl *client.Client, k api.KindInfo, name
 	}
 	known := map[string]api.Object{}
 	var widths []int
+	docs := 0
 	emit := func(o api.Object) error {
 		switch output {
 		case outYAML:
-			return printObjects(c.stdout, outYAML, []api.Object{o}, false)
+			if docs++; docs > 1 {
+				if _, err := io.WriteString(c.stdout, "---\n"); err != nil {
+					return err
+				}
+			}
+			return printObjects(c.stdout, outYAML, []api.Object{o}, true)
 		case outJSON, outName:
 			return printObjects(c.stdout, output, []api.Object{o}, true)
 		}

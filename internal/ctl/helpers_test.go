@@ -95,8 +95,12 @@ func tunnelYAML(name, target string, labels ...string) string {
 			lb.WriteString("    " + k + ": " + v + "\n")
 		}
 	}
+	port := ""
+	if strings.HasPrefix(target, "tcp://") {
+		port = "  publicPort: 15432\n"
+	}
 	return "apiVersion: kakuremichi.io/v1alpha1\nkind: Tunnel\nmetadata:\n  name: " + name + "\n" + lb.String() +
-		"spec:\n  hostname: " + name + ".example.com\n  agent: home\n  target: " + target + "\n"
+		"spec:\n  hostname: " + name + ".example.com\n  agent: home\n  target: " + target + "\n" + port
 }
 
 func seedTunnel(name string, created time.Time, labels map[string]string, conds ...api.Condition) *api.Tunnel {
@@ -138,4 +142,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// timeAgo returns a creation time d ago, to the second, as the server
+// stores it.
+func timeAgo(d time.Duration) time.Time {
+	return time.Now().Add(-d).UTC().Truncate(time.Second)
 }

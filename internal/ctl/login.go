@@ -128,67 +128,90 @@ func versionString(version, commit string) string {
 	return version + " (commit " + commit + ")"
 }
 
-// runCreate creates tokens; every other kind is created by apply.
+// runCreate creates the objects whose secret Control generates and shows
+// once (tokens and API keys), printing the secret alone on stdout. Every
+// other kind is created by apply.
 func runCreate(ctx context.Context, c *cli, args []string) error {
 	fs := c.newFlagSet("create")
 	var role, expires, description string
-	fs.StringVar(&role, "role", "", "admin, editor or viewer (required)")
+	var maxUses int64
+	fs.StringVar(&role, "role", "", "tokens: admin, editor or viewer; API keys: agent or gateway (required)")
 	fs.StringVar(&expires, "expires", "", `lifetime such as 720h or 30d; empty never expires`)
-	fs.StringVar(&description, "description", "", "who or what the token is for")
+	fs.StringVar(&description, "description", "", "who or what it is for")
+	fs.Int64Var(&maxUses, "max-uses", 0, "API keys: how many nodes the key may enrol; 0 is no limit")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) == 0 {
-		return usagef("create what? only \"create token NAME\" is supported; other objects are created with apply -f")
+		return usagef("create what? \"create token NAME\" or \"create apikey NAME\"; other objects are created with apply -f")
 	}
-	if k, ok := api.LookupKind(pos[0]); !ok || k.Kind != "Token" {
-		return usagef("create supports only tokens; create %s objects with apply -f", pos[0])
+	k, ok := api.LookupKind(pos[0])
+	if !ok || (k.Kind != "Token" && k.Kind != "APIKey") {
+		return usagef("create makes only tokens and API keys; create %s objects with apply -f", pos[0])
 	}
 	if len(pos) != 2 {
-		return usagef("create token takes exactly one NAME")
+		return usagef("create %s takes exactly one NAME", k.Singular)
 	}
 	name := pos[1]
-	switch api.Role(role) {
-	case api.RoleAdmin, api.RoleEditor, api.RoleViewer:
-	case "":
-		return usagef("--role is required: admin, editor or viewer")
-	default:
-		return usagef("--role %q is not admin, editor or viewer", role)
+	if role == "" {
+		return usagef("--role is required")
 	}
-	tok := &api.Token{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Token"},
-		Metadata: api.ObjectMeta{Name: name},
-		Spec:     api.TokenSpec{Role: api.Role(role), Description: description}}
+	var expiresAt *time.Time
 	if expires != "" {
 		d, err := parseLifetime(expires)
 		if err != nil {
 			return usagef("--expires: %v", err)
 		}
 		at := c.now().Add(d).UTC().Truncate(time.Second)
-		tok.Spec.ExpiresAt = &at
+		expiresAt = &at
 	}
-	if err := api.Validate(tok); err != nil {
-		return fmt.Errorf("create token %q: %w", name, err)
+	var obj api.Object
+	switch k.Kind {
+	case "Token":
+		switch api.Role(role) {
+		case api.RoleAdmin, api.RoleEditor, api.RoleViewer:
+		default:
+			return usagef("--role %q: a token is admin, editor or viewer (nodes get theirs by enrolling with an API key)", role)
+		}
+		if maxUses != 0 {
+			return usagef("--max-uses is for API keys")
+		}
+		obj = &api.Token{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: k.Kind},
+			Metadata: api.ObjectMeta{Name: name},
+			Spec:     api.TokenSpec{Role: api.Role(role), ExpiresAt: expiresAt, Description: description}}
+	case "APIKey":
+		obj = &api.APIKey{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: k.Kind},
+			Metadata: api.ObjectMeta{Name: name},
+			Spec:     api.APIKeySpec{Role: api.Role(role), ExpiresAt: expiresAt, MaxUses: maxUses, Description: description}}
+	}
+	if err := api.Validate(obj); err != nil {
+		return fmt.Errorf("create %s %q: %w", k.Singular, name, err)
 	}
 	cl, err := c.client()
 	if err != nil {
 		return err
 	}
-	out, err := cl.Create(ctx, tok, client.WriteOptions{})
+	out, err := cl.Create(ctx, obj, client.WriteOptions{})
 	if err != nil {
 		return err
 	}
-	created, ok := out.(*api.Token)
-	if !ok || created.Status.Secret == "" {
-		return fmt.Errorf("create token %q: the server answered without a secret; delete the token and try again", name)
+	sh, ok := out.(api.SecretHolder)
+	var secret string
+	if ok {
+		_, shown := sh.Secrets()
+		secret = *shown
+	}
+	if secret == "" {
+		return fmt.Errorf("create %s %q: the server answered without a secret; delete it and try again", k.Singular, name)
 	}
 	until := "never expires"
-	if created.Spec.ExpiresAt != nil {
-		until = "expires " + created.Spec.ExpiresAt.UTC().Format(time.RFC3339)
+	if expiresAt != nil {
+		until = "expires " + expiresAt.Format(time.RFC3339)
 	}
-	fmt.Fprintf(c.stderr, "token/%s created (role %s, %s).\nIts secret is printed on stdout and shown only this once: store it now.\n",
-		name, created.Spec.Role, until)
-	fmt.Fprintln(c.stdout, created.Status.Secret)
+	fmt.Fprintf(c.stderr, "%s created (role %s, %s).\nIts secret is printed on stdout and shown only this once: store it now.\n",
+		ref(out), role, until)
+	fmt.Fprintln(c.stdout, secret)
 	return nil
 }
 

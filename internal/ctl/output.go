@@ -38,9 +38,10 @@ func checkOutput(format string, allowed ...string) error {
 	return usagef("-o %q is not one of %s", format, strings.Join(names, ", "))
 }
 
-// printObjects writes objects as YAML or JSON. One object is written as
-// itself. Several are, in YAML, a stream of documents separated by "---"
-// (which apply -f and api.DecodeManifests read back), and in JSON a
+// printObjects writes objects as YAML or JSON. In YAML, objects are
+// documents separated by "---" lines (which apply -f and
+// api.DecodeManifests read back). In JSON, one object asked for by name
+// (single) is written as itself, anything else as a
 // {"kind":"List","items":[...]} object.
 func printObjects(w io.Writer, format string, objs []api.Object, single bool) error {
 	switch format {
@@ -50,7 +51,7 @@ func printObjects(w io.Writer, format string, objs []api.Object, single bool) er
 			if err != nil {
 				return fmt.Errorf("encode %s: %w", ref(o), err)
 			}
-			if i > 0 || !single {
+			if i > 0 {
 				if _, err := io.WriteString(w, "---\n"); err != nil {
 					return err
 				}
@@ -186,7 +187,12 @@ func tableHeader(k api.KindInfo, wide bool) []string {
 	case "Token":
 		h = []string{"NAME", "ROLE", "EXPIRES", "AGE"}
 		if wide {
-			h = append(h, "DESCRIPTION", "LABELS")
+			h = append(h, "NODE", "DESCRIPTION", "LABELS")
+		}
+	case "APIKey":
+		h = []string{"NAME", "ROLE", "USES", "EXPIRES", "AGE"}
+		if wide {
+			h = append(h, "LAST USED", "DESCRIPTION", "LABELS")
 		}
 	default:
 		h = []string{"NAME", "READY", "AGE"}
@@ -204,7 +210,12 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 	reason, message := readyReasonMessage(obj)
 	switch o := obj.(type) {
 	case *api.Tunnel:
-		r := []string{name, o.Spec.Hostname, o.Spec.Target, o.Spec.Agent, readyColumn(o), created}
+		host := o.Spec.Hostname
+		if o.Spec.PublicPort != 0 {
+			// A tcp tunnel is reached at its own port: show where.
+			host = fmt.Sprintf("%s:%d", host, o.Spec.PublicPort)
+		}
+		r := []string{name, host, o.Spec.Target, o.Spec.Agent, readyColumn(o), created}
 		if wide {
 			r = append(r, boolColumn(o.Spec.IsEnabled()), orNone(reason), orNone(message), labelsColumn(m.Labels))
 		}
@@ -224,7 +235,21 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 	case *api.Token:
 		r := []string{name, string(o.Spec.Role), expiresColumn(o.Spec.ExpiresAt, now), created}
 		if wide {
-			r = append(r, orNone(o.Spec.Description), labelsColumn(m.Labels))
+			r = append(r, orNone(o.Spec.Node), orNone(o.Spec.Description), labelsColumn(m.Labels))
+		}
+		return r
+	case *api.APIKey:
+		uses := fmt.Sprintf("%d", o.Status.Uses)
+		if o.Spec.MaxUses > 0 {
+			uses += fmt.Sprintf("/%d", o.Spec.MaxUses)
+		}
+		r := []string{name, string(o.Spec.Role), uses, expiresColumn(o.Spec.ExpiresAt, now), created}
+		if wide {
+			lastUsed := "never"
+			if o.Status.LastUsed != nil {
+				lastUsed = age(*o.Status.LastUsed, now) + " ago"
+			}
+			r = append(r, lastUsed, orNone(o.Spec.Description), labelsColumn(m.Labels))
 		}
 		return r
 	default:

@@ -349,14 +349,18 @@ func (s *Server) authenticate(r *http.Request) (api.Role, error) {
 	return "", api.NewStatusError(api.ReasonUnauthorized, "the token is not valid")
 }
 
-// allowed is Control's policy: tokens are admin-only, viewers read,
-// editors write, status is written by admins (controllers) only.
+// allowed is Control's policy: tokens are admin-only; API keys are
+// managed by editors and hidden from viewers; viewers read, editors
+// write; status is written by admins (controllers) only; node
+// credentials have no REST access.
 func allowed(role api.Role, kind string, write, status bool) bool {
 	switch {
 	case role == api.RoleAdmin:
 		return true
 	case kind == "Token":
 		return false
+	case kind == "APIKey":
+		return role == api.RoleEditor && !status
 	case !write:
 		return role == api.RoleEditor || role == api.RoleViewer
 	default:
@@ -433,11 +437,14 @@ func (s *Server) create(r *http.Request, k api.KindInfo, dry bool) (api.Object, 
 	m.CreationTimestamp = time.Now().UTC().Truncate(time.Second)
 	m.Generation = 1
 	m.DeletionTimestamp = nil
-	*obj.GetStatus() = api.CommonStatus{}
+	obj, err = withoutStatus(obj)
+	if err != nil {
+		return nil, err
+	}
+	m = obj.GetMeta()
 	var secret string
-	if tok, ok := obj.(*api.Token); ok {
-		tok.Status = api.TokenStatus{}
-		secret = api.FormatToken(m.Name, newID())
+	if sh, ok := obj.(api.SecretHolder); ok {
+		secret = sh.FormatSecret(m.Name, newID())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -448,13 +455,23 @@ func (s *Server) create(r *http.Request, k api.KindInfo, dry bool) (api.Object, 
 		return obj, nil
 	}
 	s.store(obj, api.Added)
-	if tok, ok := obj.(*api.Token); ok {
-		s.secrets[secret] = m.Name
-		tok = api.Clone(tok)
-		tok.Status.Secret = secret
-		return tok, nil
+	if sh, ok := obj.(api.SecretHolder); ok {
+		if obj.GetTypeMeta().Kind == "Token" {
+			s.secrets[secret] = m.Name
+		}
+		shown := api.Clone(sh)
+		_, field := shown.Secrets()
+		*field = secret
+		return shown, nil
 	}
 	return obj, nil
+}
+
+// withoutStatus drops every status field: only controllers write status.
+func withoutStatus(obj api.Object) (api.Object, error) {
+	t := top(obj)
+	delete(t, "status")
+	return api.DecodeObject(mustJSON(t))
 }
 
 // checkVersion enforces a resourceVersion precondition. s.mu is held.
