@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Tunnel publishes one service of an agent under a hostname on every
@@ -31,11 +32,29 @@ type TunnelSpec struct {
 	Target string `json:"target"`
 	// Enabled turns the tunnel off without deleting it. Defaults to true.
 	Enabled *bool `json:"enabled,omitempty"`
+	// PublicPort is, for a tcp:// target, the port every gateway listens
+	// on for it (required then, forbidden otherwise; not 80 or 443).
+	PublicPort int `json:"publicPort,omitempty"`
+	// InsecureSkipVerify makes the agent accept any certificate from an
+	// https:// target (self-signed origins). Defaults to false.
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
 }
 
 // TunnelStatus is what Control observed of a tunnel.
 type TunnelStatus struct {
 	CommonStatus `json:",inline"`
+	// Gateways lists, per gateway, whether it serves the tunnel.
+	Gateways []TunnelGatewayStatus `json:"gateways,omitempty"`
+}
+
+// TunnelGatewayStatus is one gateway's view of a tunnel.
+type TunnelGatewayStatus struct {
+	// Name is the gateway's name.
+	Name string `json:"name"`
+	// Serving is true when the gateway reports the route as installed.
+	Serving bool `json:"serving"`
+	// Reason says why not, in one CamelCase word (GatewayOffline, ...).
+	Reason string `json:"reason,omitempty"`
 }
 
 // Condition types and reasons of a Tunnel.
@@ -51,6 +70,24 @@ const (
 	ReasonDisabled = "Disabled"
 	// ReasonReady: every condition the tunnel depends on holds.
 	ReasonReady = "Ready"
+
+	// TunnelAgentConnected is True when the tunnel's agent is online.
+	TunnelAgentConnected = "AgentConnected"
+	// TunnelTargetReachable is True when the agent reaches the target.
+	TunnelTargetReachable = "TargetReachable"
+	// TunnelRouted is True when at least one gateway serves the route.
+	TunnelRouted = "Routed"
+
+	// ReasonAgentOffline: the tunnel's agent is not connected (or unknown).
+	ReasonAgentOffline = "AgentOffline"
+	// ReasonAgentNotFound: no Agent of that name exists.
+	ReasonAgentNotFound = "AgentNotFound"
+	// ReasonTargetUnreachable: the agent cannot connect to the target.
+	ReasonTargetUnreachable = "TargetUnreachable"
+	// ReasonNoGateway: no online gateway serves the route.
+	ReasonNoGateway = "NoGatewayServing"
+	// ReasonPortConflict: an older tcp tunnel already uses the public port.
+	ReasonPortConflict = "PortConflict"
 )
 
 // GetTypeMeta implements Object.
@@ -90,6 +127,21 @@ func (t *Tunnel) ValidateSpec() ErrorList {
 		errs = append(errs, required("spec.target", "where the agent sends traffic, e.g. http://localhost:8080"))
 	} else if err := ValidateTarget(t.Spec.Target); err != nil {
 		errs = append(errs, FieldError{Type: FieldInvalid, Field: "spec.target", Detail: err.Error()})
+	} else {
+		isTCP := strings.HasPrefix(t.Spec.Target, "tcp://")
+		switch p := t.Spec.PublicPort; {
+		case isTCP && p == 0:
+			errs = append(errs, required("spec.publicPort", "the port every gateway listens on for this tcp tunnel"))
+		case !isTCP && p != 0:
+			errs = append(errs, FieldError{Type: FieldForbidden, Field: "spec.publicPort", Detail: "only tcp:// targets get a port of their own; http(s) tunnels are served on 80 and 443 by hostname"})
+		case p < 0 || p > 65535:
+			errs = append(errs, invalid("spec.publicPort", "%d is not between 1 and 65535", p))
+		case isTCP && (p == 80 || p == 443):
+			errs = append(errs, invalid("spec.publicPort", "%d is used by the gateways for HTTP and HTTPS", p))
+		}
+		if t.Spec.InsecureSkipVerify && !strings.HasPrefix(t.Spec.Target, "https://") {
+			errs = append(errs, FieldError{Type: FieldForbidden, Field: "spec.insecureSkipVerify", Detail: "only meaningful for https:// targets"})
+		}
 	}
 	return errs
 }
@@ -153,7 +205,58 @@ type GatewaySpec struct {
 // GatewayStatus is what Control observed of a gateway.
 type GatewayStatus struct {
 	CommonStatus `json:",inline"`
+	NodeStatus   `json:",inline"`
+	// Agents lists the gateway's WireGuard peers and probes through them.
+	Agents []NodePeerStatus `json:"agents,omitempty"`
+	// Routes counts the routes the gateway reports serving.
+	Routes int `json:"routes,omitempty"`
 }
+
+// NodeStatus is the part of status agents and gateways share.
+type NodeStatus struct {
+	// OverlayAddress is the node's address on the overlay network,
+	// assigned by Control and never shared with another node.
+	OverlayAddress string `json:"overlayAddress,omitempty"`
+	// Version is the software version the node reported.
+	Version string `json:"version,omitempty"`
+	// LastHeartbeat is when the node last reported over the bridge.
+	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
+	// Revision is the slice revision the node last reported applying.
+	Revision int64 `json:"revision,omitempty"`
+}
+
+// NodePeerStatus is one WireGuard peer as a node reports it.
+type NodePeerStatus struct {
+	// Name is the peer's resource name.
+	Name string `json:"name"`
+	// Endpoint is the peer's last seen UDP address.
+	Endpoint string `json:"endpoint,omitempty"`
+	// LastHandshake is the peer's latest WireGuard handshake.
+	LastHandshake *time.Time `json:"lastHandshake,omitempty"`
+	// Probe says whether a probe through the tunnel answered (gateways).
+	Probe string `json:"probe,omitempty"`
+}
+
+// Condition types and reasons of Agents and Gateways.
+const (
+	// NodeConnected is True while the node holds a bridge connection
+	// with fresh heartbeats.
+	NodeConnected = "Connected"
+	// NodeDataPath is True when a probe through the WireGuard data path
+	// answers (quality.md 7): "online" means traffic flows.
+	NodeDataPath = "DataPathReady"
+
+	// ReasonHeartbeat: heartbeats arrive within the lease.
+	ReasonHeartbeat = "HeartbeatReceived"
+	// ReasonHeartbeatExpired: no heartbeat within the lease.
+	ReasonHeartbeatExpired = "HeartbeatExpired"
+	// ReasonNeverConnected: the node has not connected yet.
+	ReasonNeverConnected = "NeverConnected"
+	// ReasonProbeSucceeded: a probe through the tunnel answered.
+	ReasonProbeSucceeded = "ProbeSucceeded"
+	// ReasonProbeFailed: no gateway could reach the agent through WireGuard.
+	ReasonProbeFailed = "ProbeFailed"
+)
 
 // GetTypeMeta implements Object.
 func (g *Gateway) GetTypeMeta() *TypeMeta { return &g.TypeMeta }
@@ -216,6 +319,21 @@ type AgentSpec struct {
 // AgentStatus is what Control observed of an agent.
 type AgentStatus struct {
 	CommonStatus `json:",inline"`
+	NodeStatus   `json:",inline"`
+	// Gateways lists the agent's WireGuard peers.
+	Gateways []NodePeerStatus `json:"gateways,omitempty"`
+	// Targets reports whether each of the agent's tunnel targets answers.
+	Targets []TargetStatus `json:"targets,omitempty"`
+}
+
+// TargetStatus is whether an agent reaches one tunnel's target.
+type TargetStatus struct {
+	// Tunnel is the tunnel's name.
+	Tunnel string `json:"tunnel"`
+	// Reachable is true when a TCP connection to the target succeeded.
+	Reachable bool `json:"reachable"`
+	// Message says what failed.
+	Message string `json:"message,omitempty"`
 }
 
 // GetTypeMeta implements Object.
