@@ -127,6 +127,11 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// CloseIdleConnections closes the keep-alive connections the client holds
+// open. A program that makes clients and drops them (a CLI run, a test)
+// calls it when done with one, so its connections do not linger.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // Server returns the base URL the client talks to.
 func (c *Client) Server() string { return c.base.String() }
 

@@ -214,5 +214,15 @@ func (c *cli) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(cfg)
+	return c.newClient(cfg)
+}
+
+// newClient makes a client that is released when the run ends.
+func (c *cli) newClient(cfg client.Config) (*client.Client, error) {
+	cl, err := client.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.clients = append(c.clients, cl)
+	return cl, nil
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/api/client"
 )
 
 // Exit codes.
@@ -37,6 +38,8 @@ type cli struct {
 	now            func() time.Time
 	lookupEnv      func(string) (string, bool)
 	global         globalFlags
+	// clients made by this run, whose connections it closes at the end.
+	clients []*client.Client
 }
 
 // globalFlags are accepted before the command and by every command.
@@ -124,6 +127,11 @@ func usageText() string {
 // and --token flags, then the environment, then the config file.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now, lookupEnv: os.LookupEnv}
+	defer func() {
+		for _, cl := range c.clients {
+			cl.CloseIdleConnections()
+		}
+	}()
 	return c.run(ctx, args)
 }
 

@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +195,33 @@ func TestGetWatch(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("get -w still running 10s after its context ended")
+	}
+}
+
+// Run leaves nothing behind: no watch goroutine, no idle connection.
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	e := newTestEnv(t)
+	seedFleet(e)
+	e.as(t, viewerToken, "", "get", "all") // let the server's own goroutines settle first
+	before := runtime.NumGoroutine()
+	for range 3 {
+		e.as(t, viewerToken, "", "get", "all")
+		e.as(t, editorToken, tunnelYAML("web", "http://localhost:1"), "apply", "-f", "-")
+		ctx, cancel := context.WithCancel(context.Background())
+		var out syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- Run(ctx, []string{"--server", e.srv.URL, "--token", viewerToken, "get", "tunnels", "-w"}, strings.NewReader(""), &out, &out)
+		}()
+		waitFor(t, "the watch's table", func() bool { return strings.Contains(out.String(), "NAME") })
+		cancel()
+		<-done
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("got %d goroutines after the runs, want at most %d", n, before)
 	}
 }

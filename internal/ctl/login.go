@@ -73,7 +73,7 @@ func runLogin(ctx context.Context, c *cli, args []string) error {
 	if caFile == "" {
 		caFile = c.env(envCAFile)
 	}
-	cl, err := client.New(client.Config{Server: server, Token: token, CAFile: caFile, InsecureSkipVerify: insecure, UserAgent: "kakuremichictl"})
+	cl, err := c.newClient(client.Config{Server: server, Token: token, CAFile: caFile, InsecureSkipVerify: insecure, UserAgent: "kakuremichictl"})
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func runVersion(ctx context.Context, c *cli, args []string) error {
 		fmt.Fprintf(c.stderr, "(no server version: %v)\n", err)
 		return nil
 	}
-	cl, err := client.New(cfg)
+	cl, err := c.newClient(cfg)
 	if err != nil {
 		return err
 	}
