@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/credential"
 	"github.com/kakuremichi/kakuremichi/store"
 	"github.com/labstack/echo/v4"
 )
@@ -144,11 +145,11 @@ func (s *Server) create(c echo.Context) error {
 		if hash, _ := sh.Secrets(); *hash != "" {
 			return errSecretHashSent
 		}
-		if secret, err = newSecret(); err != nil {
+		if secret, err = credential.NewSecret(); err != nil {
 			return err
 		}
 		hash, _ := sh.Secrets()
-		*hash = hashSecret(secret)
+		*hash = credential.Hash(secret)
 	}
 	created, err := s.store.Create(c.Request().Context(), obj, store.WriteOptions{DryRun: dry})
 	if err != nil {
