@@ -36,8 +36,10 @@ type DeleteOptions struct {
 
 // VersionInfo is what /version reports.
 type VersionInfo struct {
+	// Version is Control's release version, "dev" for a development build.
 	Version string `json:"version"`
-	Commit  string `json:"commit"`
+	// Commit is the VCS revision Control was built from; may be empty.
+	Commit string `json:"commit"`
 }
 
 func writeQuery(dryRun bool) url.Values {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -103,6 +104,13 @@ func (w *watcher) open(ctx context.Context) (*http.Response, context.CancelFunc,
 	if err != nil {
 		cancel()
 		return nil, nil, err
+	}
+	// A server (or proxy) that ignored watch=true answers with a list;
+	// read as a stream, it would look like a connection to reopen forever.
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/x-ndjson" {
+		resp.Body.Close()
+		cancel()
+		return nil, nil, fmt.Errorf("the server answered with %q, not a watch stream (application/x-ndjson)", resp.Header.Get("Content-Type"))
 	}
 	return resp, cancel, nil
 }

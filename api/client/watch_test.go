@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -319,5 +320,19 @@ func TestWatchStopsWithContext(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before {
 		t.Fatalf("got %d goroutines after the watches ended, want at most %d", n, before)
+	}
+}
+
+// A server that ignores watch=true answers with a list: that is an error,
+// not a stream to reopen forever.
+func TestWatchRefusesNonStream(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"kind":"TunnelList","metadata":{"resourceVersion":"3"},"items":[]}`)
+	}))
+	defer srv.Close()
+	_, err := newClient(t, srv.URL, "x").Watch(context.Background(), "tunnels", client.WatchOptions{ResourceVersion: "3"})
+	if err == nil || !strings.Contains(err.Error(), "not a watch stream") {
+		t.Fatalf("got %v, want an error saying the answer is not a watch stream", err)
 	}
 }

@@ -43,9 +43,12 @@ type Config struct {
 
 // Request is one request the server received.
 type Request struct {
+	// Method is the HTTP method.
 	Method string
-	Path   string
-	Query  string
+	// Path is the URL path.
+	Path string
+	// Query is the raw query string, e.g. "dryRun=All".
+	Query string
 }
 
 // Server is the in-memory API server. Its exported methods are safe for
