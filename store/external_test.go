@@ -161,7 +161,7 @@ func exercise(t *testing.T, s *Store) {
 		t.Fatalf("Watch: got error %v, want nil", err)
 	}
 	upd := tunnelOf(t, api.Clone(created))
-	upd.Spec.Target = "tcp://db:5432"
+	upd.Spec.Target, upd.Spec.PublicPort = "tcp://db:5432", 5432
 	updated := mustUpdate(t, s, upd)
 	if _, err := s.Update(ctx, upd, WriteOptions{}); !errors.Is(err, api.ErrConflict) {
 		t.Errorf("stale Update: got %v, want api.ErrConflict", err)

@@ -215,7 +215,7 @@ func TestGenerationMovesOnlyWithSpec(t *testing.T) {
 		{"annotation", func(tun *api.Tunnel) { tun.Metadata.Annotations = map[string]string{"note": "x"} }, false, 1, false},
 		{"finalizer", func(tun *api.Tunnel) { tun.Metadata.Finalizers = []string{"kakuremichi.io/test"} }, false, 1, false},
 		{"generation sent by the client is ignored", func(tun *api.Tunnel) { tun.Metadata.Generation = 42 }, false, 1, true},
-		{"spec", func(tun *api.Tunnel) { tun.Spec.Target = "tcp://db:5432" }, false, 2, false},
+		{"spec", func(tun *api.Tunnel) { tun.Spec.Target, tun.Spec.PublicPort = "tcp://db:5432", 5432 }, false, 2, false},
 		{"spec enabled", func(tun *api.Tunnel) { f := false; tun.Spec.Enabled = &f }, false, 2, false},
 		{"status", func(tun *api.Tunnel) { tun.Status.ObservedGeneration = 2 }, true, 1, false},
 		{"same status", func(tun *api.Tunnel) {}, true, 1, true},

@@ -19,6 +19,10 @@ type Event struct {
 	// Object is the object after the change; for Deleted, its last state
 	// with ResourceVersion set to the deletion's revision. Nil for Error.
 	Object api.Object
+	// Old is, for Modified, the object before the change when etcd still
+	// had it (nil otherwise), so a filtered watcher can tell that an
+	// object stopped matching.
+	Old api.Object
 	// Revision is the etcd revision of the change; 0 for Error.
 	Revision int64
 	// Err says why the watch ended, for Error only: it wraps api.ErrGone
@@ -129,11 +133,16 @@ func (s *Store) event(k api.KindInfo, prefix string, e *clientv3.Event) (Event, 
 			s.log.Error("watch: skipping a stored object that does not decode", "key", string(e.Kv.Key), "revision", rev, "err", err)
 			return Event{}, false
 		}
-		typ := api.Modified
 		if e.IsCreate() {
-			typ = api.Added
+			return Event{Type: api.Added, Object: obj, Revision: rev}, true
 		}
-		return Event{Type: typ, Object: obj, Revision: rev}, true
+		ev := Event{Type: api.Modified, Object: obj, Revision: rev}
+		if e.PrevKv != nil {
+			if old, err := s.decode(k, e.PrevKv); err == nil {
+				ev.Old = old
+			}
+		}
+		return ev, true
 	case mvccpb.DELETE:
 		var obj api.Object
 		if e.PrevKv != nil {

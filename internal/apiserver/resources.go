@@ -375,6 +375,14 @@ func (s *Server) watch(c echo.Context, k api.KindInfo, sel api.Selector) error {
 			return api.NewStatusError(api.ReasonBadRequest, "resourceVersion=%q is not a number", rv)
 		}
 		from = n + 1
+	} else {
+		// "From now" is pinned to a revision so bookmarks can name it and
+		// a client can resume from them.
+		rev, err := s.store.Revision(c.Request().Context())
+		if err != nil {
+			return err
+		}
+		from = rev + 1
 	}
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
@@ -409,6 +417,8 @@ func (s *Server) watch(c echo.Context, k api.KindInfo, sel api.Selector) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.stopping:
+			return nil
 		case <-ticker.C:
 			if lastRev < 0 {
 				lastRev = 0
@@ -433,16 +443,38 @@ func (s *Server) watch(c echo.Context, k api.KindInfo, sel api.Selector) error {
 				return nil
 			}
 			lastRev = ev.Revision
-			if !sel.Matches(ev.Object.GetMeta().Labels) {
+			typ, ok := filterEvent(ev, sel)
+			if !ok {
 				continue
 			}
 			data, err := json.Marshal(redact(ev.Object))
 			if err != nil {
 				return nil
 			}
-			if err := send(api.WatchEvent{Type: ev.Type, Object: data}); err != nil {
+			if err := send(api.WatchEvent{Type: typ, Object: data}); err != nil {
 				return nil
 			}
 		}
+	}
+}
+
+// filterEvent applies a label selector to a watch event the way a
+// filtered list would see it change: an object that starts matching is
+// ADDED, one that stops matching is DELETED.
+func filterEvent(ev store.Event, sel api.Selector) (api.WatchEventType, bool) {
+	now := sel.Matches(ev.Object.GetMeta().Labels)
+	if ev.Type != api.Modified || sel.Empty() {
+		return ev.Type, now
+	}
+	before := ev.Old == nil || sel.Matches(ev.Old.GetMeta().Labels)
+	switch {
+	case now && before:
+		return api.Modified, true
+	case now:
+		return api.Added, true
+	case before && ev.Old != nil:
+		return api.Deleted, true
+	default:
+		return "", false
 	}
 }

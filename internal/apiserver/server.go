@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
@@ -43,7 +44,15 @@ type Server struct {
 	now      func() time.Time
 	bookmark time.Duration
 	echo     *echo.Echo
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed when shutdown starts: watches end
 }
+
+// StopWatches ends every open watch, so a shutdown does not wait its whole
+// grace period for streams that never go idle; ordinary requests finish.
+// Register it with http.Server.RegisterOnShutdown.
+func (s *Server) StopWatches() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // APIPrefix is the path under which every resource is served.
 const APIPrefix = "/apis/" + api.APIVersion
@@ -51,7 +60,7 @@ const APIPrefix = "/apis/" + api.APIVersion
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{store: cfg.Store, log: cfg.Logger, version: cfg.Version, commit: cfg.Commit,
-		now: cfg.Now, bookmark: cfg.BookmarkInterval}
+		now: cfg.Now, bookmark: cfg.BookmarkInterval, stopping: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -362,11 +362,15 @@ func TestWatchStreamsEventsFromAResourceVersion(t *testing.T) {
 	h.do(api.RoleEditor, "POST", APIPrefix+"/tunnels", "", fmt.Sprintf(tunnelJSON, "web", "fuga.sample.com"))
 	h.do(api.RoleEditor, "POST", APIPrefix+"/tunnels", "", `{"apiVersion":"kakuremichi.io/v1alpha1","kind":"Tunnel","metadata":{"name":"unlabelled"},"spec":{"hostname":"u.example.com","agent":"a","target":"http://x:1"}}`)
 	h.do(api.RoleEditor, "PATCH", APIPrefix+"/tunnels/web", "application/merge-patch+json", `{"spec":{"enabled":false}}`)
+	// Leaving and re-entering the selector reads as a delete and an add.
+	h.do(api.RoleEditor, "PATCH", APIPrefix+"/tunnels/web", "application/merge-patch+json", `{"metadata":{"labels":{"app":"other"}}}`)
+	h.do(api.RoleEditor, "PATCH", APIPrefix+"/tunnels/web", "application/merge-patch+json", `{"spec":{"enabled":true}}`)
+	h.do(api.RoleEditor, "PATCH", APIPrefix+"/tunnels/web", "application/merge-patch+json", `{"metadata":{"labels":{"app":"web"}}}`)
 	h.do(api.RoleEditor, "DELETE", APIPrefix+"/tunnels/web", "", "")
 	sc := bufio.NewScanner(resp.Body)
 	var got []string
 	sawBookmark := false
-	for len(got) < 3 && sc.Scan() {
+	for len(got) < 5 && sc.Scan() {
 		var ev api.WatchEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			t.Fatalf("bad event line %q: %v", sc.Text(), err)
@@ -381,7 +385,7 @@ func TestWatchStreamsEventsFromAResourceVersion(t *testing.T) {
 		}
 		got = append(got, string(ev.Type)+" "+obj.GetMeta().Name)
 	}
-	want := []string{"ADDED web", "MODIFIED web", "DELETED web"}
+	want := []string{"ADDED web", "MODIFIED web", "DELETED web", "ADDED web", "DELETED web"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("got events %v, want %v", got, want)
 	}

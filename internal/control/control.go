@@ -111,6 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "api"),
 		Version: buildinfo.Version(), Commit: buildinfo.Commit()})
 	httpSrv := apiserver.NewHTTPServer(srv.Handler(), tlsConfig, log)
+	httpSrv.RegisterOnShutdown(srv.StopWatches)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
