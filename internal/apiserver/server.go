@@ -101,6 +101,10 @@ func New(cfg Config) *Server {
 // Handler returns the HTTP handler serving the API.
 func (s *Server) Handler() http.Handler { return s.echo }
 
+// Echo returns the router, so Control can serve other endpoints (the
+// node bridge) on the same listener.
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
 // Routes lists every (method, path) the server answers, for tests that
 // must cover each one.
 func (s *Server) Routes() []*echo.Route { return s.echo.Routes() }

@@ -15,7 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/internal/bridgeserver"
+	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
 	"github.com/kakuremichi/kakuremichi/store"
 )
@@ -110,6 +113,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "api"),
 		Version: buildinfo.Version(), Commit: buildinfo.Commit()})
+	adapter := storeAdapter{st: st}
+	sources := map[string]reconcile.ListerWatcher{}
+	for _, k := range api.Kinds() {
+		sources[k.Kind] = source{a: adapter, kind: k.Kind}
+	}
+	br := bridgeserver.New(bridgeserver.Config{Store: st, Sources: sources, Logger: log.With("component", "bridge")})
+	br.Register(srv.Echo())
 	httpSrv := apiserver.NewHTTPServer(srv.Handler(), tlsConfig, log)
 	httpSrv.RegisterOnShutdown(srv.StopWatches)
 
@@ -129,6 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 	start("api", func(ctx context.Context) error {
 		return apiserver.Serve(ctx, httpSrv, ln, cfg.ShutdownGrace)
 	})
+	start("bridge", br.Run)
 	for name, fn := range components(st, log) {
 		start(name, fn)
 	}

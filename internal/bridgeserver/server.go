@@ -1,0 +1,378 @@
+package bridgeserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/credential"
+	"github.com/kakuremichi/kakuremichi/reconcile"
+	"github.com/kakuremichi/kakuremichi/store"
+	"github.com/labstack/echo/v4"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Store is read and written for registration and status. Required.
+	Store *store.Store
+	// Sources list and watch each kind the slices are computed from
+	// ("Agent", "Gateway", "Tunnel", "Token"). Required.
+	Sources map[string]reconcile.ListerWatcher
+	// Logger receives the bridge's logs; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// PingInterval is how often Control pings each node; zero means 15 s.
+	// A node that does not answer within the interval is disconnected.
+	PingInterval time.Duration
+	// StatusInterval is how often an unchanged heartbeat is still written
+	// to the node's status (to refresh lastHeartbeat); zero means 15 s.
+	StatusInterval time.Duration
+	// KeepaliveSeconds is the WireGuard keepalive agents are told to use;
+	// zero means 15.
+	KeepaliveSeconds int
+}
+
+// Server is the watch bridge.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	informers map[string]*reconcile.Informer
+
+	mu    sync.Mutex // guards conns and rev
+	conns map[*conn]struct{}
+	rev   int64 // highest revision the caches have seen
+}
+
+// New builds the bridge; nothing runs until Run.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = 15 * time.Second
+	}
+	if cfg.StatusInterval == 0 {
+		cfg.StatusInterval = 15 * time.Second
+	}
+	if cfg.KeepaliveSeconds == 0 {
+		cfg.KeepaliveSeconds = 15
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, informers: map[string]*reconcile.Informer{}, conns: map[*conn]struct{}{}}
+	for _, kind := range []string{"Agent", "Gateway", "Tunnel", "Token"} {
+		inf := reconcile.NewInformer(reconcile.InformerConfig{Kind: kind, Source: cfg.Sources[kind], Logger: cfg.Logger})
+		kind := kind
+		inf.AddHandler(func(ch reconcile.Change) { s.changed(kind, ch) })
+		s.informers[kind] = inf
+	}
+	return s
+}
+
+// Register adds the bridge's routes to e.
+func (s *Server) Register(e *echo.Echo) {
+	e.POST(bridge.RegisterPath, s.register)
+	e.GET(bridge.WatchPath, s.watch)
+}
+
+// Run runs the informers until ctx is done, then closes every node
+// connection.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(s.informers))
+	for _, inf := range s.informers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := inf.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- err
+			}
+		}()
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.close(websocket.StatusGoingAway, "control is shutting down")
+	}
+	s.mu.Unlock()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) synced() bool {
+	for _, inf := range s.informers {
+		if !inf.HasSynced() {
+			return false
+		}
+	}
+	return true
+}
+
+// changed is called by every informer on every change; it wakes the
+// connections whose slice may depend on it and closes those whose
+// credential was revoked.
+func (s *Server) changed(kind string, ch reconcile.Change) {
+	obj := ch.New
+	if obj == nil {
+		obj = ch.Old
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if obj != nil {
+		if rv := parseRV(obj.GetMeta().ResourceVersion); rv > s.rev {
+			s.rev = rv
+		}
+	}
+	if kind == "Token" {
+		if ch.Type == api.Deleted && ch.Old != nil {
+			for c := range s.conns {
+				if c.principal.UID == ch.Old.GetMeta().UID {
+					c.close(websocket.StatusPolicyViolation, "credential revoked")
+				}
+			}
+		}
+		return
+	}
+	for c := range s.conns {
+		c.wake()
+	}
+}
+
+func parseRV(s string) int64 {
+	var n int64
+	for _, ch := range s {
+		if ch < '0' || ch > '9' {
+			return 0
+		}
+		n = n*10 + int64(ch-'0')
+	}
+	return n
+}
+
+func (s *Server) state() State {
+	return State{Agents: s.informers["Agent"].List(), Gateways: s.informers["Gateway"].List(),
+		Tunnels: s.informers["Tunnel"].List(), KeepaliveSeconds: s.cfg.KeepaliveSeconds}
+}
+
+// sliceFor computes a node's current slice and the revision it reflects.
+func (s *Server) sliceFor(p credential.Principal) (bridge.Slice, int64, bool) {
+	s.mu.Lock()
+	rev := s.rev
+	s.mu.Unlock()
+	st := s.state()
+	var sl bridge.Slice
+	var ok bool
+	if p.Role == api.RoleGateway {
+		sl, ok = GatewaySlice(st, p.Node)
+	} else {
+		sl, ok = AgentSlice(st, p.Node)
+	}
+	return sl, rev, ok
+}
+
+// nodeTokenName names a node's credential: stable per node, within the
+// name limits whatever the node's name.
+func nodeTokenName(kind, node string) string {
+	sum := sha256.Sum256([]byte(kind + "/" + node))
+	return "node-" + hex.EncodeToString(sum[:10])
+}
+
+func writeStatus(c echo.Context, err error) error {
+	st := api.StatusFromError(err)
+	return c.JSON(st.Code, st)
+}
+
+// register enrols a node: it checks the API key, creates or updates the
+// node's object with its WireGuard key, and issues the node a fresh
+// credential that replaces any earlier one.
+func (s *Server) register(c echo.Context) error {
+	ctx := c.Request().Context()
+	key, err := s.checkAPIKey(ctx, c.Request().Header.Get("Authorization"))
+	if err != nil {
+		return writeStatus(c, err)
+	}
+	var req bridge.RegisterRequest
+	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return writeStatus(c, api.NewStatusError(api.ReasonBadRequest, "decode registration: %v", err))
+	}
+	if req.Kind != key.Spec.Role.NodeKind() {
+		return writeStatus(c, api.NewStatusError(api.ReasonForbidden, "API key %q enrols %ss, not %ss", key.Metadata.Name, key.Spec.Role, req.Kind))
+	}
+	if err := api.ValidateName(req.Name); err != nil {
+		return writeStatus(c, err)
+	}
+	node, err := api.New(req.Kind)
+	if err != nil {
+		return writeStatus(c, api.NewStatusError(api.ReasonBadRequest, "%v", err))
+	}
+	node.GetMeta().Name = req.Name
+	switch n := node.(type) {
+	case *api.Agent:
+		n.Spec.PublicKey = req.PublicKey
+	case *api.Gateway:
+		n.Spec.PublicKey = req.PublicKey
+		n.Spec.PublicEndpoint = req.PublicEndpoint
+	}
+	node.Default()
+	if err := api.Validate(node); err != nil {
+		return writeStatus(c, err)
+	}
+	if req.PublicKey == "" {
+		return writeStatus(c, api.ErrorList{{Type: api.FieldRequired, Field: "publicKey", Detail: "required: the node's WireGuard public key"}})
+	}
+	if err := s.consumeKey(ctx, key); err != nil {
+		return writeStatus(c, err)
+	}
+	stored, err := s.upsertNode(ctx, node)
+	if err != nil {
+		return writeStatus(c, err)
+	}
+	cred, err := s.issueCredential(ctx, stored)
+	if err != nil {
+		return writeStatus(c, err)
+	}
+	s.log.Info("node registered", "kind", req.Kind, "name", req.Name, "apikey", key.Metadata.Name, "version", req.Version)
+	return c.JSON(http.StatusOK, bridge.RegisterResponse{Name: req.Name, Credential: cred})
+}
+
+func (s *Server) checkAPIKey(ctx context.Context, header string) (*api.APIKey, error) {
+	bearer, ok := cutBearer(header)
+	if !ok {
+		return nil, api.NewStatusError(api.ReasonUnauthorized, "an API key is required as the bearer token")
+	}
+	name, secret, ok := api.ParseAPIKey(bearer)
+	if !ok {
+		return nil, api.NewStatusError(api.ReasonUnauthorized, "the API key is malformed")
+	}
+	obj, err := s.cfg.Store.Get(ctx, "APIKey", name)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, api.NewStatusError(api.ReasonUnauthorized, "the API key is unknown or revoked")
+	}
+	if err != nil {
+		return nil, err
+	}
+	key := obj.(*api.APIKey)
+	if !credential.Matches(key.Spec.SecretHash, secret) {
+		return nil, api.NewStatusError(api.ReasonUnauthorized, "the API key is unknown or revoked")
+	}
+	if key.Spec.ExpiresAt != nil && s.cfg.Now().After(*key.Spec.ExpiresAt) {
+		return nil, api.NewStatusError(api.ReasonUnauthorized, "the API key expired at %s", key.Spec.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return key, nil
+}
+
+func cutBearer(h string) (string, bool) {
+	const p = "Bearer "
+	if len(h) <= len(p) || h[:len(p)] != p {
+		return "", false
+	}
+	return h[len(p):], true
+}
+
+// consumeKey counts a use; the write carries the key's resourceVersion so
+// two concurrent registrations cannot both take a single-use key's last use.
+func (s *Server) consumeKey(ctx context.Context, key *api.APIKey) error {
+	for attempt := 0; attempt < 5; attempt++ {
+		if key.Spec.MaxUses > 0 && key.Status.Uses >= key.Spec.MaxUses {
+			return api.NewStatusError(api.ReasonForbidden, "the API key %q has been used %d of %d times", key.Metadata.Name, key.Status.Uses, key.Spec.MaxUses)
+		}
+		k := api.Clone(key)
+		k.Status.Uses++
+		now := s.cfg.Now().UTC().Truncate(time.Second)
+		k.Status.LastUsed = &now
+		_, err := s.cfg.Store.UpdateStatus(ctx, k, store.WriteOptions{})
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, api.ErrConflict) {
+			return err
+		}
+		obj, err := s.cfg.Store.Get(ctx, "APIKey", key.Metadata.Name)
+		if err != nil {
+			return err
+		}
+		key = obj.(*api.APIKey)
+	}
+	return api.NewStatusError(api.ReasonConflict, "the API key is being used concurrently; retry")
+}
+
+// upsertNode creates the node or updates its key and endpoint, keeping
+// everything else (enabled, labels, its overlay address in status).
+func (s *Server) upsertNode(ctx context.Context, node api.Object) (api.Object, error) {
+	kind := node.GetTypeMeta().Kind
+	for attempt := 0; attempt < 5; attempt++ {
+		cur, err := s.cfg.Store.Get(ctx, kind, node.GetMeta().Name)
+		if errors.Is(err, api.ErrNotFound) {
+			created, err := s.cfg.Store.Create(ctx, node, store.WriteOptions{})
+			if errors.Is(err, api.ErrAlreadyExists) {
+				continue
+			}
+			return created, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		upd := api.Clone(cur)
+		switch u := upd.(type) {
+		case *api.Agent:
+			u.Spec.PublicKey = node.(*api.Agent).Spec.PublicKey
+		case *api.Gateway:
+			u.Spec.PublicKey = node.(*api.Gateway).Spec.PublicKey
+			u.Spec.PublicEndpoint = node.(*api.Gateway).Spec.PublicEndpoint
+		}
+		out, err := s.cfg.Store.Update(ctx, upd, store.WriteOptions{})
+		if errors.Is(err, api.ErrConflict) {
+			continue
+		}
+		return out, err
+	}
+	return nil, api.NewStatusError(api.ReasonConflict, "the node is being registered concurrently; retry")
+}
+
+// issueCredential creates or replaces the node's credential, owned by the
+// node object so it goes when the node is deleted.
+func (s *Server) issueCredential(ctx context.Context, node api.Object) (string, error) {
+	secret, err := credential.NewSecret()
+	if err != nil {
+		return "", err
+	}
+	kind := node.GetTypeMeta().Kind
+	role := api.RoleAgent
+	if kind == "Gateway" {
+		role = api.RoleGateway
+	}
+	name := nodeTokenName(kind, node.GetMeta().Name)
+	tok := &api.Token{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Token"},
+		Metadata: api.ObjectMeta{Name: name, OwnerReferences: []api.OwnerReference{{APIVersion: api.APIVersion,
+			Kind: kind, Name: node.GetMeta().Name, UID: node.GetMeta().UID, Controller: true}}},
+		Spec: api.TokenSpec{Role: role, Node: node.GetMeta().Name, SecretHash: credential.Hash(secret),
+			Description: fmt.Sprintf("credential of %s %s, issued at registration", kind, node.GetMeta().Name)}}
+	// Replacing the credential is delete + create, so the old token's uid
+	// goes and any connection holding it is closed.
+	if _, err := s.cfg.Store.Delete(ctx, "Token", name, store.DeleteOptions{}); err != nil && !errors.Is(err, api.ErrNotFound) {
+		return "", err
+	}
+	if _, err := s.cfg.Store.Create(ctx, tok, store.WriteOptions{}); err != nil {
+		return "", err
+	}
+	return api.FormatToken(name, secret), nil
+}

@@ -1,0 +1,156 @@
+package bridgeserver
+
+import (
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+)
+
+// State is the part of the desired state slices are computed from, read
+// from informer caches. Objects are shared with the caches: read only.
+type State struct {
+	Agents   []api.Object
+	Gateways []api.Object
+	Tunnels  []api.Object
+	// KeepaliveSeconds is the WireGuard keepalive agents use.
+	KeepaliveSeconds int
+}
+
+func overlayAddr(s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// older reports whether a was created before b (then by name), the rule
+// that decides which tunnel owns a contested hostname or port.
+func older(a, b api.Object) bool {
+	ma, mb := a.GetMeta(), b.GetMeta()
+	if !ma.CreationTimestamp.Equal(mb.CreationTimestamp) {
+		return ma.CreationTimestamp.Before(mb.CreationTimestamp)
+	}
+	return ma.Name < mb.Name
+}
+
+// owners returns the tunnels that own their hostname and, for tcp
+// tunnels, their public port. The controllers apply the same rule and
+// report the losers in status; computing it here too keeps a route from
+// flapping before a status is written.
+func owners(tunnels []api.Object) []*api.Tunnel {
+	sorted := make([]api.Object, len(tunnels))
+	copy(sorted, tunnels)
+	sort.Slice(sorted, func(i, j int) bool { return older(sorted[i], sorted[j]) })
+	hosts := map[string]bool{}
+	ports := map[int]bool{}
+	var out []*api.Tunnel
+	for _, o := range sorted {
+		t := o.(*api.Tunnel)
+		if t.Metadata.DeletionTimestamp != nil || hosts[t.Spec.Hostname] {
+			continue
+		}
+		hosts[t.Spec.Hostname] = true
+		if t.Spec.PublicPort != 0 {
+			if ports[t.Spec.PublicPort] {
+				continue
+			}
+			ports[t.Spec.PublicPort] = true
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+func protocolOf(target string) string {
+	if strings.HasPrefix(target, "tcp://") {
+		return "tcp"
+	}
+	return "http"
+}
+
+// GatewaySlice computes the slice of the named gateway: every usable
+// agent as a peer and every owned tunnel as a route. It returns false when
+// the gateway does not exist.
+func GatewaySlice(st State, name string) (bridge.Slice, bool) {
+	var self *api.Gateway
+	for _, o := range st.Gateways {
+		if o.GetMeta().Name == name {
+			self = o.(*api.Gateway)
+		}
+	}
+	if self == nil {
+		return nil, false
+	}
+	s := bridge.Slice{}
+	s["self"] = bridge.Item{Key: "self", Self: &bridge.Self{Name: name,
+		Address: overlayAddr(self.Status.OverlayAddress), Enabled: self.Spec.IsEnabled()}}
+	agents := map[string]*api.Agent{}
+	for _, o := range st.Agents {
+		a := o.(*api.Agent)
+		addr := overlayAddr(a.Status.OverlayAddress)
+		if !a.Spec.IsEnabled() || a.Spec.PublicKey == "" || !addr.IsValid() || a.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		agents[a.Metadata.Name] = a
+		key := "peer/" + a.Metadata.Name
+		s[key] = bridge.Item{Key: key, Peer: &bridge.Peer{Name: a.Metadata.Name, PublicKey: a.Spec.PublicKey, Address: addr}}
+	}
+	for _, t := range owners(st.Tunnels) {
+		r := &bridge.Route{Tunnel: t.Metadata.Name, Hostname: t.Spec.Hostname, Protocol: protocolOf(t.Spec.Target),
+			PublicPort: t.Spec.PublicPort, Agent: t.Spec.Agent, Enabled: t.Spec.IsEnabled()}
+		if a, ok := agents[t.Spec.Agent]; ok {
+			r.AgentAddress = overlayAddr(a.Status.OverlayAddress)
+		}
+		key := "route/" + t.Spec.Hostname
+		if r.Protocol == "tcp" {
+			key = "tcp/" + strconv.Itoa(t.Spec.PublicPort)
+		}
+		s[key] = bridge.Item{Key: key, Route: r}
+	}
+	return s, true
+}
+
+// AgentSlice computes the slice of the named agent: every usable gateway
+// as a peer and the agent's own owned tunnels as forwards.
+func AgentSlice(st State, name string) (bridge.Slice, bool) {
+	var self *api.Agent
+	for _, o := range st.Agents {
+		if o.GetMeta().Name == name {
+			self = o.(*api.Agent)
+		}
+	}
+	if self == nil {
+		return nil, false
+	}
+	s := bridge.Slice{}
+	s["self"] = bridge.Item{Key: "self", Self: &bridge.Self{Name: name,
+		Address: overlayAddr(self.Status.OverlayAddress), Enabled: self.Spec.IsEnabled(),
+		KeepaliveSeconds: st.KeepaliveSeconds}}
+	if !self.Spec.IsEnabled() {
+		return s, true
+	}
+	for _, o := range st.Gateways {
+		g := o.(*api.Gateway)
+		addr := overlayAddr(g.Status.OverlayAddress)
+		if !g.Spec.IsEnabled() || g.Spec.PublicKey == "" || g.Spec.PublicEndpoint == "" || !addr.IsValid() || g.Metadata.DeletionTimestamp != nil {
+			continue
+		}
+		key := "peer/" + g.Metadata.Name
+		s[key] = bridge.Item{Key: key, Peer: &bridge.Peer{Name: g.Metadata.Name, PublicKey: g.Spec.PublicKey,
+			Address: addr, Endpoint: g.Spec.PublicEndpoint}}
+	}
+	for _, t := range owners(st.Tunnels) {
+		if t.Spec.Agent != name {
+			continue
+		}
+		key := "forward/" + t.Metadata.Name
+		s[key] = bridge.Item{Key: key, Forward: &bridge.Forward{Tunnel: t.Metadata.Name, Target: t.Spec.Target,
+			InsecureSkipVerify: t.Spec.InsecureSkipVerify, Enabled: t.Spec.IsEnabled()}}
+	}
+	return s, true
+}

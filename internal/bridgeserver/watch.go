@@ -1,0 +1,287 @@
+package bridgeserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/credential"
+	"github.com/kakuremichi/kakuremichi/store"
+	"github.com/labstack/echo/v4"
+)
+
+// conn is one node's bridge connection.
+type conn struct {
+	principal credential.Principal
+	ws        *websocket.Conn
+	wakeCh    chan struct{} // capacity 1: wakes coalesce
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+}
+
+// wake tells the connection its slice may have changed; it never blocks.
+func (c *conn) wake() {
+	select {
+	case c.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) close(code websocket.StatusCode, reason string) {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		// Close waits for the peer's close frame; never block the caller
+		// (an informer handler) on a slow node.
+		go c.ws.Close(code, reason)
+	})
+}
+
+func (s *Server) watch(c echo.Context) error {
+	ctx := c.Request().Context()
+	p, err := credential.Authenticate(ctx, s.cfg.Store.Get, c.Request().Header.Get("Authorization"), s.cfg.Now())
+	if err != nil {
+		return writeStatus(c, err)
+	}
+	if !p.Role.IsNodeRole() {
+		return writeStatus(c, api.NewStatusError(api.ReasonForbidden, "token %q is not a node credential; nodes enrol with an API key", p.Name))
+	}
+	if !s.synced() {
+		return writeStatus(c, api.NewStatusError(api.ReasonUnavailable, "control is starting; retry"))
+	}
+	if _, _, ok := s.sliceFor(p); !ok {
+		return writeStatus(c, api.NewStatusError(api.ReasonNotFound, "%s %q does not exist (deleted?); register again", p.Role.NodeKind(), p.Node))
+	}
+	var since int64
+	if v := c.QueryParam("revision"); v != "" {
+		since = parseRV(v)
+	}
+	digest := c.QueryParam("digest")
+	ws, err := websocket.Accept(c.Response(), c.Request(), &websocket.AcceptOptions{})
+	if err != nil {
+		return nil // Accept has answered the client
+	}
+	ws.SetReadLimit(bridge.MaxMessageBytes)
+	cctx, cancel := context.WithCancel(context.Background())
+	cn := &conn{principal: p, ws: ws, wakeCh: make(chan struct{}, 1), cancel: cancel}
+	s.mu.Lock()
+	s.conns[cn] = struct{}{}
+	s.mu.Unlock()
+	s.log.Info("node connected", "kind", p.Role.NodeKind(), "name", p.Node, "resume", since)
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, cn)
+		others := false
+		for o := range s.conns {
+			others = others || (o.principal.Node == p.Node && o.principal.Role == p.Role)
+		}
+		s.mu.Unlock()
+		cn.close(websocket.StatusNormalClosure, "")
+		if !others {
+			s.markDisconnected(p)
+		}
+		s.log.Info("node disconnected", "kind", p.Role.NodeKind(), "name", p.Node)
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer cn.close(websocket.StatusNormalClosure, "")
+		s.readLoop(cctx, cn)
+	}()
+	go func() {
+		defer wg.Done()
+		defer cn.close(websocket.StatusNormalClosure, "")
+		s.pingLoop(cctx, cn)
+	}()
+	s.writeLoop(cctx, cn, digest)
+	cn.close(websocket.StatusNormalClosure, "")
+	return nil
+}
+
+func send(ctx context.Context, ws *websocket.Conn, m bridge.Message) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return ws.Write(wctx, websocket.MessageText, data)
+}
+
+// writeLoop sends the first slice (or UpToDate when the node already has
+// it), then a delta each time the node's slice changes.
+func (s *Server) writeLoop(ctx context.Context, c *conn, digest string) {
+	sl, rev, ok := s.sliceFor(c.principal)
+	if !ok {
+		send(ctx, c.ws, bridge.Message{Type: bridge.Error, Message: "node deleted"})
+		return
+	}
+	var err error
+	if digest != "" && digest == sl.Digest() {
+		err = send(ctx, c.ws, bridge.Message{Type: bridge.UpToDate, Revision: rev, Digest: digest})
+	} else {
+		err = send(ctx, c.ws, bridge.Message{Type: bridge.Snapshot, Revision: rev, Digest: sl.Digest(), Items: sl.Items()})
+	}
+	if err != nil {
+		return
+	}
+	last := sl
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wakeCh:
+		}
+		next, rev, ok := s.sliceFor(c.principal)
+		if !ok {
+			send(ctx, c.ws, bridge.Message{Type: bridge.Error, Message: "node deleted"})
+			return
+		}
+		up, del := last.Diff(next)
+		if len(up) == 0 && len(del) == 0 {
+			continue
+		}
+		if err := send(ctx, c.ws, bridge.Message{Type: bridge.Delta, Revision: rev, Digest: next.Digest(), Items: up, Deleted: del}); err != nil {
+			return
+		}
+		last = next
+	}
+}
+
+func (s *Server) pingLoop(ctx context.Context, c *conn) {
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.PingInterval)
+		err := c.ws.Ping(pctx)
+		cancel()
+		if err != nil {
+			s.log.Info("node stopped answering pings", "name", c.principal.Node, "err", err)
+			return
+		}
+	}
+}
+
+// readLoop takes heartbeats until the connection ends.
+func (s *Server) readLoop(ctx context.Context, c *conn) {
+	var lastWrite time.Time
+	var lastStatus *bridge.NodeStatus
+	for {
+		typ, data, err := c.ws.Read(ctx)
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			continue
+		}
+		var m bridge.Message
+		if err := json.Unmarshal(data, &m); err != nil {
+			s.log.Warn("bad message from node", "name", c.principal.Node, "err", err)
+			return
+		}
+		if m.Type != bridge.Heartbeat || m.Status == nil {
+			continue
+		}
+		now := s.cfg.Now()
+		if lastStatus != nil && reflect.DeepEqual(*lastStatus, *m.Status) && now.Sub(lastWrite) < s.cfg.StatusInterval {
+			continue
+		}
+		if err := s.recordStatus(ctx, c.principal, *m.Status, now); err != nil {
+			if !errors.Is(err, context.Canceled) {
+				s.log.Warn("record node status", "name", c.principal.Node, "err", err)
+			}
+			continue
+		}
+		st := *m.Status
+		lastStatus, lastWrite = &st, now
+	}
+}
+
+func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus) []api.NodePeerStatus {
+	probe := map[string]string{}
+	for _, p := range probes {
+		if p.OK {
+			probe[p.Agent] = "ok"
+		} else {
+			probe[p.Agent] = "failed: " + p.Message
+		}
+	}
+	var out []api.NodePeerStatus
+	for _, p := range ps {
+		n := api.NodePeerStatus{Name: p.Name, Endpoint: p.Endpoint, Probe: probe[p.Name]}
+		if !p.LastHandshake.IsZero() {
+			t := p.LastHandshake.UTC().Truncate(time.Second)
+			n.LastHandshake = &t
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// recordStatus writes a heartbeat into the node's status.
+func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb bridge.NodeStatus, now time.Time) error {
+	kind := p.Role.NodeKind()
+	for attempt := 0; attempt < 5; attempt++ {
+		obj, err := s.cfg.Store.Get(ctx, kind, p.Node)
+		if err != nil {
+			return err
+		}
+		obj = api.Clone(obj)
+		ts := now.UTC().Truncate(time.Second)
+		switch n := obj.(type) {
+		case *api.Agent:
+			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
+			n.Status.Gateways = peerStatuses(hb.Peers, nil)
+			n.Status.Targets = nil
+			for _, t := range hb.Targets {
+				n.Status.Targets = append(n.Status.Targets, api.TargetStatus{Tunnel: t.Tunnel, Reachable: t.Reachable, Message: t.Message})
+			}
+		case *api.Gateway:
+			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
+			n.Status.Agents = peerStatuses(hb.Peers, hb.Probes)
+			n.Status.Routes = len(hb.Routes)
+		}
+		conds := &obj.GetStatus().Conditions
+		api.SetCondition(conds, api.Condition{Type: api.NodeConnected, Status: api.ConditionTrue,
+			Reason: api.ReasonHeartbeat, Message: "connected to control; heartbeats arrive",
+			ObservedGeneration: obj.GetMeta().Generation}, now)
+		_, err = s.cfg.Store.UpdateStatus(ctx, obj, store.WriteOptions{})
+		if !errors.Is(err, api.ErrConflict) {
+			return err
+		}
+	}
+	return api.ErrConflict
+}
+
+// markDisconnected records that the node's last connection ended.
+func (s *Server) markDisconnected(p credential.Principal) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for attempt := 0; attempt < 5; attempt++ {
+		obj, err := s.cfg.Store.Get(ctx, p.Role.NodeKind(), p.Node)
+		if err != nil {
+			return
+		}
+		obj = api.Clone(obj)
+		if !api.SetCondition(&obj.GetStatus().Conditions, api.Condition{Type: api.NodeConnected, Status: api.ConditionFalse,
+			Reason: "Disconnected", Message: "the node's connection to control ended",
+			ObservedGeneration: obj.GetMeta().Generation}, s.cfg.Now()) {
+			return
+		}
+		if _, err := s.cfg.Store.UpdateStatus(ctx, obj, store.WriteOptions{}); !errors.Is(err, api.ErrConflict) {
+			return
+		}
+	}
+}
