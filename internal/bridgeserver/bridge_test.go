@@ -60,7 +60,9 @@ func (c *ctlPlane) run(ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel, c.done = cancel, make(chan error, 1)
 	ready := make(chan struct{})
-	go func() { c.done <- control.Run(ctx, control.Config{DataDir: c.dir, Listener: ln, Ready: func(net.Addr) { close(ready) }}) }()
+	go func() {
+		c.done <- control.Run(ctx, control.Config{DataDir: c.dir, Listener: ln, Ready: func(net.Addr) { close(ready) }})
+	}()
 	select {
 	case <-ready:
 	case err := <-c.done:

@@ -18,8 +18,8 @@ import (
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
 	"github.com/kakuremichi/kakuremichi/internal/bridgeserver"
-	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
+	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
