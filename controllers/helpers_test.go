@@ -91,10 +91,7 @@ func startInformers(t *testing.T, src *reconciletest.Source) (map[string]*reconc
 	var wg sync.WaitGroup
 	for _, k := range api.Kinds() {
 		inf := reconcile.NewInformer(reconcile.InformerConfig{Kind: k.Kind, Source: src.For(k.Kind)})
-		inf.AddIndex(ownerIndex, indexByOwner)
-		if k.Kind == "Tunnel" {
-			inf.AddIndex(hostnameIndex, indexByHostname)
-		}
+		addIndexes(inf)
 		infs[k.Kind] = inf
 		wg.Go(func() { _ = inf.Run(ctx) })
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -52,9 +53,16 @@ type Config struct {
 	// Resync is how often every cached object is reconciled again even if
 	// nothing changed; zero means DefaultResync, negative means never.
 	Resync time.Duration
-	// Now is the clock that stamps condition transitions; nil means
-	// time.Now.
+	// Now is the clock that stamps condition transitions and measures
+	// node leases; nil means time.Now.
 	Now func() time.Time
+	// OverlayPrefix is the network every agent and gateway gets its
+	// overlay address from; the zero value means DefaultOverlayPrefix. It
+	// must hold at least four addresses (Run fails otherwise).
+	OverlayPrefix netip.Prefix
+	// NodeLease is how long after its last heartbeat a node still counts
+	// as connected; zero means DefaultNodeLease.
+	NodeLease time.Duration
 }
 
 // Manager runs an informer for every kind and Control's controllers over
@@ -64,6 +72,9 @@ type Manager struct {
 	log         *slog.Logger
 	informers   map[string]*reconcile.Informer   // by kind; fixed after New
 	controllers map[string]*reconcile.Controller // by name; fixed after New
+	// configErr is why the Config cannot run, reported by Run (New
+	// cannot fail).
+	configErr error
 }
 
 // New builds the informers and controllers; nothing runs until Run.
@@ -87,34 +98,72 @@ func New(cfg Config) *Manager {
 	if now == nil {
 		now = time.Now
 	}
+	lease := cfg.NodeLease
+	if lease <= 0 {
+		lease = DefaultNodeLease
+	}
+	prefix := cfg.OverlayPrefix
+	if !prefix.IsValid() {
+		prefix = netip.MustParsePrefix(DefaultOverlayPrefix)
+	}
 	m := &Manager{store: cfg.Store, log: log,
 		informers: map[string]*reconcile.Informer{}, controllers: map[string]*reconcile.Controller{}}
+	if _, _, err := assignableRange(prefix); err != nil {
+		m.configErr = err
+	}
 	for _, k := range api.Kinds() {
-		m.informers[k.Kind] = reconcile.NewInformer(reconcile.InformerConfig{
+		inf := reconcile.NewInformer(reconcile.InformerConfig{
 			Kind:   k.Kind,
 			Source: kindSource{store: cfg.Store, kind: k.Kind},
 			Resync: resync,
 			Logger: log,
 		})
+		addIndexes(inf)
+		m.informers[k.Kind] = inf
 	}
+	tunnels, agents, gateways := m.informers["Tunnel"], m.informers["Agent"], m.informers["Gateway"]
+	noRequests := func(api.Object) []reconcile.Request { return nil }
 
-	tunnels := m.informers["Tunnel"]
-	tunnels.AddIndex(hostnameIndex, indexByHostname)
 	ts := reconcile.NewController(reconcile.ControllerConfig{
-		Name:       "tunnel-status",
-		Reconciler: &TunnelStatusReconciler{Store: cfg.Store, Tunnels: tunnels, Now: now, Logger: log},
-		Workers:    workers,
-		Logger:     log,
+		Name: "tunnel-status",
+		Reconciler: &TunnelStatusReconciler{Store: cfg.Store, Tunnels: tunnels, Agents: agents, Gateways: gateways,
+			Lease: lease, Now: now, Logger: log},
+		Workers: workers,
+		Logger:  log,
 	})
-	ts.Watch(tunnels, func(obj api.Object) []reconcile.Request { return sameHostname(tunnels, obj) })
+	ts.Watch(tunnels, func(obj api.Object) []reconcile.Request { return sharesClaim(tunnels, obj) })
+	ts.Watch(agents, tunnelsOfAgent(tunnels))
+	ts.Watch(gateways, noRequests) // to wait for its sync; the handler below diffs
+	gateways.AddHandler(onGatewayChangeForTunnels(tunnels, ts.Enqueue))
 	m.controllers["tunnel-status"] = ts
+
+	// One worker: allocations are serialised anyway, and one writer
+	// keeps the confirming List cheap to reason about.
+	alloc := &OverlayAllocator{Store: cfg.Store, Agents: agents, Gateways: gateways, Prefix: prefix, Now: now, Logger: log}
+	ipam := reconcile.NewController(reconcile.ControllerConfig{
+		Name: "overlay-ipam", Reconciler: alloc, Workers: 1, Logger: log,
+	})
+	for _, inf := range []*reconcile.Informer{agents, gateways} {
+		ipam.Watch(inf, nil)
+		inf.AddHandler(alloc.onRelease(ipam.Enqueue))
+	}
+	m.controllers["overlay-ipam"] = ipam
+
+	live := &NodeLivenessReconciler{Store: cfg.Store, Agents: agents, Gateways: gateways, Lease: lease, Now: now, Logger: log}
+	lc := reconcile.NewController(reconcile.ControllerConfig{
+		Name: "node-liveness", Reconciler: live, Workers: workers, Logger: log,
+	})
+	lc.Watch(agents, nil)
+	lc.Watch(gateways, nil)
+	agents.AddHandler(live.onAgentChange(lc.Enqueue))
+	gateways.AddHandler(live.onGatewayChange(lc.Enqueue))
+	m.controllers["node-liveness"] = lc
 
 	gc := &GarbageCollector{Store: cfg.Store, Informers: m.informers, Logger: log}
 	gcc := reconcile.NewController(reconcile.ControllerConfig{
 		Name: "garbage-collector", Reconciler: gc, Workers: workers, Logger: log,
 	})
 	for _, inf := range m.informers {
-		inf.AddIndex(ownerIndex, indexByOwner)
 		gcc.Watch(inf, gc.requestsFor)
 	}
 	m.controllers["garbage-collector"] = gcc
@@ -127,6 +176,9 @@ func New(cfg Config) *Manager {
 func (m *Manager) Run(ctx context.Context) error {
 	if m.store == nil {
 		return errors.New("run controllers: no store")
+	}
+	if m.configErr != nil {
+		return fmt.Errorf("run controllers: %w", m.configErr)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

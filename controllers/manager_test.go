@@ -11,11 +11,19 @@ import (
 )
 
 // runManager runs a Manager over src until the test ends and checks that
-// Run returns nil.
+// Run returns nil. Node leases last a day, so that tests moving the clock
+// by minutes keep their fleet connected.
 func runManager(t *testing.T, src Store, clk *clock) {
 	t.Helper()
-	m := New(Config{Store: src, Workers: 2, Resync: 50 * time.Millisecond, Now: clk.Now,
-		Logger: slog.New(slog.DiscardHandler)})
+	runManagerWith(t, Config{Store: src, Workers: 2, Resync: 50 * time.Millisecond, Now: clk.Now, NodeLease: 24 * time.Hour})
+}
+
+// runManagerWith runs a Manager with cfg (its Logger discarding) until
+// the test ends and checks that Run returns nil.
+func runManagerWith(t *testing.T, cfg Config) {
+	t.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	m := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -38,6 +46,7 @@ func TestManagerHostnameOwnershipEndToEnd(t *testing.T) {
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
 	runManager(t, src, clk)
+	healthyFleet(t, src, clk, "older", "newer", "mover")
 
 	mustCreate(t, src, tunnel("older", "shared.example.com"))
 	tConflict := clk.Advance(time.Minute)

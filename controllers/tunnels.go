@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
@@ -43,14 +44,6 @@ func sameHostname(tunnels *reconcile.Informer, obj api.Object) []reconcile.Reque
 // because a condition it depends on has not been observed yet.
 const ReasonWaiting = "Waiting"
 
-// tunnelReadyInputs are the conditions that must all be True for an
-// enabled tunnel to be Ready, in the order their failures are reported.
-// Loops that observe more of a tunnel (its agent, the gateways) add their
-// condition type here and enqueue the tunnel after writing it.
-func tunnelReadyInputs() []string {
-	return []string{api.TunnelHostnameAvailable}
-}
-
 // TunnelStatusReconciler writes a tunnel's HostnameAvailable and Ready
 // conditions and its observedGeneration.
 //
@@ -63,6 +56,10 @@ func tunnelReadyInputs() []string {
 // does a tunnel being deleted, until it is gone: two tunnels never both
 // own a hostname. When the owner goes, the next oldest becomes the owner.
 //
+// The conditions that depend on the rest of the fleet (the public port
+// of a tcp tunnel, its agent, its target, the gateways serving it) and
+// status.gateways are set by observeDataPlane.
+//
 // Ready is computed from the other conditions (see tunnelReadyInputs), so
 // that later loops feeding it only have to add their condition.
 type TunnelStatusReconciler struct {
@@ -71,10 +68,19 @@ type TunnelStatusReconciler struct {
 	// Tunnels is a synced informer of tunnels with the hostname index
 	// (New sets it up). Required.
 	Tunnels *reconcile.Informer
+	// Agents and Gateways are synced informers of the node kinds.
+	// Required.
+	Agents, Gateways *reconcile.Informer
+	// Lease is how long after its last heartbeat a node counts as
+	// connected; zero means DefaultNodeLease.
+	Lease time.Duration
 	// Now stamps condition transitions; nil means time.Now.
 	Now func() time.Time
 	// Logger receives the reconciler's logs; nil discards them.
 	Logger *slog.Logger
+
+	specMu   sync.Mutex          // guards specRevs
+	specRevs map[string]specMark // by tunnel name; see specRevision
 }
 
 // Reconcile brings one tunnel's status up to date. A tunnel that is gone
@@ -82,8 +88,12 @@ type TunnelStatusReconciler struct {
 // deletion. The status is written once, and only when it changed; a write
 // that conflicts is returned, so the key is retried on fresh state.
 func (r *TunnelStatusReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if r.Agents == nil || r.Gateways == nil {
+		return reconcile.Result{}, reconcile.Terminal(fmt.Errorf("reconcile %s: no agent or gateway informer", req))
+	}
 	obj, ok := r.Tunnels.Get(req.Key.Name)
 	if !ok {
+		r.forgetSpecRevision(req.Key.Name)
 		return reconcile.Result{}, nil
 	}
 	t, ok := obj.(*api.Tunnel)
@@ -116,7 +126,10 @@ func (r *TunnelStatusReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if api.SetCondition(&st.Conditions, avail, now()) {
 		changed = true
 	}
-	ready := readyCondition(t.Spec.IsEnabled(), st.Conditions, tunnelReadyInputs(), gen)
+	if r.observeDataPlane(t, next, avail.Status == api.ConditionTrue, now()) {
+		changed = true
+	}
+	ready := readyCondition(t.Spec.IsEnabled(), st.Conditions, tunnelReadyInputs(t), gen)
 	if api.SetCondition(&st.Conditions, ready, now()) {
 		changed = true
 	}

@@ -67,8 +67,13 @@ func TestTunnelStatusReconcile(t *testing.T) {
 				}
 				mustCreate(t, src, obj)
 			}
+			var names []string
+			for _, tn := range tt.tunnels {
+				names = append(names, tn.name)
+			}
+			healthyFleet(t, src, clk, names...)
 			infs, _ := startInformers(t, src)
-			r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"], Now: clk.Now}
+			r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"], Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
 			req := reconcile.Request{Key: api.Key{Kind: "Tunnel", Name: tt.target}}
 			if _, err := r.Reconcile(context.Background(), req); err != nil {
 				t.Fatalf("Reconcile: %v", err)
@@ -100,8 +105,10 @@ func TestTunnelStatusWritesOnlyChanges(t *testing.T) {
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
 	mustCreate(t, src, tunnel("a", "a.example.com"))
+	healthyFleet(t, src, clk, "a")
 	infs, _ := startInformers(t, src)
-	r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"], Now: clk.Now}
+	r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"], Agents: infs["Agent"], Gateways: infs["Gateway"],
+		Lease: 24 * time.Hour, Now: clk.Now} // the clock moves an hour, the fleet stays connected
 	req := reconcile.Request{Key: api.Key{Kind: "Tunnel", Name: "a"}}
 	if _, err := r.Reconcile(ctx, req); err != nil {
 		t.Fatalf("Reconcile: %v", err)
@@ -150,7 +157,7 @@ func TestTunnelStatusConflictIsReturned(t *testing.T) {
 	if _, err := src.Update(ctx, a); err != nil {
 		t.Fatalf("update: %v", err)
 	}
-	r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"]}
+	r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"], Agents: infs["Agent"], Gateways: infs["Gateway"]}
 	_, err := r.Reconcile(ctx, reconcile.Request{Key: api.Key{Kind: "Tunnel", Name: "a"}})
 	if !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("Reconcile on a stale cache: got %v, want an error wrapping api.ErrConflict", err)
@@ -163,7 +170,7 @@ func TestTunnelStatusConflictIsReturned(t *testing.T) {
 func TestTunnelStatusOfAGoneTunnelIsNothing(t *testing.T) {
 	src := reconciletest.NewSource(reconciletest.Config{})
 	infs, _ := startInformers(t, src)
-	r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"]}
+	r := &TunnelStatusReconciler{Store: src, Tunnels: infs["Tunnel"], Agents: infs["Agent"], Gateways: infs["Gateway"]}
 	res, err := r.Reconcile(context.Background(), reconcile.Request{Key: api.Key{Kind: "Tunnel", Name: "gone"}})
 	if err != nil || res != (reconcile.Result{}) {
 		t.Fatalf("Reconcile of a missing tunnel: got %v %v, want an empty result and no error", res, err)

@@ -1,0 +1,321 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/reconcile"
+)
+
+// NodeLivenessReconciler writes the Connected, DataPathReady and Ready
+// conditions of Agents and Gateways, and their status.observedGeneration.
+//
+// Connected enforces the heartbeat lease over what the bridge wrote (see
+// connectedCondition); the reconcile asks to run again when the lease
+// runs out, so a silent node turns False within the lease even when
+// nothing else changes.
+//
+// DataPathReady is "online" as a user means it (quality.md 7): traffic
+// through WireGuard reaches the node. Gateways probe every agent through
+// the tunnel and report each result in status.agents[].probe on every
+// heartbeat, so the reports of a connected gateway are at most a
+// heartbeat old; those of a gateway that is not connected are not
+// trusted.
+//   - An agent is True (ProbeSucceeded) when a connected gateway's probe
+//     of it answered, False (ProbeFailed) when connected gateways report
+//     only failures, Unknown when no enabled gateway is connected
+//     (NoGatewayConnected) or none has probed it yet (ProbePending).
+//   - A gateway with no connected agent (with an address) to probe is
+//     True (NoAgents): nothing stands in its way. Otherwise it is True
+//     when it is connected and a probe to a connected agent answered,
+//     False when its probes to every connected agent failed, Unknown when
+//     it is not connected (NotConnected) or has not probed yet.
+//
+// Ready is AddressAssigned && Connected && DataPathReady, the reason of
+// the first that fails otherwise; a disabled node is Ready=False
+// (Disabled).
+type NodeLivenessReconciler struct {
+	// Store receives the status writes. Required.
+	Store Store
+	// Agents and Gateways are synced informers of the two node kinds.
+	// Required.
+	Agents, Gateways *reconcile.Informer
+	// Lease is how long after its last heartbeat a node counts as
+	// connected; zero means DefaultNodeLease.
+	Lease time.Duration
+	// Now is the clock leases are measured and transitions stamped with;
+	// nil means time.Now.
+	Now func() time.Time
+	// Logger receives the reconciler's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Reconcile brings one node's liveness conditions up to date, writing the
+// status only when it changed, and asks to be called again when the
+// node's lease runs out.
+func (r *NodeLivenessReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var inf *reconcile.Informer
+	switch req.Key.Kind {
+	case "Agent":
+		inf = r.Agents
+	case "Gateway":
+		inf = r.Gateways
+	default:
+		return reconcile.Result{}, reconcile.Terminal(fmt.Errorf("judge liveness of %s: not a node kind", req))
+	}
+	cached, ok := inf.Get(req.Key.Name)
+	if !ok {
+		return reconcile.Result{}, nil
+	}
+	now := r.now()
+	lease := r.lease()
+	next := api.Clone(cached)
+	enabled, ns, _, ok := nodeParts(next)
+	if !ok {
+		return reconcile.Result{}, reconcile.Terminal(fmt.Errorf("judge liveness of %s: the cache holds a %T", req, cached))
+	}
+	st := next.GetStatus()
+	gen := next.GetMeta().Generation
+	changed := st.ObservedGeneration != gen
+	st.ObservedGeneration = gen
+
+	conn, expiresIn := connectedCondition(ns, st.Conditions, now, lease)
+	if cur := api.FindCondition(st.Conditions, api.NodeConnected); cur == nil || *cur != conn {
+		// Ours rather than the bridge's kept as it was: say which spec
+		// it saw. The bridge's is left alone, so the two never fight.
+		conn.ObservedGeneration = gen
+	}
+	if api.SetCondition(&st.Conditions, conn, now) {
+		changed = true
+	}
+	var dp api.Condition
+	if g, isGateway := next.(*api.Gateway); isGateway {
+		dp = r.gatewayDataPath(g, conn.Status == api.ConditionTrue && enabled, now, lease)
+	} else {
+		dp = r.agentDataPath(req.Key.Name, now, lease)
+	}
+	dp.ObservedGeneration = gen
+	if api.SetCondition(&st.Conditions, dp, now) {
+		changed = true
+	}
+	ready := nodeReadyCondition(req.Key.Kind, enabled, st.Conditions, gen)
+	if api.SetCondition(&st.Conditions, ready, now) {
+		changed = true
+	}
+	res := reconcile.Result{RequeueAfter: expiresIn}
+	if !changed {
+		return res, nil
+	}
+	if _, err := r.Store.UpdateStatus(ctx, next); err != nil {
+		if errors.Is(err, api.ErrNotFound) {
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("judge liveness of %s: %w", req, err)
+	}
+	if r.Logger != nil {
+		r.Logger.Debug("node status written", "node", req.String(), "connected", conn.Status,
+			"dataPath", dp.Status, "ready", ready.Status, "reason", ready.Reason)
+	}
+	return res, nil
+}
+
+// agentDataPath judges an agent's data path from the probe reports of the
+// connected gateways.
+func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, lease time.Duration) api.Condition {
+	c := api.Condition{Type: api.NodeDataPath}
+	var connected, answered, pending, failures []string
+	for _, obj := range r.Gateways.List() {
+		if !isConnected(obj, now, lease) {
+			continue
+		}
+		gw := obj.(*api.Gateway)
+		connected = append(connected, gw.Metadata.Name)
+		probe := ""
+		for _, p := range gw.Status.Agents {
+			if p.Name == agent {
+				probe = p.Probe
+				break
+			}
+		}
+		switch ok, failed := probeVerdict(probe); {
+		case ok:
+			answered = append(answered, gw.Metadata.Name)
+		case failed:
+			failures = append(failures, fmt.Sprintf("%s: %s", gw.Metadata.Name, probe))
+		default:
+			pending = append(pending, gw.Metadata.Name)
+		}
+	}
+	switch {
+	case len(answered) > 0:
+		c.Status, c.Reason = api.ConditionTrue, api.ReasonProbeSucceeded
+		c.Message = fmt.Sprintf("probes from gateways %s reach the agent through WireGuard", nameList(answered))
+	case len(failures) > 0:
+		c.Status, c.Reason = api.ConditionFalse, api.ReasonProbeFailed
+		c.Message = fmt.Sprintf("no connected gateway reaches the agent through WireGuard (%s)", failureList(failures))
+	case len(connected) == 0:
+		c.Status, c.Reason = api.ConditionUnknown, ReasonNoGatewayConnected
+		c.Message = "no enabled gateway is connected to probe the agent"
+	default:
+		c.Status, c.Reason = api.ConditionUnknown, ReasonProbePending
+		c.Message = fmt.Sprintf("waiting for gateways %s to probe the agent", nameList(pending))
+	}
+	return c
+}
+
+// gatewayDataPath judges a gateway's data path from its own probe
+// reports of the connected agents.
+func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bool, now time.Time, lease time.Duration) api.Condition {
+	c := api.Condition{Type: api.NodeDataPath}
+	probes := make(map[string]string, len(gw.Status.Agents))
+	for _, p := range gw.Status.Agents {
+		probes[p.Name] = p.Probe
+	}
+	var targets, answered, pending, failures []string
+	for _, obj := range r.Agents.List() {
+		if !isConnected(obj, now, lease) {
+			continue
+		}
+		if _, ok := nodeAddress(obj); !ok {
+			continue // no gateway has it as a peer yet
+		}
+		name := obj.GetMeta().Name
+		targets = append(targets, name)
+		switch ok, failed := probeVerdict(probes[name]); {
+		case ok:
+			answered = append(answered, name)
+		case failed:
+			failures = append(failures, fmt.Sprintf("%s: %s", name, probes[name]))
+		default:
+			pending = append(pending, name)
+		}
+	}
+	switch {
+	case len(targets) == 0:
+		c.Status, c.Reason = api.ConditionTrue, ReasonNoAgents
+		c.Message = "no connected agent to probe"
+	case !gwConnected:
+		c.Status, c.Reason = api.ConditionUnknown, ReasonNotConnected
+		c.Message = "the gateway is not connected, so its probe reports are not current"
+	case len(answered) > 0:
+		c.Status, c.Reason = api.ConditionTrue, api.ReasonProbeSucceeded
+		c.Message = "probes through WireGuard reach connected agents"
+	case len(failures) > 0:
+		c.Status, c.Reason = api.ConditionFalse, api.ReasonProbeFailed
+		c.Message = fmt.Sprintf("probes through WireGuard reach no connected agent (%s)", failureList(failures))
+	default:
+		c.Status, c.Reason = api.ConditionUnknown, ReasonProbePending
+		c.Message = fmt.Sprintf("waiting for the gateway to probe agents %s", nameList(pending))
+	}
+	return c
+}
+
+// onGatewayChange returns an informer handler that enqueues the agents
+// whose data path a change to a gateway can move: all of them when the
+// gateway comes, goes, connects, disconnects or is enabled or disabled;
+// otherwise those whose probe report changed. Heartbeats that change
+// nothing else enqueue nothing.
+func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)) func(reconcile.Change) {
+	return func(ch reconcile.Change) {
+		if ch.Resync {
+			return
+		}
+		if linkOf(ch.Old) != linkOf(ch.New) {
+			for _, a := range r.Agents.List() {
+				enqueue(reconcile.RequestFor(a))
+			}
+			return
+		}
+		before, after := probesOf(ch.Old), probesOf(ch.New)
+		for name, p := range after {
+			if q, ok := before[name]; !ok || q != p {
+				enqueue(reconcile.Request{Key: api.Key{Kind: "Agent", Name: name}})
+			}
+		}
+		for name := range before {
+			if _, ok := after[name]; !ok {
+				enqueue(reconcile.Request{Key: api.Key{Kind: "Agent", Name: name}})
+			}
+		}
+	}
+}
+
+// onAgentChange returns an informer handler that enqueues every gateway
+// when an agent comes, goes, connects, disconnects, is enabled or
+// disabled or gets an address: the set of agents each gateway must reach
+// changed.
+func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) func(reconcile.Change) {
+	return func(ch reconcile.Change) {
+		if ch.Resync || linkOf(ch.Old) == linkOf(ch.New) {
+			return
+		}
+		for _, g := range r.Gateways.List() {
+			enqueue(reconcile.RequestFor(g))
+		}
+	}
+}
+
+func (r *NodeLivenessReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *NodeLivenessReconciler) lease() time.Duration {
+	if r.Lease > 0 {
+		return r.Lease
+	}
+	return DefaultNodeLease
+}
+
+// linkState is what other objects' conditions read of a node besides its
+// probe reports: a change to it fans out to them.
+type linkState struct {
+	exists, enabled bool
+	connected       api.ConditionStatus
+	address         string
+}
+
+func linkOf(obj api.Object) linkState {
+	if obj == nil {
+		return linkState{}
+	}
+	enabled, st, _, ok := nodeParts(obj)
+	if !ok {
+		return linkState{}
+	}
+	ls := linkState{exists: true, enabled: enabled, address: st.OverlayAddress}
+	if c := api.FindCondition(obj.GetStatus().Conditions, api.NodeConnected); c != nil {
+		ls.connected = c.Status
+	}
+	return ls
+}
+
+// probesOf returns a gateway's probe reports by agent name.
+func probesOf(obj api.Object) map[string]string {
+	gw, ok := obj.(*api.Gateway)
+	if !ok {
+		return nil
+	}
+	out := make(map[string]string, len(gw.Status.Agents))
+	for _, p := range gw.Status.Agents {
+		out[p.Name] = p.Probe
+	}
+	return out
+}
+
+// failureList renders probe failures for a message, shortened like
+// nameList.
+func failureList(failures []string) string {
+	const max = 3
+	if len(failures) <= max {
+		return strings.Join(failures, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more", strings.Join(failures[:max], "; "), len(failures)-max)
+}

@@ -1,0 +1,157 @@
+package controllers
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api"
+)
+
+// Condition types and reasons of Agents and Gateways written by Control's
+// loops, besides those package api defines.
+const (
+	// NodeAddressAssigned is True once the node holds an overlay address
+	// (status.overlayAddress) that no other node holds.
+	NodeAddressAssigned = "AddressAssigned"
+
+	// ReasonAddressAssigned: the node holds its overlay address.
+	ReasonAddressAssigned = "AddressAssigned"
+	// ReasonOverlayExhausted: every address of the overlay prefix is held
+	// by another node; deleting a node or widening the prefix frees one.
+	ReasonOverlayExhausted = "OverlayExhausted"
+	// ReasonNoAgents: a gateway has no connected agent to probe, so
+	// nothing stands in the way of its data path.
+	ReasonNoAgents = "NoAgents"
+	// ReasonNoGatewayConnected: no enabled gateway is connected, so no
+	// probe can tell whether the agent's data path works.
+	ReasonNoGatewayConnected = "NoGatewayConnected"
+	// ReasonProbePending: the connected peers have not reported a probe
+	// of this node yet.
+	ReasonProbePending = "ProbePending"
+	// ReasonNotConnected: the gateway is not connected, so its probe
+	// reports are not current.
+	ReasonNotConnected = "NotConnected"
+)
+
+// ProbeOK is the value of api.NodePeerStatus.Probe, in a gateway's
+// status.agents, for a probe through the tunnel that answered. The
+// bridge writes it from the gateway's heartbeat; an empty Probe means
+// "not probed yet" and any other value describes the failure.
+const ProbeOK = "ok"
+
+// Defaults for zero Config fields of the node loops.
+const (
+	// DefaultNodeLease is how long after its last heartbeat a node still
+	// counts as connected: four heartbeats (every ~10 s) may be lost.
+	DefaultNodeLease = 40 * time.Second
+	// DefaultOverlayPrefix is the overlay every node gets an address in:
+	// carrier-grade NAT space, which users' LANs rarely use.
+	DefaultOverlayPrefix = "100.64.0.0/10"
+)
+
+// nodeParts returns the parts of an Agent or Gateway the node loops
+// read and write: whether it is enabled, its node status (a pointer into
+// obj) and its peers as reported (gateways for an agent, agents for a
+// gateway). ok is false for any other kind.
+func nodeParts(obj api.Object) (enabled bool, st *api.NodeStatus, peers []api.NodePeerStatus, ok bool) {
+	switch n := obj.(type) {
+	case *api.Agent:
+		return n.Spec.IsEnabled(), &n.Status.NodeStatus, n.Status.Gateways, true
+	case *api.Gateway:
+		return n.Spec.IsEnabled(), &n.Status.NodeStatus, n.Status.Agents, true
+	}
+	return false, nil, nil, false
+}
+
+// connectedCondition returns the Connected condition a node should carry
+// at now, and how long until it would change by itself (the lease runs
+// out), zero when only a new heartbeat can change it.
+//
+// The bridge sets Connected=True on each heartbeat it accepts and False
+// when the connection closes. What it cannot do is notice that it is no
+// longer there: a Control that crashed or restarted leaves True behind.
+// So the lease rules: no heartbeat ever is Unknown (NeverConnected); a
+// heartbeat older than the lease is False (HeartbeatExpired), whatever
+// the bridge wrote. Within the lease the bridge's word stands, except
+// that a fresh heartbeat overrides a verdict of this loop's (expired,
+// never connected) or a missing condition: the heartbeat is proof.
+func connectedCondition(st *api.NodeStatus, conds []api.Condition, now time.Time, lease time.Duration) (api.Condition, time.Duration) {
+	c := api.Condition{Type: api.NodeConnected}
+	if st.LastHeartbeat == nil {
+		c.Status, c.Reason = api.ConditionUnknown, api.ReasonNeverConnected
+		c.Message = "no heartbeat has been received from this node yet"
+		return c, 0
+	}
+	last := *st.LastHeartbeat
+	left := last.Add(lease).Sub(now)
+	if left <= 0 {
+		c.Status, c.Reason = api.ConditionFalse, api.ReasonHeartbeatExpired
+		c.Message = fmt.Sprintf("no heartbeat since %s (lease %s)", last.UTC().Format(time.RFC3339), lease)
+		return c, 0
+	}
+	cur := api.FindCondition(conds, api.NodeConnected)
+	if cur != nil && (cur.Status == api.ConditionTrue ||
+		(cur.Status == api.ConditionFalse && cur.Reason != api.ReasonHeartbeatExpired)) {
+		return *cur, left
+	}
+	c.Status, c.Reason = api.ConditionTrue, api.ReasonHeartbeat
+	c.Message = fmt.Sprintf("heartbeats arrive within the %s lease", lease)
+	return c, left
+}
+
+// isConnected reports whether a node counts as connected at now: it is
+// enabled and its Connected condition, as connectedCondition computes it,
+// is True. Loops judging one node by another's state use it rather than
+// the stored condition, which may be stale until the node's own reconcile.
+func isConnected(obj api.Object, now time.Time, lease time.Duration) bool {
+	enabled, st, _, ok := nodeParts(obj)
+	if !ok || !enabled {
+		return false
+	}
+	c, _ := connectedCondition(st, obj.GetStatus().Conditions, now, lease)
+	return c.Status == api.ConditionTrue
+}
+
+// nodeReadyInputs are the conditions that must all be True for an
+// enabled node to be Ready, in the order their failures are reported:
+// without an address nothing else can work.
+func nodeReadyInputs() []string {
+	return []string{NodeAddressAssigned, api.NodeConnected, api.NodeDataPath}
+}
+
+// nodeReadyCondition sums a node's conditions up, as readyCondition does
+// for tunnels, with messages that name the kind.
+func nodeReadyCondition(kind string, enabled bool, conds []api.Condition, gen int64) api.Condition {
+	c := readyCondition(enabled, conds, nodeReadyInputs(), gen)
+	what := strings.ToLower(kind)
+	switch {
+	case !enabled:
+		c.Message = fmt.Sprintf("the %s is disabled (spec.enabled is false)", what)
+	case c.Status == api.ConditionTrue:
+		c.Message = fmt.Sprintf("the %s is connected and its data path answers", what)
+	}
+	return c
+}
+
+// probeVerdict sorts a peer's probe report: ok, failed (with the report
+// as the reason), or not probed yet.
+func probeVerdict(probe string) (ok, failed bool) {
+	switch probe {
+	case "":
+		return false, false
+	case ProbeOK:
+		return true, false
+	}
+	return false, true
+}
+
+// nameList renders names for a message, shortening long lists so that a
+// message does not grow with the fleet.
+func nameList(names []string) string {
+	const max = 5
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
+}
