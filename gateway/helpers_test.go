@@ -1,0 +1,377 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/wgnet"
+)
+
+// checkGoroutines fails t if, once everything t registered after it has
+// been cleaned up, more goroutines run than when it was called. Call it
+// first so that its cleanup runs last.
+func checkGoroutines(t testing.TB) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Errorf("goroutines after cleanup: got %d, want <= %d\n%s", n, before, buf)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// logBuffer keeps every log record, printed when a test fails.
+type logBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func testLogger(t testing.TB, name string) *slog.Logger {
+	b := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs of %s:\n%s", name, b)
+		}
+	})
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+}
+
+func newKey(t testing.TB) wgnet.PrivateKey {
+	t.Helper()
+	k, err := wgnet.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func listenLoopback(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// gatewayAddr is the test gateway's overlay address.
+var gatewayAddr = netip.MustParseAddr("100.64.0.1")
+
+// testGateway is a running Gateway on loopback listeners.
+type testGateway struct {
+	*Gateway
+	priv      wgnet.PrivateKey
+	httpAddr  string
+	httpsAddr string
+	done      chan error
+	cancel    context.CancelFunc
+}
+
+// startGateway runs a gateway with loopback listeners and applies a first
+// slice with only "self", so that its WireGuard port is known. Options
+// may change cfg before New. The gateway stops when t ends.
+func startGateway(t testing.TB, opts ...func(*Config)) *testGateway {
+	t.Helper()
+	priv := newKey(t)
+	httpLn, httpsLn := listenLoopback(t), listenLoopback(t)
+	cfg := Config{
+		PrivateKey:    priv,
+		HTTPListener:  httpLn,
+		HTTPSListener: httpsLn,
+		TCPListenHost: "127.0.0.1",
+		ShutdownGrace: 5 * time.Second,
+		Logger:        testLogger(t, "gateway"),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	g, err := New(cfg)
+	if err != nil {
+		httpLn.Close()
+		httpsLn.Close()
+		t.Fatalf("New: %v", err)
+	}
+	tg := &testGateway{Gateway: g, priv: priv, httpAddr: httpLn.Addr().String(), httpsAddr: httpsLn.Addr().String(), done: make(chan error, 1)}
+	if err := g.Apply(bridge.Slice{"self": selfItem(gatewayAddr, true)}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tg.cancel = cancel
+	go func() { tg.done <- g.Run(ctx) }()
+	t.Cleanup(func() { tg.stop(t) })
+	return tg
+}
+
+// stop cancels Run and waits for it; calling it twice is fine.
+func (tg *testGateway) stop(t testing.TB) {
+	t.Helper()
+	tg.cancel()
+	select {
+	case err, ok := <-tg.done:
+		if ok && err != nil {
+			t.Errorf("Run: got %v, want nil", err)
+		}
+		if ok {
+			close(tg.done)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Run did not return within 30 s of its context ending")
+	}
+}
+
+// apply applies s, failing the test on an error.
+func (tg *testGateway) apply(t testing.TB, s bridge.Slice) {
+	t.Helper()
+	if err := tg.Apply(s); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+}
+
+// endpoint is where agents send WireGuard to the gateway.
+func (tg *testGateway) endpoint() netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(tg.WireGuardPort()))
+}
+
+func selfItem(addr netip.Addr, enabled bool) bridge.Item {
+	return bridge.Item{Key: "self", Self: &bridge.Self{Name: "gw1", Address: addr, Enabled: enabled}}
+}
+
+// sliceOf builds a gateway slice: self, a peer per agent, and routes.
+func sliceOf(agents []*testAgent, routes ...bridge.Route) bridge.Slice {
+	s := bridge.Slice{"self": selfItem(gatewayAddr, true)}
+	for _, a := range agents {
+		s["peer/"+a.name] = bridge.Item{Key: "peer/" + a.name, Peer: &bridge.Peer{
+			Name: a.name, PublicKey: a.priv.PublicKey().String(), Address: a.addr,
+		}}
+	}
+	for _, r := range routes {
+		key := "route/" + r.Hostname
+		if r.Protocol == protocolTCP {
+			key = fmt.Sprintf("tcp/%d", r.PublicPort)
+		}
+		rr := r
+		s[key] = bridge.Item{Key: key, Route: &rr}
+	}
+	return s
+}
+
+// httpRoute is an enabled http route of tunnel on agent a.
+func httpRoute(tunnel, host string, a *testAgent) bridge.Route {
+	return bridge.Route{Tunnel: tunnel, Hostname: host, Protocol: protocolHTTP, Agent: a.name, AgentAddress: a.addr, Enabled: true}
+}
+
+// testAgent is the agent side of the stream protocol, in a few lines: a
+// WireGuard device with the gateway as its peer, and a listener on the
+// forward port that answers preambles for its tunnels and relays them to
+// their targets.
+type testAgent struct {
+	name string
+	priv wgnet.PrivateKey
+	addr netip.Addr
+	dev  *wgnet.Device
+
+	// mu guards forwards.
+	mu       sync.Mutex
+	forwards map[string]testForward
+
+	// accepted counts the streams the agent accepted (probes included).
+	accepted atomic.Int64
+	// preambles records the tunnel named by each stream but probes, in
+	// order.
+	preambles chan string
+}
+
+type testForward struct {
+	target  string // host:port
+	enabled bool
+}
+
+// newAgent makes an agent's identity; start brings it up. Apply the
+// gateway's slice with the agent as a peer before starting it, as Control
+// does: a handshake the gateway refuses is only retried after 5 s.
+func newAgent(t testing.TB, name, addr string) *testAgent {
+	return &testAgent{
+		name: name, priv: newKey(t), addr: netip.MustParseAddr(addr),
+		forwards: map[string]testForward{}, preambles: make(chan string, 1024),
+	}
+}
+
+// start brings the agent up, talking to gw.
+func (a *testAgent) start(t testing.TB, gw *testGateway) {
+	t.Helper()
+	dev, err := wgnet.New(wgnet.Config{PrivateKey: a.priv, Address: a.addr, Logger: testLogger(t, a.name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.SetPeers([]wgnet.Peer{{
+		PublicKey:           gw.priv.PublicKey(),
+		Endpoint:            gw.endpoint(),
+		AllowedIPs:          []netip.Prefix{netip.PrefixFrom(gatewayAddr, 32)},
+		PersistentKeepalive: time.Second,
+	}}); err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	a.dev = dev
+	ln, err := dev.Listen("tcp", fmt.Sprintf(":%d", bridge.AgentForwardPort))
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			a.accepted.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		dev.Close()
+		wg.Wait()
+	})
+}
+
+func (a *testAgent) forward(tunnel, target string, enabled bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.forwards[tunnel] = testForward{target, enabled}
+}
+
+func (a *testAgent) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	tunnel, err := bridge.ReadPreamble(br)
+	if err != nil {
+		bridge.WriteRefusal(c, bridge.RefuseBadPreamble, err.Error())
+		return
+	}
+	if tunnel != probeTunnel {
+		select {
+		case a.preambles <- tunnel:
+		default:
+		}
+	}
+	a.mu.Lock()
+	f, ok := a.forwards[tunnel]
+	a.mu.Unlock()
+	switch {
+	case !ok:
+		bridge.WriteRefusal(c, bridge.RefuseUnknownTunnel, "no tunnel "+tunnel)
+		return
+	case !f.enabled:
+		bridge.WriteRefusal(c, bridge.RefuseDisabled, "tunnel "+tunnel+" is disabled")
+		return
+	}
+	target, err := net.DialTimeout("tcp", f.target, 2*time.Second)
+	if err != nil {
+		bridge.WriteRefusal(c, bridge.RefuseTargetUnreachable, err.Error())
+		return
+	}
+	if err := bridge.WriteAccept(c); err != nil {
+		target.Close()
+		return
+	}
+	relay(&agentConn{Conn: c, r: br}, target)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// client is an HTTP client that sends every request to addr whatever the
+// URL's host, so URLs can carry the routed hostname.
+func client(addr string) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, addr)
+			},
+			DisableCompression: true,
+		},
+		Timeout: 60 * time.Second,
+	}
+}
+
+// get fetches url through c and returns the status, the headers and the
+// body.
+func get(t testing.TB, c *http.Client, url string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		if strings.EqualFold(header[i], "Host") {
+			req.Host = header[i+1]
+			continue
+		}
+		req.Header.Add(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	if _, err := bufio.NewReader(resp.Body).WriteTo(&b); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp.StatusCode, resp.Header, b.String()
+}
