@@ -1,0 +1,373 @@
+package controllers
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/reconcile"
+	"github.com/kakuremichi/kakuremichi/reconcile/reconciletest"
+)
+
+func TestConnectedCondition(t *testing.T) {
+	const lease = 40 * time.Second
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+	bridge := func(s api.ConditionStatus, reason string) []api.Condition {
+		return []api.Condition{{Type: api.NodeConnected, Status: s, Reason: reason, Message: "from the bridge"}}
+	}
+	tests := []struct {
+		name       string
+		last       *time.Time
+		conds      []api.Condition
+		wantStatus api.ConditionStatus
+		wantReason string
+		wantKept   bool // the stored condition is returned as it is
+		wantLeft   time.Duration
+	}{
+		{"no heartbeat ever", nil, nil, api.ConditionUnknown, api.ReasonNeverConnected, false, 0},
+		{"no heartbeat ever, though the bridge said True", nil, bridge(api.ConditionTrue, api.ReasonHeartbeat),
+			api.ConditionUnknown, api.ReasonNeverConnected, false, 0},
+		{"a fresh heartbeat and no condition", at(10 * time.Second), nil,
+			api.ConditionTrue, api.ReasonHeartbeat, false, 30 * time.Second},
+		{"a fresh heartbeat keeps the bridge's True", at(10 * time.Second), bridge(api.ConditionTrue, api.ReasonHeartbeat),
+			api.ConditionTrue, api.ReasonHeartbeat, true, 30 * time.Second},
+		{"a fresh heartbeat keeps the bridge's disconnect", at(10 * time.Second), bridge(api.ConditionFalse, "Disconnected"),
+			api.ConditionFalse, "Disconnected", true, 30 * time.Second},
+		{"a fresh heartbeat overrides an expiry", at(time.Second), bridge(api.ConditionFalse, api.ReasonHeartbeatExpired),
+			api.ConditionTrue, api.ReasonHeartbeat, false, 39 * time.Second},
+		{"a fresh heartbeat overrides never connected", at(time.Second), bridge(api.ConditionUnknown, api.ReasonNeverConnected),
+			api.ConditionTrue, api.ReasonHeartbeat, false, 39 * time.Second},
+		{"a stale True left by a crashed Control", at(5 * time.Minute), bridge(api.ConditionTrue, api.ReasonHeartbeat),
+			api.ConditionFalse, api.ReasonHeartbeatExpired, false, 0},
+		{"exactly one lease old", at(lease), bridge(api.ConditionTrue, api.ReasonHeartbeat),
+			api.ConditionFalse, api.ReasonHeartbeatExpired, false, 0},
+		{"a heartbeat from the future (clock skew) counts as fresh", at(-time.Second), nil,
+			api.ConditionTrue, api.ReasonHeartbeat, false, 41 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &api.NodeStatus{LastHeartbeat: tt.last}
+			got, left := connectedCondition(st, tt.conds, now, lease)
+			if got.Type != api.NodeConnected || got.Status != tt.wantStatus || got.Reason != tt.wantReason || left != tt.wantLeft {
+				t.Fatalf("got %s %s/%s, expires in %v, want Connected %s/%s, in %v",
+					got.Type, got.Status, got.Reason, left, tt.wantStatus, tt.wantReason, tt.wantLeft)
+			}
+			if kept := len(tt.conds) > 0 && got == tt.conds[0]; kept != tt.wantKept {
+				t.Fatalf("stored condition kept: got %v, want %v", kept, tt.wantKept)
+			}
+			if got.Message == "" {
+				t.Fatalf("message: got empty, want a sentence")
+			}
+		})
+	}
+}
+
+func TestNodeLivenessReconcile(t *testing.T) {
+	type want struct {
+		connected, connReason string
+		dataPath, dpReason    string
+		ready, readyReason    string
+		msgHas                string        // in the DataPathReady message
+		requeue               time.Duration // RequeueAfter
+	}
+	expired := func(f nodeFix) nodeFix { f.heartbeat = 5 * time.Minute; return f }
+	withProbes := func(f nodeFix, probes map[string]string) nodeFix { f.probes = probes; return f }
+	disabled := func(f nodeFix) nodeFix { f.disabled = true; return f }
+	agent, gw := agentFix("ag", "100.64.0.1"), gatewayFix("gw", "100.64.0.2")
+	agentKey, gwKey := api.Key{Kind: "Agent", Name: "ag"}, api.Key{Kind: "Gateway", Name: "gw"}
+	tests := []struct {
+		name   string
+		nodes  []nodeFix
+		target api.Key
+		want   want
+	}{
+		{"an agent that never connected",
+			[]nodeFix{{kind: "Agent", name: "ag", addr: "100.64.0.1", heartbeat: never}}, agentKey,
+			want{"Unknown", api.ReasonNeverConnected, "Unknown", ReasonNoGatewayConnected, "Unknown", api.ReasonNeverConnected, "no enabled gateway", 0}},
+		{"an agent probed through a connected gateway",
+			[]nodeFix{agent, withProbes(gw, map[string]string{"ag": ProbeOK})}, agentKey,
+			want{"True", api.ReasonHeartbeat, "True", api.ReasonProbeSucceeded, "True", api.ReasonReady, "gw", 39 * time.Second}},
+		{"a stale True from a crashed Control expires",
+			[]nodeFix{expired(agent), withProbes(gw, map[string]string{"ag": ProbeOK})}, agentKey,
+			want{"False", api.ReasonHeartbeatExpired, "True", api.ReasonProbeSucceeded, "False", api.ReasonHeartbeatExpired, "gw", 0}},
+		{"an agent every connected gateway fails to reach",
+			[]nodeFix{agent, withProbes(gw, map[string]string{"ag": "dial 100.64.0.1:7000: i/o timeout"}),
+				withProbes(gatewayFix("gw2", "100.64.0.3"), map[string]string{"ag": "connection refused"})}, agentKey,
+			want{"True", api.ReasonHeartbeat, "False", api.ReasonProbeFailed, "False", api.ReasonProbeFailed, "gw2: connection refused", 39 * time.Second}},
+		{"one gateway reaching the agent is enough",
+			[]nodeFix{agent, withProbes(gw, map[string]string{"ag": "connection refused"}),
+				withProbes(gatewayFix("gw2", "100.64.0.3"), map[string]string{"ag": ProbeOK})}, agentKey,
+			want{"True", api.ReasonHeartbeat, "True", api.ReasonProbeSucceeded, "True", api.ReasonReady, "gw2", 39 * time.Second}},
+		{"the probe of a gateway whose lease ran out does not count",
+			[]nodeFix{agent, withProbes(expired(gw), map[string]string{"ag": ProbeOK})}, agentKey,
+			want{"True", api.ReasonHeartbeat, "Unknown", ReasonNoGatewayConnected, "Unknown", ReasonNoGatewayConnected, "no enabled gateway", 39 * time.Second}},
+		{"the probe of a disabled gateway does not count",
+			[]nodeFix{agent, withProbes(disabled(gw), map[string]string{"ag": ProbeOK})}, agentKey,
+			want{"True", api.ReasonHeartbeat, "Unknown", ReasonNoGatewayConnected, "Unknown", ReasonNoGatewayConnected, "no enabled gateway", 39 * time.Second}},
+		{"a connected gateway that has not probed yet",
+			[]nodeFix{agent, gw}, agentKey,
+			want{"True", api.ReasonHeartbeat, "Unknown", ReasonProbePending, "Unknown", ReasonProbePending, "gw", 39 * time.Second}},
+		{"a disabled agent is not ready",
+			[]nodeFix{disabled(agent), withProbes(gw, map[string]string{"ag": ProbeOK})}, agentKey,
+			want{"True", api.ReasonHeartbeat, "True", api.ReasonProbeSucceeded, "False", api.ReasonDisabled, "gw", 39 * time.Second}},
+		{"an agent without an address reports that first",
+			[]nodeFix{{kind: "Agent", name: "ag", exhausted: true, heartbeat: time.Second, connected: api.ConditionTrue},
+				withProbes(gw, map[string]string{"ag": ProbeOK})}, agentKey,
+			want{"True", api.ReasonHeartbeat, "True", api.ReasonProbeSucceeded, "False", ReasonOverlayExhausted, "gw", 39 * time.Second}},
+
+		{"a gateway with no agents has nothing to probe",
+			[]nodeFix{gw}, gwKey,
+			want{"True", api.ReasonHeartbeat, "True", ReasonNoAgents, "True", api.ReasonReady, "no connected agent", 39 * time.Second}},
+		{"a gateway whose probe reaches a connected agent",
+			[]nodeFix{agent, agentFix("ag2", "100.64.0.4"), withProbes(gw, map[string]string{"ag": ProbeOK, "ag2": "refused"})}, gwKey,
+			want{"True", api.ReasonHeartbeat, "True", api.ReasonProbeSucceeded, "True", api.ReasonReady, "reach", 39 * time.Second}},
+		{"a gateway whose probes all fail",
+			[]nodeFix{agent, withProbes(gw, map[string]string{"ag": "no route"})}, gwKey,
+			want{"True", api.ReasonHeartbeat, "False", api.ReasonProbeFailed, "False", api.ReasonProbeFailed, "ag: no route", 39 * time.Second}},
+		{"a gateway's failed probe of an offline agent does not count",
+			[]nodeFix{expired(agent), withProbes(gw, map[string]string{"ag": "no route"})}, gwKey,
+			want{"True", api.ReasonHeartbeat, "True", ReasonNoAgents, "True", api.ReasonReady, "no connected agent", 39 * time.Second}},
+		{"an agent without an address is no one to probe",
+			[]nodeFix{{kind: "Agent", name: "ag", heartbeat: time.Second, connected: api.ConditionTrue}, gw}, gwKey,
+			want{"True", api.ReasonHeartbeat, "True", ReasonNoAgents, "True", api.ReasonReady, "no connected agent", 39 * time.Second}},
+		{"an expired gateway's reports are not current",
+			[]nodeFix{agent, withProbes(expired(gw), map[string]string{"ag": ProbeOK})}, gwKey,
+			want{"False", api.ReasonHeartbeatExpired, "Unknown", ReasonNotConnected, "False", api.ReasonHeartbeatExpired, "not connected", 0}},
+		{"a gateway disconnected by the bridge",
+			[]nodeFix{agent, func() nodeFix { f := gw; f.connected, f.connReason = api.ConditionFalse, "Disconnected"; return f }()}, gwKey,
+			want{"False", "Disconnected", "Unknown", ReasonNotConnected, "False", "Disconnected", "not connected", 39 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+			createAll(t, src, clk, tt.nodes)
+			infs, _ := startInformers(t, src)
+			r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
+			res, err := r.Reconcile(context.Background(), reconcile.Request{Key: tt.target})
+			if err != nil {
+				t.Fatalf("Reconcile: %v", err)
+			}
+			got := getNode(t, src, tt.target.Kind, tt.target.Name)
+			for _, c := range []struct{ typ, status, reason string }{
+				{api.NodeConnected, tt.want.connected, tt.want.connReason},
+				{api.NodeDataPath, tt.want.dataPath, tt.want.dpReason},
+				{api.ConditionReady, tt.want.ready, tt.want.readyReason},
+			} {
+				if g := condition(got, c.typ); string(g.Status) != c.status || g.Reason != c.reason {
+					t.Errorf("%s: got %s/%s (%q), want %s/%s", c.typ, g.Status, g.Reason, g.Message, c.status, c.reason)
+				}
+			}
+			if dp := condition(got, api.NodeDataPath); !strings.Contains(dp.Message, tt.want.msgHas) {
+				t.Errorf("DataPathReady message: got %q, want it to contain %q", dp.Message, tt.want.msgHas)
+			}
+			if res.RequeueAfter != tt.want.requeue {
+				t.Errorf("RequeueAfter: got %v, want %v (when the lease runs out)", res.RequeueAfter, tt.want.requeue)
+			}
+			if got.GetStatus().ObservedGeneration != got.GetMeta().Generation {
+				t.Errorf("observedGeneration: got %d, want %d", got.GetStatus().ObservedGeneration, got.GetMeta().Generation)
+			}
+		})
+	}
+}
+
+// TestNodeLivenessLeaseRunsOut checks that the reconcile asks to come
+// back when the lease ends, and that coming back then turns the node
+// offline, stamped with the time it did.
+func TestNodeLivenessLeaseRunsOut(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	agentFix("ag", "100.64.0.1").create(t, src, clk)
+	infs, _ := startInformers(t, src)
+	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Lease: 10 * time.Second, Now: clk.Now}
+	req := reconcile.Request{Key: api.Key{Kind: "Agent", Name: "ag"}}
+	res, err := r.Reconcile(ctx, req)
+	if err != nil || res.RequeueAfter != 9*time.Second {
+		t.Fatalf("first Reconcile: got %v %v, want RequeueAfter 9s (a 10s lease, a heartbeat 1s old)", res, err)
+	}
+	waitCached(t, infs["Agent"], getNode(t, src, "Agent", "ag"))
+	expiry := clk.Advance(res.RequeueAfter)
+	res, err = r.Reconcile(ctx, req)
+	if err != nil || res.RequeueAfter != 0 {
+		t.Fatalf("Reconcile at the end of the lease: got %v %v, want no requeue (only a heartbeat brings it back)", res, err)
+	}
+	c := condition(getNode(t, src, "Agent", "ag"), api.NodeConnected)
+	if c.Status != api.ConditionFalse || c.Reason != api.ReasonHeartbeatExpired || !c.LastTransitionTime.Equal(expiry) {
+		t.Fatalf("Connected: got %s/%s at %v, want False/%s at %v", c.Status, c.Reason, c.LastTransitionTime, api.ReasonHeartbeatExpired, expiry)
+	}
+}
+
+// TestNodeLivenessLeavesTheBridgeAlone checks that while heartbeats are
+// fresh a reconcile does not rewrite the bridge's Connected condition, so
+// the two writers never fight, and that a reconcile with nothing new
+// writes nothing.
+func TestNodeLivenessLeavesTheBridgeAlone(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	created := agentFix("ag", "100.64.0.1").create(t, src, clk)
+	bridgeCond := condition(created, api.NodeConnected)
+	infs, _ := startInformers(t, src)
+	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
+	req := reconcile.Request{Key: api.Key{Kind: "Agent", Name: "ag"}}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	first := getNode(t, src, "Agent", "ag")
+	if got := condition(first, api.NodeConnected); got != bridgeCond {
+		t.Fatalf("Connected: got %+v, want the bridge's %+v untouched", got, bridgeCond)
+	}
+	waitCached(t, infs["Agent"], first)
+	clk.Advance(5 * time.Second)
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatalf("second Reconcile: %v", err)
+	}
+	if got := getNode(t, src, "Agent", "ag").GetMeta().ResourceVersion; got != first.GetMeta().ResourceVersion {
+		t.Fatalf("resourceVersion after a reconcile with nothing new: got %s, want %s (no write)", got, first.GetMeta().ResourceVersion)
+	}
+}
+
+// TestNodeLivenessHandlers checks which nodes a change to another node
+// wakes: all of them for a change of link state, only the agent whose
+// probe changed for a probe report, none for a heartbeat.
+func TestNodeLivenessHandlers(t *testing.T) {
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	for _, f := range []nodeFix{agentFix("a1", "100.64.0.1"), agentFix("a2", "100.64.0.2"), gatewayFix("g1", "100.64.0.3"), gatewayFix("g2", "100.64.0.4")} {
+		f.create(t, src, clk)
+	}
+	infs, _ := startInformers(t, src)
+	r := &NodeLivenessReconciler{Agents: infs["Agent"], Gateways: infs["Gateway"]}
+	gw := func(mod func(*api.Gateway)) api.Object {
+		g := api.Clone(getNode(t, src, "Gateway", "g1")).(*api.Gateway)
+		if mod != nil {
+			mod(g)
+		}
+		return g
+	}
+	ag := func(mod func(*api.Agent)) api.Object {
+		a := api.Clone(getNode(t, src, "Agent", "a1")).(*api.Agent)
+		if mod != nil {
+			mod(a)
+		}
+		return a
+	}
+	probe := func(p string) func(*api.Gateway) {
+		return func(g *api.Gateway) { g.Status.Agents = []api.NodePeerStatus{{Name: "a2", Probe: p}} }
+	}
+	beat := func(g *api.Gateway) { now := clk.Now().Add(time.Second); g.Status.LastHeartbeat = &now; g.Status.Revision++ }
+	disconnected := api.Condition{Type: api.NodeConnected, Status: api.ConditionFalse, Reason: "Disconnected"}
+	offline := func(g *api.Gateway) { api.SetCondition(&g.Status.Conditions, disconnected, clk.Now()) }
+	agentOffline := func(a *api.Agent) { api.SetCondition(&a.Status.Conditions, disconnected, clk.Now()) }
+	agentBeat := func(a *api.Agent) { now := clk.Now().Add(time.Second); a.Status.LastHeartbeat = &now }
+	tests := []struct {
+		name    string
+		handler func(func(reconcile.Request)) func(reconcile.Change)
+		change  reconcile.Change
+		want    []string
+	}{
+		{"a gateway that connects or disconnects wakes every agent", r.onGatewayChange,
+			reconcile.Change{Type: api.Modified, Old: gw(nil), New: gw(offline)}, []string{"Agent/a1", "Agent/a2"}},
+		{"a new gateway wakes every agent", r.onGatewayChange,
+			reconcile.Change{Type: api.Added, New: gw(nil)}, []string{"Agent/a1", "Agent/a2"}},
+		{"a gateway's new probe report wakes that agent", r.onGatewayChange,
+			reconcile.Change{Type: api.Modified, Old: gw(probe("")), New: gw(probe(ProbeOK))}, []string{"Agent/a2"}},
+		{"a dropped probe report wakes that agent", r.onGatewayChange,
+			reconcile.Change{Type: api.Modified, Old: gw(probe(ProbeOK)), New: gw(nil)}, []string{"Agent/a2"}},
+		{"a gateway heartbeat wakes no agent", r.onGatewayChange,
+			reconcile.Change{Type: api.Modified, Old: gw(probe(ProbeOK)), New: gw(func(g *api.Gateway) { probe(ProbeOK)(g); beat(g) })}, nil},
+		{"a resync wakes no agent", r.onGatewayChange,
+			func() reconcile.Change { g := gw(nil); return reconcile.Change{Type: api.Modified, Old: g, New: g, Resync: true} }(), nil},
+		{"an agent that goes offline wakes every gateway", r.onAgentChange,
+			reconcile.Change{Type: api.Modified, Old: ag(nil), New: ag(agentOffline)}, []string{"Gateway/g1", "Gateway/g2"}},
+		{"a deleted agent wakes every gateway", r.onAgentChange,
+			reconcile.Change{Type: api.Deleted, Old: ag(nil)}, []string{"Gateway/g1", "Gateway/g2"}},
+		{"an agent heartbeat wakes no gateway", r.onAgentChange,
+			reconcile.Change{Type: api.Modified, Old: ag(nil), New: ag(agentBeat)}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			tt.handler(func(r reconcile.Request) { got = append(got, r.String()) })(tt.change)
+			slices.Sort(got)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("enqueued: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestManagerNodeLivenessEndToEnd runs the Manager with a 40 s lease on
+// an injected clock: a gateway and an agent connect and the gateway's
+// probe reaches the agent, so both are Ready; the clock passes the lease
+// without a heartbeat and both go offline; a heartbeat brings them back.
+func TestManagerNodeLivenessEndToEnd(t *testing.T) {
+	checkNoLeaks(t)
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	runManagerWith(t, Config{Store: src, Workers: 2, Resync: 50 * time.Millisecond, Now: clk.Now, NodeLease: 40 * time.Second})
+
+	mustCreate(t, src, &api.Agent{Metadata: api.ObjectMeta{Name: "ag"}})
+	mustCreate(t, src, &api.Gateway{Metadata: api.ObjectMeta{Name: "gw"}})
+	eventually(t, "both never connected, with addresses", func() bool {
+		a, g := getNode(t, src, "Agent", "ag"), getNode(t, src, "Gateway", "gw")
+		return condition(a, api.NodeConnected).Reason == api.ReasonNeverConnected &&
+			condition(g, api.NodeConnected).Reason == api.ReasonNeverConnected &&
+			condition(a, NodeAddressAssigned).Status == api.ConditionTrue &&
+			condition(g, NodeAddressAssigned).Status == api.ConditionTrue
+	})
+	heartbeat(t, src, clk, "Agent", "ag", nil)
+	heartbeat(t, src, clk, "Gateway", "gw", func(o api.Object) {
+		o.(*api.Gateway).Status.Agents = []api.NodePeerStatus{{Name: "ag", Probe: ProbeOK}}
+	})
+	eventually(t, "both ready", func() bool {
+		return condition(getNode(t, src, "Agent", "ag"), api.ConditionReady).Status == api.ConditionTrue &&
+			condition(getNode(t, src, "Gateway", "gw"), api.ConditionReady).Status == api.ConditionTrue
+	})
+	if got := condition(getNode(t, src, "Agent", "ag"), api.NodeDataPath).Reason; got != api.ReasonProbeSucceeded {
+		t.Fatalf("agent DataPathReady: got %s, want %s", got, api.ReasonProbeSucceeded)
+	}
+
+	// 41 s without a heartbeat: the lease has run out.
+	expiry := clk.Advance(41 * time.Second)
+	eventually(t, "both offline", func() bool {
+		a, g := getNode(t, src, "Agent", "ag"), getNode(t, src, "Gateway", "gw")
+		return condition(a, api.NodeConnected).Reason == api.ReasonHeartbeatExpired &&
+			condition(g, api.NodeConnected).Reason == api.ReasonHeartbeatExpired &&
+			condition(a, api.ConditionReady).Reason == api.ReasonHeartbeatExpired
+	})
+	a := getNode(t, src, "Agent", "ag")
+	if c := condition(a, api.NodeConnected); c.Status != api.ConditionFalse || !c.LastTransitionTime.Equal(expiry) {
+		t.Fatalf("agent Connected: got %s since %v, want False since %v", c.Status, c.LastTransitionTime, expiry)
+	}
+	if c := condition(a, api.NodeDataPath); c.Reason != ReasonNoGatewayConnected {
+		t.Fatalf("agent DataPathReady with its gateway offline: got %s, want %s", c.Reason, ReasonNoGatewayConnected)
+	}
+
+	// The agent alone comes back: connected, but nothing can probe it.
+	heartbeat(t, src, clk, "Agent", "ag", nil)
+	eventually(t, "the agent connected again", func() bool {
+		a := getNode(t, src, "Agent", "ag")
+		return condition(a, api.NodeConnected).Status == api.ConditionTrue &&
+			condition(a, api.ConditionReady).Reason == ReasonNoGatewayConnected
+	})
+	// Then the gateway: the agent is Ready again.
+	heartbeat(t, src, clk, "Gateway", "gw", nil)
+	eventually(t, "both ready again", func() bool {
+		return condition(getNode(t, src, "Agent", "ag"), api.ConditionReady).Status == api.ConditionTrue &&
+			condition(getNode(t, src, "Gateway", "gw"), api.ConditionReady).Status == api.ConditionTrue
+	})
+	// A failed probe turns the gateway and the agent to ProbeFailed.
+	heartbeat(t, src, clk, "Gateway", "gw", func(o api.Object) {
+		o.(*api.Gateway).Status.Agents = []api.NodePeerStatus{{Name: "ag", Probe: "dial tcp 100.64.0.1:7000: i/o timeout"}}
+	})
+	eventually(t, "probe failures reported", func() bool {
+		return condition(getNode(t, src, "Agent", "ag"), api.ConditionReady).Reason == api.ReasonProbeFailed &&
+			condition(getNode(t, src, "Gateway", "gw"), api.ConditionReady).Reason == api.ReasonProbeFailed
+	})
+}
