@@ -260,7 +260,11 @@ func TestNodeLivenessHandlers(t *testing.T) {
 	probe := func(p string) func(*api.Gateway) {
 		return func(g *api.Gateway) { g.Status.Agents = []api.NodePeerStatus{{Name: "a2", Probe: p}} }
 	}
-	beat := func(g *api.Gateway) { now := clk.Now().Add(time.Second); g.Status.LastHeartbeat = &now; g.Status.Revision++ }
+	beat := func(g *api.Gateway) {
+		now := clk.Now().Add(time.Second)
+		g.Status.LastHeartbeat = &now
+		g.Status.Revision++
+	}
 	disconnected := api.Condition{Type: api.NodeConnected, Status: api.ConditionFalse, Reason: "Disconnected"}
 	offline := func(g *api.Gateway) { api.SetCondition(&g.Status.Conditions, disconnected, clk.Now()) }
 	agentOffline := func(a *api.Agent) { api.SetCondition(&a.Status.Conditions, disconnected, clk.Now()) }
@@ -282,7 +286,10 @@ func TestNodeLivenessHandlers(t *testing.T) {
 		{"a gateway heartbeat wakes no agent", r.onGatewayChange,
 			reconcile.Change{Type: api.Modified, Old: gw(probe(ProbeOK)), New: gw(func(g *api.Gateway) { probe(ProbeOK)(g); beat(g) })}, nil},
 		{"a resync wakes no agent", r.onGatewayChange,
-			func() reconcile.Change { g := gw(nil); return reconcile.Change{Type: api.Modified, Old: g, New: g, Resync: true} }(), nil},
+			func() reconcile.Change {
+				g := gw(nil)
+				return reconcile.Change{Type: api.Modified, Old: g, New: g, Resync: true}
+			}(), nil},
 		{"an agent that goes offline wakes every gateway", r.onAgentChange,
 			reconcile.Change{Type: api.Modified, Old: ag(nil), New: ag(agentOffline)}, []string{"Gateway/g1", "Gateway/g2"}},
 		{"a deleted agent wakes every gateway", r.onAgentChange,
