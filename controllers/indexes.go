@@ -86,17 +86,29 @@ func indexByOverlayAddress(obj api.Object) []string {
 }
 
 // sharesClaim maps a tunnel to itself and every tunnel that shares its
-// hostname or, for tcp tunnels, its public port: a change to one can
-// change which of them owns the name or the port.
+// hostname or, for tcp tunnels, its public port, and the tcp tunnels
+// that share a port with those hostname rivals: a change to one can
+// change which of them owns the name, and through it the port.
 func sharesClaim(tunnels *reconcile.Informer, obj api.Object) []reconcile.Request {
 	reqs := sameHostname(tunnels, obj)
-	t, ok := obj.(*api.Tunnel)
-	if !ok || t.Spec.PublicPort == 0 {
-		return reqs
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		seen[r.Key.Name] = true
 	}
-	for _, other := range tunnels.ByIndex(publicPortIndex, strconv.Itoa(t.Spec.PublicPort)) {
-		if other.GetMeta().Name != t.Metadata.Name {
-			reqs = append(reqs, reconcile.RequestFor(other))
+	for _, r := range reqs {
+		o, ok := tunnels.Get(r.Key.Name)
+		if r.Key.Name == obj.GetMeta().Name {
+			o, ok = obj, true // the object as it was or is, whatever the cache holds now
+		}
+		t, isTunnel := o.(*api.Tunnel)
+		if !ok || !isTunnel || t.Spec.PublicPort == 0 {
+			continue
+		}
+		for _, other := range tunnels.ByIndex(publicPortIndex, strconv.Itoa(t.Spec.PublicPort)) {
+			if !seen[other.GetMeta().Name] {
+				seen[other.GetMeta().Name] = true
+				reqs = append(reqs, reconcile.RequestFor(other))
+			}
 		}
 	}
 	return reqs

@@ -51,7 +51,8 @@ func tunnelReadyInputs(t *api.Tunnel) []string {
 // written, the conditions that depend on the rest of the fleet:
 //
 //   - PublicPortAvailable (tcp tunnels only): the oldest tunnel on a port
-//     owns it, as with hostnames; the others are False (PortConflict).
+//     owns it, as with hostnames, among those that own their hostname;
+//     the others are False (PortConflict).
 //   - AgentConnected: True when spec.agent exists, is enabled and is
 //     connected (the lease is judged afresh, not read from a condition
 //     that may be stale); False AgentNotFound, AgentDisabled or
@@ -91,7 +92,7 @@ func (r *TunnelStatusReconciler) observeDataPlane(t, next *api.Tunnel, ownsHostn
 	}
 	if port := t.Spec.PublicPort; port != 0 {
 		c := api.Condition{Type: TunnelPortAvailable}
-		owner := hostnameOwner(r.Tunnels.ByIndex(publicPortIndex, strconv.Itoa(port)))
+		owner := r.portOwner(port)
 		if owner == nil || owner.GetMeta().Name == t.Metadata.Name {
 			c.Status, c.Reason = api.ConditionTrue, ReasonPortClaimed
 			c.Message = fmt.Sprintf("this tunnel owns public port %d on every gateway", port)
@@ -146,6 +147,21 @@ func (r *TunnelStatusReconciler) observeDataPlane(t, next *api.Tunnel, ownsHostn
 	}
 	set(routed)
 	return changed
+}
+
+// portOwner returns the tunnel that owns a public port: the oldest of
+// the tunnels on it that own their hostname, since a tunnel that is
+// routed nowhere cannot hold a port either (the bridge computes routes by
+// the same rule). Nil when none does.
+func (r *TunnelStatusReconciler) portOwner(port int) api.Object {
+	var contenders []api.Object
+	for _, obj := range r.Tunnels.ByIndex(publicPortIndex, strconv.Itoa(port)) {
+		host := obj.(*api.Tunnel).Spec.Hostname
+		if owner := hostnameOwner(r.Tunnels.ByIndex(hostnameIndex, host)); owner == nil || owner.GetMeta().Name == obj.GetMeta().Name {
+			contenders = append(contenders, obj)
+		}
+	}
+	return hostnameOwner(contenders)
 }
 
 // targetCondition reads a connected agent's report on the tunnel's

@@ -116,6 +116,11 @@ func TestTunnelDataPlaneReconcile(t *testing.T) {
 			[]*api.Tunnel{tcpTunnel("db", "db.example.com", 5432), tcpTunnel("db2", "db2.example.com", 5432)}, []nodeFix{agent, gwA}, "db2",
 			want{yes(ReasonAgentConnected), yes(ReasonTargetReachable), no(api.ReasonPortConflict), no(api.ReasonPortConflict), no(api.ReasonPortConflict),
 				notServing(api.ReasonPortConflict, "gw-a"), `tunnel "db"`}},
+		{"a tcp tunnel that lost its hostname holds no port",
+			[]*api.Tunnel{tunnel("web", "shared.example.com"), tcpTunnel("db", "shared.example.com", 5432), tcpTunnel("db2", "db2.example.com", 5432)},
+			[]nodeFix{agent, gwA}, "db2",
+			want{yes(ReasonAgentConnected), yes(ReasonTargetReachable), yes(ReasonServing), yes(ReasonPortClaimed), yes(api.ReasonReady),
+				serving("gw-a"), "ready"}},
 		{"tcp tunnels on other ports do not conflict",
 			[]*api.Tunnel{tcpTunnel("db", "db.example.com", 5432), tcpTunnel("db2", "db2.example.com", 5433)}, []nodeFix{agent, gwA}, "db2",
 			want{yes(ReasonAgentConnected), yes(ReasonTargetReachable), yes(ReasonServing), yes(ReasonPortClaimed), yes(api.ReasonReady),
@@ -376,4 +381,45 @@ func TestManagerTunnelFollowsTheLease(t *testing.T) {
 	heartbeat(t, src, clk, "Agent", "agent-1", nil)
 	heartbeat(t, src, clk, "Gateway", "gw-1", nil)
 	eventually(t, "ready again", ready(api.ConditionTrue, api.ReasonReady))
+}
+
+// TestSharesClaim checks which tunnels a change to one wakes: those on
+// its hostname, those on its port, and those on the ports of its
+// hostname rivals, whose claim on a port hangs on the hostname.
+func TestSharesClaim(t *testing.T) {
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	for _, tn := range []*api.Tunnel{
+		tunnel("web", "shared.example.com"),
+		tcpTunnel("db", "shared.example.com", 5432),
+		tcpTunnel("db2", "db2.example.com", 5432),
+		tcpTunnel("other", "other.example.com", 6000),
+		tunnel("lone", "lone.example.com"),
+	} {
+		mustCreate(t, src, tn)
+	}
+	infs, _ := startInformers(t, src)
+	tests := []struct {
+		changed string
+		want    []string
+	}{
+		{"web", []string{"db", "db2", "web"}},
+		{"db", []string{"db", "db2", "web"}},
+		{"db2", []string{"db", "db2"}},
+		{"other", []string{"other"}},
+		{"lone", []string{"lone"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.changed, func(t *testing.T) {
+			obj, _ := infs["Tunnel"].Get(tt.changed)
+			var got []string
+			for _, r := range sharesClaim(infs["Tunnel"], obj) {
+				got = append(got, r.Key.Name)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("enqueued: got %v, want %v", got, tt.want)
+			}
+		})
+	}
 }
