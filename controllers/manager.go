@@ -137,8 +137,9 @@ func New(cfg Config) *Manager {
 	gateways.AddHandler(onGatewayChangeForTunnels(tunnels, ts.Enqueue))
 	m.controllers["tunnel-status"] = ts
 
-	// One worker: allocations are serialised anyway, and one writer
-	// keeps the confirming List cheap to reason about.
+	// One worker: allocations are serialised anyway (see
+	// OverlayAllocator), so more would only wait. Across Control replicas
+	// only the elected leader will run this loop.
 	alloc := &OverlayAllocator{Store: cfg.Store, Agents: agents, Gateways: gateways, Prefix: prefix, Now: now, Logger: log}
 	ipam := reconcile.NewController(reconcile.ControllerConfig{
 		Name: "overlay-ipam", Reconciler: alloc, Workers: 1, Logger: log,

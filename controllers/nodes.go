@@ -129,7 +129,7 @@ func nodeReadyCondition(kind string, enabled bool, conds []api.Condition, gen in
 	case !enabled:
 		c.Message = fmt.Sprintf("the %s is disabled (spec.enabled is false)", what)
 	case c.Status == api.ConditionTrue:
-		c.Message = fmt.Sprintf("the %s is connected and its data path answers", what)
+		c.Message = fmt.Sprintf("the %s is connected and its data path is ready", what)
 	}
 	return c
 }
