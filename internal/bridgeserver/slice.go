@@ -51,7 +51,7 @@ func owners(tunnels []api.Object) []*api.Tunnel {
 	var out []*api.Tunnel
 	for _, o := range sorted {
 		t := o.(*api.Tunnel)
-		if t.Metadata.DeletionTimestamp != nil || hosts[t.Spec.Hostname] {
+		if hosts[t.Spec.Hostname] {
 			continue
 		}
 		hosts[t.Spec.Hostname] = true
@@ -61,7 +61,11 @@ func owners(tunnels []api.Object) []*api.Tunnel {
 			}
 			ports[t.Spec.PublicPort] = true
 		}
-		out = append(out, t)
+		// A tunnel being deleted keeps its claim until it is gone (as the
+		// tunnel-status controller rules) but is no longer served.
+		if t.Metadata.DeletionTimestamp == nil {
+			out = append(out, t)
+		}
 	}
 	return out
 }

@@ -10,8 +10,9 @@ import (
 
 // components returns Control's long-running loops besides the API, by
 // name.
-func components(st *store.Store, log *slog.Logger) map[string]func(context.Context) error {
-	mgr := controllers.New(controllers.Config{Store: storeAdapter{st: st}, Logger: log.With("component", "controllers")})
+func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(context.Context) error {
+	mgr := controllers.New(controllers.Config{Store: storeAdapter{st: st}, Logger: log.With("component", "controllers"),
+		OverlayPrefix: cfg.OverlayPrefix, NodeLease: cfg.NodeLease})
 	return map[string]func(context.Context) error{
 		"controllers": mgr.Run,
 	}

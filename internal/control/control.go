@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -42,6 +43,12 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Logger receives Control's logs; nil discards.
 	Logger *slog.Logger
+	// OverlayPrefix is the private network node addresses come from; the
+	// zero value means 100.64.0.0/10.
+	OverlayPrefix netip.Prefix
+	// NodeLease is how long a node counts as connected after its last
+	// heartbeat; zero means 40 s.
+	NodeLease time.Duration
 	// Ready, when set, is called once the API is serving, with its address.
 	Ready func(addr net.Addr)
 }
@@ -140,7 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return apiserver.Serve(ctx, httpSrv, ln, cfg.ShutdownGrace)
 	})
 	start("bridge", br.Run)
-	for name, fn := range components(st, log) {
+	for name, fn := range components(st, cfg, log) {
 		start(name, fn)
 	}
 	scheme := "http"
