@@ -103,7 +103,7 @@ func readyReason(obj api.Object) (api.ConditionStatus, string) {
 
 // TestHostnameOwnershipOnTheRealStore runs the controllers inside Control
 // against embedded etcd: the newer of two tunnels claiming one hostname is
-// HostnameConflict until the older is deleted.
+// HostnameConflict until the older is deleted, then it owns the name.
 func TestHostnameOwnershipOnTheRealStore(t *testing.T) {
 	url, tok := startControl(t)
 	mk := func(name string) {
@@ -112,11 +112,11 @@ func TestHostnameOwnershipOnTheRealStore(t *testing.T) {
 			t.Fatalf("create %s: %d %s", name, code, out)
 		}
 	}
+	owns := func(o api.Object) bool {
+		return o != nil && api.IsConditionTrue(o.GetStatus().Conditions, api.TunnelHostnameAvailable)
+	}
 	mk("older")
-	waitFor(t, url+base+"/tunnels/older", tok, "older Ready", func(o api.Object) bool {
-		s, _ := readyReason(o)
-		return s == api.ConditionTrue
-	})
+	waitFor(t, url+base+"/tunnels/older", tok, "older owns the hostname", owns)
 	time.Sleep(1100 * time.Millisecond) // creationTimestamp has second precision
 	mk("newer")
 	waitFor(t, url+base+"/tunnels/newer", tok, "newer conflicts", func(o api.Object) bool {
@@ -126,9 +126,10 @@ func TestHostnameOwnershipOnTheRealStore(t *testing.T) {
 	if code, out := call(t, "DELETE", url+base+"/tunnels/older", tok, ""); code != 200 {
 		t.Fatalf("delete: %d %s", code, out)
 	}
-	waitFor(t, url+base+"/tunnels/newer", tok, "newer Ready after the older is deleted", func(o api.Object) bool {
-		s, _ := readyReason(o)
-		return s == api.ConditionTrue
+	// Ready now waits for the agent, not for the hostname.
+	waitFor(t, url+base+"/tunnels/newer", tok, "newer owns the hostname after the older is deleted", func(o api.Object) bool {
+		_, r := readyReason(o)
+		return owns(o) && r != api.ReasonHostnameConflict
 	})
 }
 
