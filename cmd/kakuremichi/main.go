@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
 	"github.com/kakuremichi/kakuremichi/internal/control"
@@ -26,6 +28,9 @@ const usage = `kakuremichi: a self-hosted tunnel that publishes apps behind NAT.
 
 Usage:
   kakuremichi control [flags]   run Control: API, embedded etcd, controllers
+  kakuremichi gateway [flags]   run a gateway: public entry node (:80, :443, WireGuard)
+  kakuremichi agent [flags]     run an agent beside your apps (dials out only)
+  kakuremichi demo [flags]      serve a small demo web app to publish
   kakuremichi version           print the version
   kakuremichi help              this text
 
@@ -46,6 +51,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "control":
 		return runControl(ctx, args[1:], stderr)
+	case "agent":
+		return runAgent(ctx, args[1:], stderr)
+	case "gateway":
+		return runGateway(ctx, args[1:], stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "kakuremichi %s %s\n", buildinfo.Version(), buildinfo.Commit())
 		return 0
@@ -101,6 +112,15 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Store.Prefix, "etcd-prefix", "/kakuremichi/", "key prefix in etcd")
 	fs.Int64Var(&cfg.Store.QuotaBackendBytes, "etcd-quota-bytes", 2<<30, "embedded etcd: size at which writes are refused (NOSPACE)")
 	fs.StringVar(&cfg.Store.AutoCompactionRetention, "etcd-compaction-retention", "1h", "embedded etcd: how much history watches can resume from")
+	fs.Func("overlay-prefix", "private network node addresses are taken from (default 100.64.0.0/10)", func(v string) error {
+		p, err := netip.ParsePrefix(v)
+		if err != nil || !p.Addr().Is4() && !p.Addr().Is6() {
+			return fmt.Errorf("%q is not a network such as 100.64.0.0/10", v)
+		}
+		cfg.OverlayPrefix = p.Masked()
+		return nil
+	})
+	fs.DurationVar(&cfg.NodeLease, "node-lease", 40*time.Second, "a node counts as offline this long after its last heartbeat")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")
 	lf.register(fs)
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: kakuremichi control [flags]\n\nRuns Control: the API, the store (embedded etcd unless --etcd-endpoints) and the controllers.")
@@ -136,4 +156,12 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration such as 10s", s)
+	}
+	return d, nil
 }

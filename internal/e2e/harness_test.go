@@ -55,13 +55,21 @@ func freePort(t testing.TB) int {
 }
 
 // controlProc is a `kakuremichi control` process that can be killed and
-// started again on the same data directory and port.
+// started again on the same data directory and port. The same type runs
+// gateways, agents and demo apps (args and env set, readiness by URL).
 type controlProc struct {
 	t       testing.TB
 	dataDir string
 	addr    string
 	logPath string
 	extra   []string
+	// args, when set, replace the control command line.
+	args []string
+	// env is added to the process environment.
+	env []string
+	// readyURL is polled for 200 after start; "" = control's /readyz,
+	// "-" = do not wait.
+	readyURL string
 
 	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd
@@ -93,7 +101,11 @@ func (c *controlProc) start() {
 		c.t.Fatal(err)
 	}
 	args := append([]string{"control", "--data-dir", c.dataDir, "--listen", c.addr}, c.extra...)
+	if c.args != nil {
+		args = c.args
+	}
 	cmd := exec.Command(filepath.Join(binDir, "kakuremichi"), args...)
+	cmd.Env = append(os.Environ(), c.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -107,14 +119,20 @@ func (c *controlProc) start() {
 	c.mu.Lock()
 	c.cmd, c.done = cmd, done
 	c.mu.Unlock()
-	c.waitReady(30 * time.Second)
+	if c.readyURL != "-" {
+		c.waitReady(30 * time.Second)
+	}
 }
 
 func (c *controlProc) waitReady(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
+	u := c.readyURL
+	if u == "" {
+		u = c.url() + "/readyz"
+	}
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(c.url() + "/readyz")
+		resp, err := http.Get(u)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -126,11 +144,11 @@ func (c *controlProc) waitReady(timeout time.Duration) {
 		c.mu.Unlock()
 		select {
 		case <-done:
-			c.t.Fatalf("control exited during start:\n%s", c.logs())
+			c.t.Fatalf("%v exited during start:\n%s", c.args, c.logs())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	c.t.Fatalf("control not ready after %v:\n%s", timeout, c.logs())
+	c.t.Fatalf("%v not ready after %v:\n%s", c.args, timeout, c.logs())
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
