@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"strconv"
 	"os"
 	"os/signal"
 	"strings"
@@ -122,6 +124,16 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	})
 	fs.DurationVar(&cfg.NodeLease, "node-lease", 40*time.Second, "a node counts as offline this long after its last heartbeat")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")
+	var withGateway bool
+	var lg control.LocalGateway
+	var gwWireGuard string
+	fs.BoolVar(&withGateway, "gateway", false, "also run a gateway in this process (single-server install)")
+	fs.StringVar(&lg.Name, "gateway-name", "local", "name of the in-process gateway")
+	fs.StringVar(&lg.PublicEndpoint, "gateway-public-endpoint", "", "host:port agents dial for the in-process gateway's WireGuard")
+	fs.StringVar(&lg.HTTPListen, "gateway-http-listen", ":80", "in-process gateway: address of plain HTTP")
+	fs.StringVar(&lg.HTTPSListen, "gateway-https-listen", ":443", "in-process gateway: address of HTTPS")
+	fs.StringVar(&gwWireGuard, "gateway-wireguard-listen", ":51820", "in-process gateway: UDP address of WireGuard")
+	fs.StringVar(&lg.TCPListenHost, "gateway-tcp-listen-host", "", "in-process gateway: host tcp tunnels' ports are bound on")
 	lf.register(fs)
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: kakuremichi control [flags]\n\nRuns Control: the API, the store (embedded etcd unless --etcd-endpoints) and the controllers.")
 	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
@@ -146,6 +158,16 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 				cfg.Store.Endpoints = append(cfg.Store.Endpoints, e)
 			}
 		}
+	}
+	if withGateway {
+		_, portStr, err := net.SplitHostPort(gwWireGuard)
+		port, perr := strconv.Atoi(portStr)
+		if err != nil || perr != nil || port < 1 || port > 65535 {
+			fmt.Fprintf(stderr, "error: --gateway-wireguard-listen: %q is not host:port with a port\n", gwWireGuard)
+			return 2
+		}
+		lg.WireGuardPort = port
+		cfg.Gateway = &lg
 	}
 	if p := os.Getenv("ETCD_PASSWORD"); p != "" {
 		cfg.Store.Username, cfg.Store.Password = os.Getenv("ETCD_USERNAME"), p

@@ -376,3 +376,29 @@ func (s *Server) issueCredential(ctx context.Context, node api.Object) (string, 
 	}
 	return api.FormatToken(name, secret), nil
 }
+
+// EnrolLocal registers a node that runs inside Control's own process (the
+// single-server install's gateway) without an API key, and returns its
+// credential. It is what a registration does after the key check.
+func (s *Server) EnrolLocal(ctx context.Context, req bridge.RegisterRequest) (string, error) {
+	node, err := api.New(req.Kind)
+	if err != nil {
+		return "", err
+	}
+	node.GetMeta().Name = req.Name
+	switch n := node.(type) {
+	case *api.Agent:
+		n.Spec.PublicKey = req.PublicKey
+	case *api.Gateway:
+		n.Spec.PublicKey, n.Spec.PublicEndpoint = req.PublicKey, req.PublicEndpoint
+	}
+	node.Default()
+	if err := api.Validate(node); err != nil {
+		return "", fmt.Errorf("enrol local %s: %w", req.Kind, err)
+	}
+	stored, err := s.upsertNode(ctx, node)
+	if err != nil {
+		return "", fmt.Errorf("enrol local %s: %w", req.Kind, err)
+	}
+	return s.issueCredential(ctx, stored)
+}

@@ -43,6 +43,8 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Logger receives Control's logs; nil discards.
 	Logger *slog.Logger
+	// Gateway, when not nil, runs a gateway in Control's process.
+	Gateway *LocalGateway
 	// OverlayPrefix is the private network node addresses come from; the
 	// zero value means 100.64.0.0/10.
 	OverlayPrefix netip.Prefix
@@ -76,6 +78,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:7070"
+	}
+	if cfg.Gateway != nil && cfg.Gateway.PublicEndpoint == "" {
+		return errors.New("control: the in-process gateway needs its public endpoint (--gateway-public-endpoint), the host:port agents dial")
 	}
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
@@ -147,6 +152,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return apiserver.Serve(ctx, httpSrv, ln, cfg.ShutdownGrace)
 	})
 	start("bridge", br.Run)
+	if cfg.Gateway != nil {
+		scheme := "http"
+		if tlsConfig != nil {
+			scheme = "https"
+		}
+		self := scheme + "://" + loopbackAddr(ln.Addr())
+		start("gateway", func(ctx context.Context) error { return runLocalGateway(ctx, cfg, br, self, log) })
+	}
 	for name, fn := range components(st, cfg, log) {
 		start(name, fn)
 	}
@@ -167,4 +180,21 @@ func Run(ctx context.Context, cfg Config) error {
 	cancel()
 	wg.Wait()
 	return runErr
+}
+
+// loopbackAddr turns a listener's address into one this process can dial:
+// a wildcard host becomes the loopback address.
+func loopbackAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		} else {
+			host = "127.0.0.1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }

@@ -145,6 +145,12 @@ func writeFileAtomic(path string, data []byte) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+// SaveCredential stores a credential obtained outside registration (a
+// node enrolled by Control itself) where New finds it.
+func SaveCredential(stateDir, credential string) error {
+	return writeFileAtomic(filepath.Join(stateDir, credentialFile), []byte(credential+"\n"))
+}
+
 // savedSlice is the on-disk form of the last slice.
 type savedSlice struct {
 	Revision int64         `json:"revision"`
