@@ -77,7 +77,7 @@ func runLocalGateway(ctx context.Context, cfg Config, br *bridgeserver.Server, c
 		PublicEndpoint: lg.PublicEndpoint, PublicKey: pk.PublicKey(), StateDir: state, Version: buildinfo.Version(),
 		// The connection goes to this very process over loopback.
 		InsecureSkipVerify: true,
-		Apply: g.Apply, Status: g.Status, Logger: log.With("component", "gateway-bridge")})
+		Apply:              g.Apply, Status: g.Status, Logger: log.With("component", "gateway-bridge")})
 	if err != nil {
 		return fmt.Errorf("local gateway: %w", err)
 	}
