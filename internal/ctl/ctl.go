@@ -127,6 +127,12 @@ func usageText() string {
 // and --token flags, then the environment, then the config file.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now, lookupEnv: os.LookupEnv}
+	return c.main(ctx, args)
+}
+
+// main runs one invocation and closes the connections it opened. Tests
+// call it on a cli of their own to set its clock.
+func (c *cli) main(ctx context.Context, args []string) int {
 	defer func() {
 		for _, cl := range c.clients {
 			cl.CloseIdleConnections()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/api/client"
 )
 
 func runDescribe(ctx context.Context, c *cli, args []string) error {
@@ -32,16 +34,34 @@ func runDescribe(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	var problems lineErrors
-	for i, name := range pos[1:] {
+	// An agent's data path is judged by the gateways that probe it, so
+	// describing agents reads the gateways too, once for all names.
+	var gateways *gatewayProbes
+	printed := 0
+	for _, name := range pos[1:] {
 		obj, err := cl.Get(ctx, k.Plural, name)
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
-		if i > 0 {
+		var extra describeExtra
+		if _, isAgent := obj.(*api.Agent); isAgent {
+			if gateways == nil {
+				gateways = &gatewayProbes{}
+				gateways.objs, _, gateways.err = cl.List(ctx, "gateways", client.ListOptions{})
+				if gateways.err != nil {
+					problems = append(problems, fmt.Sprintf("read the gateways' probes of agents: %v", gateways.err))
+				}
+			}
+			if gateways.err == nil {
+				extra.probes = gateways.of(name)
+			}
+		}
+		if printed > 0 {
 			fmt.Fprintln(c.stdout)
 		}
-		if err := describe(c.stdout, obj, c.now()); err != nil {
+		printed++
+		if err := describe(c.stdout, obj, c.now(), extra); err != nil {
 			return err
 		}
 	}
@@ -51,9 +71,44 @@ func runDescribe(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-// describe writes an object for a person: metadata, spec, what the
-// status says, and its conditions.
-func describe(w io.Writer, obj api.Object, now time.Time) error {
+// gatewayProbes are the gateways as listed once by describe, or the
+// error listing them.
+type gatewayProbes struct {
+	objs []api.Object
+	err  error
+}
+
+// of returns what each gateway reports of probing an agent, by gateway
+// name; gateways that do not list the agent as a peer are left out.
+func (g *gatewayProbes) of(agent string) map[string]string {
+	out := map[string]string{}
+	for _, obj := range g.objs {
+		gw, ok := obj.(*api.Gateway)
+		if !ok {
+			continue
+		}
+		for _, p := range gw.Status.Agents {
+			if p.Name == agent {
+				out[gw.Metadata.Name] = p.Probe
+				break
+			}
+		}
+	}
+	return out
+}
+
+// describeExtra is what describe shows of an object beyond the object
+// itself.
+type describeExtra struct {
+	// probes are, for an agent, what each gateway reports of probing it,
+	// by gateway name. Nil when they could not be read: the PROBE column
+	// then says <unknown>.
+	probes map[string]string
+}
+
+// describe writes an object for a person: metadata, what the status says,
+// spec, the status's tables (peers, targets, gateways) and conditions.
+func describe(w io.Writer, obj api.Object, now time.Time, extra describeExtra) error {
 	m := obj.GetMeta()
 	st := obj.GetStatus()
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -102,18 +157,120 @@ func describe(w io.Writer, obj api.Object, now time.Time) error {
 		fmt.Fprintf(w, "  %s\n", line)
 	}
 
-	if len(st.Conditions) == 0 {
-		fmt.Fprintln(w, "Conditions:  <none>")
-		return nil
+	for _, sec := range statusTables(obj, now, extra) {
+		if err := sec.write(w); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintln(w, "Conditions:")
-	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tAGE\tMESSAGE")
+	conds := section{title: "Conditions", header: []string{"TYPE", "STATUS", "REASON", "AGE", "MESSAGE"}}
 	for _, cond := range st.Conditions {
-		fmt.Fprintf(tw, "  %s\n", strings.Join(cleanCells([]string{cond.Type, string(cond.Status), orNone(cond.Reason),
-			age(cond.LastTransitionTime, now), cond.Message}), "\t"))
+		conds.rows = append(conds.rows, []string{cond.Type, string(cond.Status), orNone(cond.Reason),
+			age(cond.LastTransitionTime, now), cond.Message})
 	}
-	return tw.Flush()
+	return conds.write(w)
+}
+
+// section is a titled table of describe's, indented under its title.
+type section struct {
+	title  string
+	header []string
+	rows   [][]string
+}
+
+// write prints the section, or "Title:  <none>" when it has no rows.
+func (s section) write(w io.Writer) error {
+	if len(s.rows) == 0 {
+		_, err := fmt.Fprintf(w, "%s:  <none>\n", s.title)
+		return err
+	}
+	if _, err := fmt.Fprintf(w, "%s:\n", s.title); err != nil {
+		return err
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "  %s\n", strings.Join(cleanCells(s.header), "\t"))
+	for _, r := range s.rows {
+		fmt.Fprintf(tw, "  %s\n", strings.Join(cleanCells(r), "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// An empty last cell (a condition without a message) would leave
+	// the padding of the one before it at the end of the line.
+	var out strings.Builder
+	for _, line := range splitLines(b.String()) {
+		out.WriteString(strings.TrimRight(line, " "))
+		out.WriteString("\n")
+	}
+	_, err := io.WriteString(w, out.String())
+	return err
+}
+
+// statusTables returns the tables of a kind's status that describe shows
+// before the conditions: a node's WireGuard peers (and an agent's
+// targets), a tunnel's gateways.
+func statusTables(obj api.Object, now time.Time, extra describeExtra) []section {
+	peerHeader := []string{"NAME", "ENDPOINT", "LAST-HANDSHAKE", "PROBE"}
+	switch o := obj.(type) {
+	case *api.Agent:
+		// The agent reports its gateways; each gateway reports its
+		// probe of the agent.
+		peers := section{title: "Peers", header: peerHeader}
+		for _, p := range sortedPeers(o.Status.Gateways) {
+			probe := "<unknown>"
+			if extra.probes != nil {
+				reported, ok := extra.probes[p.Name]
+				probe = probeCell(reported, ok)
+			}
+			peers.rows = append(peers.rows, peerRow(p, now, probe))
+		}
+		targets := section{title: "Targets", header: []string{"TUNNEL", "REACHABLE", "MESSAGE"}}
+		ts := append([]api.TargetStatus(nil), o.Status.Targets...)
+		sort.SliceStable(ts, func(i, j int) bool { return ts[i].Tunnel < ts[j].Tunnel })
+		for _, t := range ts {
+			targets.rows = append(targets.rows, []string{t.Tunnel, boolColumn(t.Reachable), t.Message})
+		}
+		return []section{peers, targets}
+	case *api.Gateway:
+		peers := section{title: "Peers", header: peerHeader}
+		for _, p := range sortedPeers(o.Status.Agents) {
+			peers.rows = append(peers.rows, peerRow(p, now, probeCell(p.Probe, true)))
+		}
+		return []section{peers}
+	case *api.Tunnel:
+		gws := section{title: "Gateways", header: []string{"NAME", "SERVING", "REASON"}}
+		gs := append([]api.TunnelGatewayStatus(nil), o.Status.Gateways...)
+		sort.SliceStable(gs, func(i, j int) bool { return gs[i].Name < gs[j].Name })
+		for _, g := range gs {
+			gws.rows = append(gws.rows, []string{g.Name, boolColumn(g.Serving), orNone(g.Reason)})
+		}
+		return []section{gws}
+	}
+	return nil
+}
+
+func sortedPeers(peers []api.NodePeerStatus) []api.NodePeerStatus {
+	out := append([]api.NodePeerStatus(nil), peers...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func peerRow(p api.NodePeerStatus, now time.Time, probe string) []string {
+	return []string{p.Name, orNone(p.Endpoint), lastSeen(p.LastHandshake, now), probe}
+}
+
+// probeCell shows one gateway's probe of an agent: ok, the failure as the
+// gateway put it, "pending" when it has the agent as a peer but has not
+// probed it yet, <none> when it does not report the agent at all.
+func probeCell(probe string, reported bool) string {
+	switch {
+	case !reported:
+		return "<none>"
+	case probe == "":
+		return "pending"
+	default:
+		return probe
+	}
 }
 
 // statusSummary turns a kind's status into lines a person reads first.
@@ -136,6 +293,10 @@ func statusSummary(obj api.Object, now time.Time) [][2]string {
 			}
 			out = append(out, [2]string{"Hostname", fmt.Sprintf("%s (%s)", msg, c.Reason)})
 		}
+	case *api.Agent:
+		out = append(out, nodeSummary(&o.Status.NodeStatus, now)...)
+	case *api.Gateway:
+		out = append(out, nodeSummary(&o.Status.NodeStatus, now)...)
 	case *api.Token:
 		if o.Spec.ExpiresAt != nil {
 			out = append(out, [2]string{"Expires", fmt.Sprintf("%s (%s)", o.Spec.ExpiresAt.UTC().Format(time.RFC3339), expiresColumn(o.Spec.ExpiresAt, now))})
@@ -161,6 +322,24 @@ func statusSummary(obj api.Object, now time.Time) [][2]string {
 		out = append(out, [2]string{"Ready", ready})
 	}
 	return out
+}
+
+// nodeSummary is what a gateway or agent reported of itself.
+func nodeSummary(ns *api.NodeStatus, now time.Time) [][2]string {
+	heartbeat := "never"
+	if ns.LastHeartbeat != nil && !ns.LastHeartbeat.IsZero() {
+		heartbeat = fmt.Sprintf("%s (%s)", ns.LastHeartbeat.UTC().Format(time.RFC3339), lastSeen(ns.LastHeartbeat, now))
+	}
+	revision := "none reported"
+	if ns.Revision != 0 {
+		revision = fmt.Sprintf("%d", ns.Revision)
+	}
+	return [][2]string{
+		{"Address", orNone(ns.OverlayAddress)},
+		{"Version", orNone(ns.Version)},
+		{"Last heartbeat", heartbeat},
+		{"Revision", revision},
+	}
 }
 
 // specYAML renders an object's spec.

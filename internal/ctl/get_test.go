@@ -46,19 +46,19 @@ func TestGetTables(t *testing.T) {
 			"NAME   HOSTNAME          TARGET                  AGENT   READY   AGE\n" +
 				"web    web.example.com   http://localhost:8080   home    True    2h\n"},
 		{"wide", []string{"get", "tunnels", "-l", "app=web", "-o", "wide"},
-			"NAME       HOSTNAME                TARGET                   AGENT   READY                      AGE   ENABLED   REASON             MESSAGE                           LABELS\n" +
-				"web        web.example.com         http://localhost:8080    home    True                       2h    true      Ready              <none>                            app=web\n" +
-				"web-copy   web.example.com:15432   tcp://db.internal:5432   home    False (HostnameConflict)   3m    true      HostnameConflict   tunnel web owns web.example.com   app=web\n"},
+			"NAME       HOSTNAME                TARGET                   AGENT   READY                      AGE   GATEWAYS   ENABLED   REASON             MESSAGE                           LABELS\n" +
+				"web        web.example.com         http://localhost:8080    home    True                       2h    0/0        true      Ready              <none>                            app=web\n" +
+				"web-copy   web.example.com:15432   tcp://db.internal:5432   home    False (HostnameConflict)   3m    0/0        true      HostnameConflict   tunnel web owns web.example.com   app=web\n"},
 		{"gateways", []string{"get", "gateways"},
-			"NAME    ENDPOINT            ENABLED   READY     AGE\n" +
-				"tokyo   203.0.113.7:51820   true      Unknown   4d\n"},
+			"NAME    ENDPOINT            ADDRESS   VERSION   READY     LAST-SEEN   AGE\n" +
+				"tokyo   203.0.113.7:51820   <none>    <none>    Unknown   never       4d\n"},
 		{"agents, flags first", []string{"get", "-o", "name", "agents"}, "agent/home\n"},
 		{"all", []string{"get", "all", "-l", "!app"},
-			"NAME            ENDPOINT            ENABLED   READY     AGE\n" +
-				"gateway/tokyo   203.0.113.7:51820   true      Unknown   4d\n" +
+			"NAME            ENDPOINT            ADDRESS   VERSION   READY     LAST-SEEN   AGE\n" +
+				"gateway/tokyo   203.0.113.7:51820   <none>    <none>    Unknown   never       4d\n" +
 				"\n" +
-				"NAME         ENABLED   READY     AGE\n" +
-				"agent/home   false     Unknown   5s\n"},
+				"NAME         ADDRESS   VERSION   CONNECTED   READY     LAST-SEEN   AGE\n" +
+				"agent/home   <none>    <none>    Unknown     Unknown   never       5s\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -172,17 +172,17 @@ func tableHeader(k api.KindInfo, wide bool) []string {
 	case "Tunnel":
 		h = []string{"NAME", "HOSTNAME", "TARGET", "AGENT", "READY", "AGE"}
 		if wide {
-			h = append(h, "ENABLED", "REASON", "MESSAGE", "LABELS")
+			h = append(h, "GATEWAYS", "ENABLED", "REASON", "MESSAGE", "LABELS")
 		}
 	case "Gateway":
-		h = []string{"NAME", "ENDPOINT", "ENABLED", "READY", "AGE"}
+		h = []string{"NAME", "ENDPOINT", "ADDRESS", "VERSION", "READY", "LAST-SEEN", "AGE"}
 		if wide {
-			h = append(h, "PUBLIC KEY", "REASON", "MESSAGE", "LABELS")
+			h = append(h, "AGENTS", "ROUTES", "PUBLIC KEY", "MESSAGE", "LABELS")
 		}
 	case "Agent":
-		h = []string{"NAME", "ENABLED", "READY", "AGE"}
+		h = []string{"NAME", "ADDRESS", "VERSION", "CONNECTED", "READY", "LAST-SEEN", "AGE"}
 		if wide {
-			h = append(h, "PUBLIC KEY", "REASON", "MESSAGE", "LABELS")
+			h = append(h, "GATEWAYS", "TARGETS", "PUBLIC KEY", "MESSAGE", "LABELS")
 		}
 	case "Token":
 		h = []string{"NAME", "ROLE", "EXPIRES", "AGE"}
@@ -217,19 +217,25 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 		}
 		r := []string{name, host, o.Spec.Target, o.Spec.Agent, readyColumn(o), created}
 		if wide {
-			r = append(r, boolColumn(o.Spec.IsEnabled()), orNone(reason), orNone(message), labelsColumn(m.Labels))
+			r = append(r, servingColumn(o.Status.Gateways), boolColumn(o.Spec.IsEnabled()), orNone(reason), orNone(message), labelsColumn(m.Labels))
 		}
 		return r
 	case *api.Gateway:
-		r := []string{name, orNone(o.Spec.PublicEndpoint), boolColumn(o.Spec.IsEnabled()), readyColumn(o), created}
+		ns := &o.Status.NodeStatus
+		r := []string{name, orNone(o.Spec.PublicEndpoint), orNone(ns.OverlayAddress), orNone(ns.Version),
+			readyColumn(o), lastSeen(ns.LastHeartbeat, now), created}
 		if wide {
-			r = append(r, orNone(o.Spec.PublicKey), orNone(reason), orNone(message), labelsColumn(m.Labels))
+			r = append(r, probedColumn(o.Status.Agents), fmt.Sprintf("%d", o.Status.Routes),
+				orNone(o.Spec.PublicKey), orNone(message), labelsColumn(m.Labels))
 		}
 		return r
 	case *api.Agent:
-		r := []string{name, boolColumn(o.Spec.IsEnabled()), readyColumn(o), created}
+		ns := &o.Status.NodeStatus
+		r := []string{name, orNone(ns.OverlayAddress), orNone(ns.Version), conditionStatus(o.Status.Conditions, api.NodeConnected),
+			readyColumn(o), lastSeen(ns.LastHeartbeat, now), created}
 		if wide {
-			r = append(r, orNone(o.Spec.PublicKey), orNone(reason), orNone(message), labelsColumn(m.Labels))
+			r = append(r, handshakesColumn(o.Status.Gateways, now), reachableColumn(o.Status.Targets),
+				orNone(o.Spec.PublicKey), orNone(message), labelsColumn(m.Labels))
 		}
 		return r
 	case *api.Token:
@@ -259,6 +265,84 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 		}
 		return r
 	}
+}
+
+// conditionStatus is a condition's status, Unknown when it is missing.
+func conditionStatus(conds []api.Condition, typ string) string {
+	if c := api.FindCondition(conds, typ); c != nil {
+		return string(c.Status)
+	}
+	return string(api.ConditionUnknown)
+}
+
+// lastSeen says how long ago t was, "4s ago", or "never" for nil.
+func lastSeen(t *time.Time, now time.Time) string {
+	if t == nil || t.IsZero() {
+		return "never"
+	}
+	return formatAge(now.Sub(*t)) + " ago"
+}
+
+// handshakeFresh is how old a peer's latest WireGuard handshake may be for
+// the peer to count as connected. WireGuard renews a session every two
+// minutes while packets flow (the agents' keepalives see to that) and
+// rejects one older than three (Reject-After-Time), so a handshake older
+// than that means the path is down.
+const handshakeFresh = 3 * time.Minute
+
+// handshakeIsFresh reports whether a peer handshook within handshakeFresh
+// of now.
+func handshakeIsFresh(p api.NodePeerStatus, now time.Time) bool {
+	return p.LastHandshake != nil && !p.LastHandshake.IsZero() && now.Sub(*p.LastHandshake) <= handshakeFresh
+}
+
+// handshakesColumn counts the peers with a fresh handshake: "2/3".
+func handshakesColumn(peers []api.NodePeerStatus, now time.Time) string {
+	n := 0
+	for _, p := range peers {
+		if handshakeIsFresh(p, now) {
+			n++
+		}
+	}
+	return fmt.Sprintf("%d/%d", n, len(peers))
+}
+
+// probeOK is a probe that answered, as gateways report it in
+// status.agents[].probe (controllers.ProbeOK, which this package may not
+// import).
+const probeOK = "ok"
+
+// probedColumn counts the peers whose probe answered: "1/2".
+func probedColumn(peers []api.NodePeerStatus) string {
+	n := 0
+	for _, p := range peers {
+		if p.Probe == probeOK {
+			n++
+		}
+	}
+	return fmt.Sprintf("%d/%d", n, len(peers))
+}
+
+// reachableColumn counts the targets an agent reaches: "1/2".
+func reachableColumn(targets []api.TargetStatus) string {
+	n := 0
+	for _, t := range targets {
+		if t.Reachable {
+			n++
+		}
+	}
+	return fmt.Sprintf("%d/%d", n, len(targets))
+}
+
+// servingColumn counts the gateways serving a tunnel: "2/3".
+func servingColumn(gateways []api.TunnelGatewayStatus) string {
+	n := 0
+	for _, g := range gateways {
+		if g.Serving {
+			n++
+		}
+	}
+	return fmt.Sprintf("%d/%d", n, len(gateways))
 }
 
 func expiresColumn(at *time.Time, now time.Time) string {
