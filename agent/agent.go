@@ -316,7 +316,8 @@ func (a *Agent) detachDevice(dev *wgnet.Device) {
 }
 
 // installForwards makes d the current configuration: streams that d no
-// longer serves as they were are closed, target results that no longer
+// longer serves as they were, or whose gateway it no longer has, are
+// closed, target results that no longer
 // apply are dropped, and a probe round is asked for when the forwards
 // changed.
 func (a *Agent) installForwards(d *desired) (closed int, changed bool) {
@@ -324,9 +325,13 @@ func (a *Agent) installForwards(d *desired) (closed int, changed bool) {
 	prev := a.cur
 	a.cur = d
 	for st := range a.streams {
-		if st.attached && !d.serves(st.fwd) {
+		// A stream whose gateway is no longer a peer could never finish:
+		// its packets have nowhere to go.
+		if (st.attached && !d.serves(st.fwd)) || !d.gateways[st.from] {
+			if !st.closed {
+				closed++
+			}
 			st.close()
-			closed++
 		}
 	}
 	for tunnel := range a.targets {
@@ -356,6 +361,9 @@ func (a *Agent) installForwards(d *desired) (closed int, changed bool) {
 // logApply logs what an apply changed, and every peer left out; an apply
 // that changed nothing logs at debug level only, since Run resyncs often.
 func (a *Agent) logApply(rep applyReport, d *desired) {
+	for _, p := range d.stale {
+		a.log.Warn("gateway endpoint did not resolve; keeping its last address", "peer", p.name, "endpoint", p.endpoint, "reason", p.reason)
+	}
 	if !rep.changed() {
 		a.log.Debug("slice applied, nothing changed")
 		return

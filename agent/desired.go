@@ -34,10 +34,26 @@ type desired struct {
 	peers []wgnet.Peer
 	// peerNames maps a peer's key back to its gateway name for Status.
 	peerNames map[wgnet.Key]string
+	// endpoints are the gateways' endpoints as configured and as
+	// resolved, so the next build can keep what it can.
+	endpoints map[wgnet.Key]peerEndpoint
+	// gateways are the overlay addresses of the peers: streams come only
+	// from these.
+	gateways map[netip.Addr]bool
 	// skipped are the gateways left out of peers, with why.
 	skipped []skippedPeer
+	// stale are gateways whose endpoint did not resolve this time and
+	// that keep the address resolved before, with why.
+	stale []skippedPeer
 	// forwards are the tunnels by name, as the preamble names them.
 	forwards map[string]forward
+}
+
+// peerEndpoint is a gateway's endpoint as the slice gives it and the
+// address it resolved to.
+type peerEndpoint struct {
+	configured string
+	resolved   netip.AddrPort
 }
 
 // skippedPeer is a gateway of the slice that the device does not get.
@@ -87,6 +103,8 @@ func (d *desired) serves(f forward) bool {
 func (a *Agent) build(ctx context.Context, s bridge.Slice, prev *desired) (*desired, error) {
 	d := &desired{
 		peerNames: make(map[wgnet.Key]string),
+		endpoints: make(map[wgnet.Key]peerEndpoint),
+		gateways:  make(map[netip.Addr]bool),
 		forwards:  make(map[string]forward),
 	}
 	if it, ok := s[selfKey]; ok {
@@ -105,11 +123,9 @@ func (a *Agent) build(ctx context.Context, s bridge.Slice, prev *desired) (*desi
 	if ks := d.self.KeepaliveSeconds; ks > 0 {
 		keepalive = time.Duration(min(ks, 65535)) * time.Second
 	}
-	prevEndpoint := make(map[wgnet.Key]netip.AddrPort)
+	var prevEndpoint map[wgnet.Key]peerEndpoint
 	if prev != nil {
-		for _, p := range prev.peers {
-			prevEndpoint[p.PublicKey] = p.Endpoint
-		}
+		prevEndpoint = prev.endpoints
 	}
 	own := a.PublicKey()
 	lookups := make(map[string]lookup)
@@ -157,13 +173,22 @@ func (a *Agent) build(ctx context.Context, s bridge.Slice, prev *desired) (*desi
 				skip("its overlay address is also gateway " + other + "'s")
 				continue
 			}
-			ep, err := a.resolveEndpoint(ctx, p.Endpoint, prevEndpoint[key], lookups)
+			last := prevEndpoint[key]
+			ep, err := a.resolveEndpoint(ctx, p.Endpoint, last.resolved, lookups)
 			if err != nil {
-				skip(err.Error())
-				continue
+				if last.configured != p.Endpoint || !last.resolved.IsValid() {
+					skip(err.Error())
+					continue
+				}
+				// A lookup that fails once (a DNS hiccup) must not take a
+				// working gateway away: keep the address it had.
+				d.stale = append(d.stale, skippedPeer{name: name, endpoint: p.Endpoint, reason: err.Error()})
+				ep = last.resolved
 			}
 			addrOwner[addr] = name
 			d.peerNames[key] = name
+			d.endpoints[key] = peerEndpoint{configured: p.Endpoint, resolved: ep}
+			d.gateways[addr] = true
 			d.peers = append(d.peers, wgnet.Peer{
 				PublicKey:           key,
 				Endpoint:            ep,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ const preambleTimeout = 5 * time.Second
 // stream is one connection from a gateway, from accept to close.
 type stream struct {
 	gw net.Conn
+	// from is the gateway's overlay address.
+	from netip.Addr
 	// The fields below are guarded by Agent.mu.
 	// attached is set once the target is dialled and the stream is
 	// checked against Apply from then on.
@@ -54,6 +57,9 @@ func (a *Agent) acceptLoop(ln net.Listener) {
 			return
 		}
 		st := &stream{gw: c}
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			st.from = ta.AddrPort().Addr().Unmap()
+		}
 		a.mu.Lock()
 		if a.phase != phaseRunning {
 			a.mu.Unlock()

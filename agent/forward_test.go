@@ -376,6 +376,12 @@ func TestAddressChange(t *testing.T) {
 		t.Fatalf("before the move: got %q, want %q", got, want)
 	}
 
+	// WireGuard drops a handshake initiation that follows the last one
+	// from the same key within 20 ms (a flood); the recreated device
+	// would then retry only after 5 s. A real move is never that quick.
+	hs := f.gw.handshakeWith(t, f.agent.PublicKey())
+	waitFor(t, time.Second, "the handshake to age", func() bool { return time.Since(hs) > 50*time.Millisecond })
+
 	moved := netip.MustParseAddr("100.64.0.9")
 	f.self.Address = moved
 	f.gw.admit(t, f.agent.PublicKey(), moved)
@@ -391,6 +397,9 @@ func TestAddressChange(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Errorf("the old stream's target connection is still open 5 s after the move")
 	}
+	waitFor(t, 10*time.Second, "the recreated device to handshake", func() bool {
+		return f.gw.handshakeWith(t, f.agent.PublicKey()).After(hs)
+	})
 	s := f.gw.mustOpen(t, moved, "db")
 	io.WriteString(s, "moved\n")
 	if got, want := readLine(t, s), "echo: moved\n"; got != want {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -47,7 +48,7 @@ func (b *logBuffer) String() string {
 func newLogger(t testing.TB, name string) *slog.Logger {
 	b := &logBuffer{}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("AGENT_TEST_LOGS") != "" {
 			t.Logf("logs of %s:\n%s", name, b)
 		}
 	})
