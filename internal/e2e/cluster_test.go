@@ -19,7 +19,7 @@ import (
 // cluster is Control, gateways, agents and demo apps as real processes on
 // loopback.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	control  *controlProc
 	token    string
 	gateways []*gatewayProc
@@ -37,7 +37,7 @@ type gatewayProc struct {
 	wgPort    int
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	c := &cluster{t: t, control: newControl(t), agents: map[string]*controlProc{}, apps: map[string]string{}}
 	c.token = c.control.adminToken()
@@ -189,7 +189,7 @@ func get(client *http.Client, url string) (int, string, error) {
 
 // waitServing polls a gateway until url answers want, and returns how long
 // it took.
-func waitServing(t *testing.T, client *http.Client, url string, want int, contains string, within time.Duration) time.Duration {
+func waitServing(t testing.TB, client *http.Client, url string, want int, contains string, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last string
