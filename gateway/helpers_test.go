@@ -139,10 +139,17 @@ func startGateway(t testing.TB, opts ...func(*Config)) *testGateway {
 	return tg
 }
 
-// stop cancels Run and waits for it; calling it twice is fine.
+// stop cancels Run and waits for it to return nil; calling it again is
+// fine.
 func (tg *testGateway) stop(t testing.TB) {
 	t.Helper()
 	tg.cancel()
+	tg.wait(t)
+}
+
+// wait waits for Run to return nil, once its context has been canceled.
+func (tg *testGateway) wait(t testing.TB) {
+	t.Helper()
 	select {
 	case err, ok := <-tg.done:
 		if ok && err != nil {
@@ -206,6 +213,8 @@ type testAgent struct {
 	priv wgnet.PrivateKey
 	addr netip.Addr
 	dev  *wgnet.Device
+	// gwAddr is the gateway's overlay address; zero means gatewayAddr.
+	gwAddr netip.Addr
 
 	// mu guards forwards.
 	mu       sync.Mutex
@@ -240,10 +249,14 @@ func (a *testAgent) start(t testing.TB, gw *testGateway) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	gwAddr := a.gwAddr
+	if !gwAddr.IsValid() {
+		gwAddr = gatewayAddr
+	}
 	if _, err := dev.SetPeers([]wgnet.Peer{{
 		PublicKey:           gw.priv.PublicKey(),
 		Endpoint:            gw.endpoint(),
-		AllowedIPs:          []netip.Prefix{netip.PrefixFrom(gatewayAddr, 32)},
+		AllowedIPs:          []netip.Prefix{netip.PrefixFrom(gwAddr, 32)},
 		PersistentKeepalive: time.Second,
 	}}); err != nil {
 		dev.Close()
