@@ -128,10 +128,10 @@ func checkNoLeaks(t *testing.T) {
 // eventually polls cond until it holds or 10 seconds pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: still false after 10s, want true", what)
+			t.Fatalf("%s: still false after 60s, want true", what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
