@@ -5,7 +5,9 @@
 // bridge.AgentForwardPort, and for each stream a gateway opens there reads
 // the preamble naming a tunnel, dials that tunnel's target (http, https or
 // tcp) and splices the two connections. It dials nothing but the targets
-// of its own enabled tunnels, so it is never an open proxy.
+// of its own enabled tunnels, so it is never an open proxy; inside the
+// tunnel it also knocks on each gateway's overlay address every probe
+// round, so that WireGuard notices a gateway that lost its session.
 //
 // The agent is driven by its slice of the desired state: [Agent.Apply]
 // converges the device, the peers and the forwards to each slice it is

@@ -306,7 +306,7 @@ func (a *Agent) recordTarget(f forward, err error) {
 }
 
 // probeRound dials every active tunnel's target at once, each within
-// DialTimeout, and records the results.
+// DialTimeout, and records the results; it pokes every gateway meanwhile.
 func (a *Agent) probeRound() {
 	a.mu.Lock()
 	var fs []forward
@@ -320,6 +320,7 @@ func (a *Agent) probeRound() {
 	a.mu.Unlock()
 
 	var wg sync.WaitGroup
+	wg.Go(a.pokeGateways)
 	for _, f := range fs {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(a.hardCtx, a.cfg.DialTimeout)
