@@ -22,4 +22,10 @@ func TestSingleServerInstall(t *testing.T) {
 	c.applyTunnel("web", "fuga.sample.com", "home", c.apps["app"])
 	took := waitServing(t, gatewayClient(httpAddr, 2*time.Second), "http://fuga.sample.com/", 200, "Hello from app", 30*time.Second)
 	t.Logf("served through the in-process gateway %v after apply", took.Round(time.Millisecond))
+	// Control restarts, and the gateway in it with a fresh WireGuard
+	// device: agents reach it again within 30 s (quality.md 4).
+	ctrl.stop()
+	ctrl.start()
+	took = waitServing(t, gatewayClient(httpAddr, 2*time.Second), "http://fuga.sample.com/", 200, "Hello from app", 30*time.Second)
+	t.Logf("served again %v after Control (and its gateway) restarted", took.Round(time.Millisecond))
 }
