@@ -37,6 +37,11 @@ const (
 	maxMTU = 65535 - 80
 )
 
+// closeFlush is how long drain keeps the device up after closing streams
+// that outlived the grace period, so that their closing segments reach the
+// gateways.
+const closeFlush = 100 * time.Millisecond
+
 // ErrStopped is returned by Apply once Run has begun to stop, and by Run
 // when it is called a second time: an Agent serves one lifetime.
 var ErrStopped = errors.New("agent stopped")
@@ -535,6 +540,7 @@ func (a *Agent) drain() {
 	}()
 	grace := time.NewTimer(a.cfg.ShutdownGrace)
 	defer grace.Stop()
+	forced := false
 	select {
 	case <-done:
 	case <-grace.C:
@@ -547,9 +553,16 @@ func (a *Agent) drain() {
 		a.log.Warn("agent stopping: grace period over, closing streams", "closed", left)
 		a.hardCancel()
 		<-done
+		forced = left > 0
 	}
 	a.hardCancel()
 	a.loops.Wait()
+	if forced {
+		// The streams' FINs and resets leave through the device; give
+		// them a moment so gateways learn at once that their streams are
+		// gone, rather than when their own timeouts run out.
+		time.Sleep(closeFlush)
+	}
 
 	// Stop an Apply in progress from installing anything, then close the
 	// device it may have installed.

@@ -45,6 +45,8 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
+// newLogger returns a debug logger whose records are printed if t fails,
+// or always when AGENT_TEST_LOGS is set (to study a passing run).
 func newLogger(t testing.TB, name string) *slog.Logger {
 	b := &logBuffer{}
 	t.Cleanup(func() {
