@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // connSet tracks live connections that no http.Server waits for (raw TCP
@@ -83,9 +84,22 @@ func (s *connSet) closeAll() {
 type agentConn struct {
 	net.Conn
 	r *bufio.Reader
+	// open counts the gateway's open streams; decremented once on Close.
+	open      *atomic.Int64
+	closeOnce sync.Once
 }
 
 func (c *agentConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Close closes the stream.
+func (c *agentConn) Close() error {
+	c.closeOnce.Do(func() {
+		if c.open != nil {
+			c.open.Add(-1)
+		}
+	})
+	return c.Conn.Close()
+}
 
 // CloseWrite half-closes the stream, so a raw TCP relay can pass an EOF on
 // while the other direction keeps flowing.

@@ -45,7 +45,7 @@ func newEnv(t testing.TB, opts ...func(*Config)) *env {
 	e := &env{gw: startGateway(t, opts...)}
 	e.agent = newAgent(t, "agent-a", "100.64.0.2")
 	e.app = startApp(t, "a")
-	e.agent.forward("fuga", e.app.addr(), true)
+	e.agent.forward(t, "fuga", "http://"+e.app.addr(), true)
 	e.slice = sliceOf([]*testAgent{e.agent}, httpRoute("fuga", hostA, e.agent))
 	e.gw.apply(t, e.slice)
 	e.agent.start(t, e.gw)

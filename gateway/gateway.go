@@ -167,6 +167,8 @@ type Gateway struct {
 
 	// draining is set once Run begins to shut down; health answers 503.
 	draining atomic.Bool
+	// streams counts the open streams to agents.
+	streams atomic.Int64
 	// dials counts streams opened to agents for requests and tcp
 	// connections (not probes), so tests can prove a request reached none.
 	dials atomic.Int64

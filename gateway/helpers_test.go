@@ -13,10 +13,10 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kakuremichi/kakuremichi/agent"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 	"github.com/kakuremichi/kakuremichi/internal/wgnet"
 )
@@ -204,135 +204,94 @@ func httpRoute(tunnel, host string, a *testAgent) bridge.Route {
 	return bridge.Route{Tunnel: tunnel, Hostname: host, Protocol: protocolHTTP, Agent: a.name, AgentAddress: a.addr, Enabled: true}
 }
 
-// testAgent is the agent side of the stream protocol, in a few lines: a
-// WireGuard device with the gateway as its peer, and a listener on the
-// forward port that answers preambles for its tunnels and relays them to
-// their targets.
+// testAgent is a real agent (package agent) with what a test needs to
+// drive it: its identity, and the forwards it serves, applied as the
+// agent's slice (self, the gateway as its peer, a forward per tunnel), as
+// Control would compute it.
 type testAgent struct {
 	name string
 	priv wgnet.PrivateKey
 	addr netip.Addr
-	dev  *wgnet.Device
 	// gwAddr is the gateway's overlay address; zero means gatewayAddr.
 	gwAddr netip.Addr
 
-	// mu guards forwards.
+	// mu guards forwards, ag and gw.
 	mu       sync.Mutex
-	forwards map[string]testForward
-
-	// accepted counts the streams the agent accepted (probes included).
-	accepted atomic.Int64
-	// preambles records the tunnel named by each stream but probes, in
-	// order.
-	preambles chan string
-}
-
-type testForward struct {
-	target  string // host:port
-	enabled bool
+	forwards map[string]bridge.Forward
+	// ag is the running agent, nil until start; gw is its gateway.
+	ag *agent.Agent
+	gw *testGateway
 }
 
 // newAgent makes an agent's identity; start brings it up. Apply the
 // gateway's slice with the agent as a peer before starting it, as Control
 // does: a handshake the gateway refuses is only retried after 5 s.
 func newAgent(t testing.TB, name, addr string) *testAgent {
-	return &testAgent{
-		name: name, priv: newKey(t), addr: netip.MustParseAddr(addr),
-		forwards: map[string]testForward{}, preambles: make(chan string, 1024),
-	}
+	return &testAgent{name: name, priv: newKey(t), addr: netip.MustParseAddr(addr), forwards: map[string]bridge.Forward{}}
 }
 
-// start brings the agent up, talking to gw.
-func (a *testAgent) start(t testing.TB, gw *testGateway) {
-	t.Helper()
-	dev, err := wgnet.New(wgnet.Config{PrivateKey: a.priv, Address: a.addr, Logger: testLogger(t, a.name)})
-	if err != nil {
-		t.Fatal(err)
-	}
+// slice is the agent's slice: itself, the gateway, its forwards.
+func (a *testAgent) sliceLocked() bridge.Slice {
 	gwAddr := a.gwAddr
 	if !gwAddr.IsValid() {
 		gwAddr = gatewayAddr
 	}
-	if _, err := dev.SetPeers([]wgnet.Peer{{
-		PublicKey:           gw.priv.PublicKey(),
-		Endpoint:            gw.endpoint(),
-		AllowedIPs:          []netip.Prefix{netip.PrefixFrom(gwAddr, 32)},
-		PersistentKeepalive: time.Second,
-	}}); err != nil {
-		dev.Close()
-		t.Fatal(err)
+	s := bridge.Slice{
+		"self": {Key: "self", Self: &bridge.Self{Name: a.name, Address: a.addr, Enabled: true, KeepaliveSeconds: 5}},
+		"peer/gw1": {Key: "peer/gw1", Peer: &bridge.Peer{
+			Name: "gw1", PublicKey: a.gw.priv.PublicKey().String(), Address: gwAddr, Endpoint: a.gw.endpoint().String(),
+		}},
 	}
-	a.dev = dev
-	ln, err := dev.Listen("tcp", fmt.Sprintf(":%d", bridge.AgentForwardPort))
+	for name, f := range a.forwards {
+		ff := f
+		s["forward/"+name] = bridge.Item{Key: "forward/" + name, Forward: &ff}
+	}
+	return s
+}
+
+// start runs the agent, talking to gw, until t ends.
+func (a *testAgent) start(t testing.TB, gw *testGateway) {
+	t.Helper()
+	ag, err := agent.New(agent.Config{
+		PrivateKey: a.priv,
+		// Pooled streams from the gateway stay open until it goes: do
+		// not wait long for them when the test ends.
+		ShutdownGrace: 200 * time.Millisecond,
+		Logger:        testLogger(t, a.name),
+	})
 	if err != nil {
-		dev.Close()
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			a.accepted.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				a.serve(c)
-			}()
-		}
-	}()
+	a.mu.Lock()
+	a.ag, a.gw = ag, gw
+	err = ag.Apply(a.sliceLocked())
+	a.mu.Unlock()
+	if err != nil {
+		t.Fatalf("agent %s: Apply: %v", a.name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx) }()
 	t.Cleanup(func() {
-		ln.Close()
-		dev.Close()
-		wg.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent %s: Run: got %v, want nil", a.name, err)
+		}
 	})
 }
 
-func (a *testAgent) forward(tunnel, target string, enabled bool) {
+// forward makes the agent serve tunnel to target (a URL such as
+// http://127.0.0.1:8080 or tcp://127.0.0.1:5432).
+func (a *testAgent) forward(t testing.TB, tunnel, target string, enabled bool) {
+	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.forwards[tunnel] = testForward{target, enabled}
-}
-
-func (a *testAgent) serve(c net.Conn) {
-	defer c.Close()
-	br := bufio.NewReader(c)
-	tunnel, err := bridge.ReadPreamble(br)
-	if err != nil {
-		bridge.WriteRefusal(c, bridge.RefuseBadPreamble, err.Error())
-		return
-	}
-	if tunnel != probeTunnel {
-		select {
-		case a.preambles <- tunnel:
-		default:
+	a.forwards[tunnel] = bridge.Forward{Tunnel: tunnel, Target: target, Enabled: enabled}
+	if a.ag != nil {
+		if err := a.ag.Apply(a.sliceLocked()); err != nil {
+			t.Fatalf("agent %s: Apply: %v", a.name, err)
 		}
 	}
-	a.mu.Lock()
-	f, ok := a.forwards[tunnel]
-	a.mu.Unlock()
-	switch {
-	case !ok:
-		bridge.WriteRefusal(c, bridge.RefuseUnknownTunnel, "no tunnel "+tunnel)
-		return
-	case !f.enabled:
-		bridge.WriteRefusal(c, bridge.RefuseDisabled, "tunnel "+tunnel+" is disabled")
-		return
-	}
-	target, err := net.DialTimeout("tcp", f.target, 2*time.Second)
-	if err != nil {
-		bridge.WriteRefusal(c, bridge.RefuseTargetUnreachable, err.Error())
-		return
-	}
-	if err := bridge.WriteAccept(c); err != nil {
-		target.Close()
-		return
-	}
-	relay(&agentConn{Conn: c, r: br}, target)
 }
 
 // waitFor polls cond until it holds or the deadline passes.

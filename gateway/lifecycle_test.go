@@ -25,7 +25,7 @@ func TestReapplyUnchanged(t *testing.T) {
 	checkGoroutines(t)
 	e := newEnv(t)
 	svc := lineServer(t)
-	e.agent.forward("db", svc.Addr().String(), true)
+	e.agent.forward(t, "db", "tcp://"+svc.Addr().String(), true)
 	port := freePort(t)
 	db := httpRoute("db", "db.example.com", e.agent)
 	db.Protocol, db.PublicPort = protocolTCP, port
@@ -35,7 +35,7 @@ func TestReapplyUnchanged(t *testing.T) {
 		t.Fatalf("got %d, want 200", code)
 	}
 	c, r := lineClient(t, port)
-	drain(e.agent.preambles)
+	dials := e.gw.dials.Load()
 	table, dev, routes := e.gw.table.Load(), e.gw.dev.Load(), e.gw.Status().Routes
 
 	// A slice equal in content, built anew.
@@ -53,7 +53,7 @@ func TestReapplyUnchanged(t *testing.T) {
 	if code, _, _ := get(t, e.http, "http://x/", "Host", hostA); code != 200 {
 		t.Fatalf("got %d, want 200", code)
 	}
-	if n := len(e.agent.preambles); n != 0 {
+	if n := e.gw.dials.Load() - dials; n != 0 {
 		t.Errorf("new streams to the agent after re-Apply: got %d, want 0 (the pooled one reused)", n)
 	}
 	roundTrip(t, c, r, "still relayed")
@@ -61,16 +61,6 @@ func TestReapplyUnchanged(t *testing.T) {
 	waitFor(t, "relay of a closed connection gone", 10*time.Second, func() bool {
 		return e.gw.relays(port) == 0
 	})
-}
-
-func drain(ch chan string) {
-	for {
-		select {
-		case <-ch:
-		default:
-			return
-		}
-	}
 }
 
 // TestAddressChange: a new overlay address for the gateway recreates its
@@ -84,7 +74,7 @@ func TestAddressChange(t *testing.T) {
 	agent := newAgent(t, "agent-c", "100.64.0.4")
 	agent.gwAddr = newAddr
 	app := startApp(t, "c")
-	agent.forward("fuga", app.addr(), true)
+	agent.forward(t, "fuga", "http://"+app.addr(), true)
 	s := sliceOf([]*testAgent{agent}, httpRoute("fuga", hostA, agent))
 	s["self"] = selfItem(newAddr, true)
 	e.gw.apply(t, s)
@@ -126,7 +116,7 @@ func TestDrainOnShutdown(t *testing.T) {
 	checkGoroutines(t)
 	e := newEnv(t, func(c *Config) { c.ShutdownGrace = 20 * time.Second })
 	svc := lineServer(t)
-	e.agent.forward("db", svc.Addr().String(), true)
+	e.agent.forward(t, "db", "tcp://"+svc.Addr().String(), true)
 	port := freePort(t)
 	db := httpRoute("db", "db.example.com", e.agent)
 	db.Protocol, db.PublicPort = protocolTCP, port

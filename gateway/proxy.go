@@ -230,7 +230,8 @@ func (g *Gateway) dialAgent(ctx context.Context, addr netip.Addr, tunnel string)
 		c.Close()
 		return nil, &dialError{pageUpstreamError, fmt.Errorf("opening tunnel %s on agent %s: %w", tunnel, addr, err)}
 	}
-	return &agentConn{Conn: c, r: br}, nil
+	g.streams.Add(1)
+	return &agentConn{Conn: c, r: br, open: &g.streams}, nil
 }
 
 // openStream dials the agent through WireGuard within the dial timeout and

@@ -19,6 +19,10 @@ import (
 // to notice.
 const handlerExitTimeout = 5 * time.Second
 
+// closeFlush is how long the device stays up after the streams to agents
+// are closed at shutdown, so that their FINs go out.
+const closeFlush = 100 * time.Millisecond
+
 // connContextKey carries a request's client connection from
 // http.Server.ConnContext to the handler, which needs it for upgrades.
 type connContextKey struct{}
@@ -218,6 +222,7 @@ func (g *Gateway) stop(servers []listener) {
 	drain.Wait()
 
 	// Whatever is still open has had its grace.
+	streams := g.streams.Load()
 	for _, s := range servers {
 		s.srv.Close()
 	}
@@ -225,7 +230,18 @@ func (g *Gateway) stop(servers []listener) {
 	for _, l := range tcp {
 		l.conns.closeAll()
 	}
+	// Canceling every request's context makes the proxy abandon its
+	// streams, and ends probes and dials.
 	g.stopBase()
+	g.transport.CloseIdleConnections()
+	g.wg.Wait()
+	wait, cancelWait := context.WithTimeout(context.Background(), handlerExitTimeout)
+	defer cancelWait()
+	if !g.handlers.wait(wait) {
+		g.log.Error("request handlers still running after shutdown", "timeout", handlerExitTimeout)
+	}
+	// Streams the last handlers gave back to the pool.
+	g.transport.CloseIdleConnections()
 
 	g.mu.Lock()
 	clear(g.tcp)
@@ -233,15 +249,12 @@ func (g *Gateway) stop(servers []listener) {
 	dev := g.dev.Swap(nil)
 	g.mu.Unlock()
 	if dev != nil {
+		if streams > 0 {
+			// Let the closing segments of the streams just closed reach
+			// the agents, which would otherwise keep them open.
+			time.Sleep(closeFlush)
+		}
 		dev.Close()
-	}
-	g.transport.CloseIdleConnections()
-	g.wg.Wait()
-
-	wait, cancelWait := context.WithTimeout(context.Background(), handlerExitTimeout)
-	defer cancelWait()
-	if !g.handlers.wait(wait) {
-		g.log.Error("request handlers still running after shutdown", "timeout", handlerExitTimeout)
 	}
 	g.log.Info("gateway stopped")
 }

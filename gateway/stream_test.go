@@ -351,7 +351,7 @@ func TestTCPRoute(t *testing.T) {
 	checkGoroutines(t)
 	e := newEnv(t, func(c *Config) { c.ProbeInterval = 100 * time.Millisecond })
 	svc := lineServer(t)
-	e.agent.forward("db", svc.Addr().String(), true)
+	e.agent.forward(t, "db", "tcp://"+svc.Addr().String(), true)
 	port := freePort(t)
 	busy := listenLoopback(t) // a port someone else holds
 	busyPort := busy.Addr().(*net.TCPAddr).Port
@@ -360,7 +360,7 @@ func TestTCPRoute(t *testing.T) {
 		r.Protocol, r.PublicPort = protocolTCP, p
 		return r
 	}
-	e.agent.forward("db2", svc.Addr().String(), true)
+	e.agent.forward(t, "db2", "tcp://"+svc.Addr().String(), true)
 	full := sliceOf([]*testAgent{e.agent}, httpRoute("fuga", hostA, e.agent), tcpRoute("db", port), tcpRoute("db2", busyPort))
 	err := e.gw.Apply(full)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprint(busyPort)) {
