@@ -210,9 +210,10 @@ func newRoute(key string, br bridge.Route) (*route, error) {
 
 // normalizeHost turns a Host header, an SNI name or a route's hostname into
 // the form routes are looked up by: no port, no brackets, no trailing dot,
-// lower case.
+// lower case. A port that is not a number stays, so such a Host matches no
+// route.
 func normalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
+	if host, port, err := net.SplitHostPort(h); err == nil && strings.Trim(port, "0123456789") == "" {
 		h = host
 	}
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")

@@ -1,0 +1,103 @@
+// Package certsource serves a gateway's certificates from its slice: the
+// "cert/<hostname>" items Control delivers are parsed once, swapped in
+// whole, and handed to TLS handshakes by SNI through
+// gateway.Config.GetCertificate, so a new or renewed certificate is served
+// from the next handshake on, with no restart. Because nodes keep their
+// last slice on disk, a gateway restarted while Control is down serves the
+// same certificates.
+//
+// It imports only the standard library and api/bridge.
+package certsource
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+)
+
+// Config configures a Source.
+type Config struct {
+	// Logger receives the source's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Source holds the certificates of the latest slice.
+type Source struct {
+	log *slog.Logger
+	// certs is the current table, replaced whole by Apply and read
+	// without locks by handshakes.
+	certs atomic.Pointer[table]
+}
+
+// table maps a lower-case hostname to its parsed certificate, and keeps
+// the item each came from so that an unchanged one is not parsed again.
+type table struct {
+	byHost map[string]*tls.Certificate
+	items  map[string]bridge.Certificate
+}
+
+// New returns a Source that serves nothing until Apply.
+func New(cfg Config) *Source {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{log: cfg.Logger}
+	s.certs.Store(&table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}})
+	return s
+}
+
+// Apply takes the certificates of a slice; hostnames missing from it stop
+// being served. A certificate that does not parse is skipped and reported
+// in the error; the others are still applied.
+func (s *Source) Apply(sl bridge.Slice) error {
+	old := s.certs.Load()
+	next := &table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}}
+	var errs []error
+	for key, it := range sl {
+		c := it.Certificate
+		if c == nil || !strings.HasPrefix(key, "cert/") {
+			continue
+		}
+		host := strings.ToLower(c.Hostname)
+		if prev, ok := old.items[host]; ok && prev == *c {
+			next.byHost[host], next.items[host] = old.byHost[host], prev
+			continue
+		}
+		cert, err := tls.X509KeyPair([]byte(c.ChainPEM), []byte(c.KeyPEM))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("load certificate of %s: %w", host, err))
+			continue
+		}
+		if err := cert.Leaf.VerifyHostname(host); err != nil {
+			errs = append(errs, fmt.Errorf("load certificate of %s: %w", host, err))
+			continue
+		}
+		next.byHost[host], next.items[host] = &cert, *c
+		s.log.Info("certificate loaded", "hostname", host, "serial", c.Serial, "not_after", c.NotAfter)
+	}
+	s.certs.Store(next)
+	return errors.Join(errs...)
+}
+
+// GetCertificate returns the certificate for the handshake's SNI name, or
+// nil (and no error) when there is none, so that the gateway falls back to
+// its own.
+func (s *Source) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if name == "" {
+		return nil, nil
+	}
+	return s.certs.Load().byHost[name], nil
+}
+
+// Serial returns the serial of the certificate served for hostname, ""
+// when there is none: what a gateway may report to show which certificate
+// it holds.
+func (s *Source) Serial(hostname string) string {
+	return s.certs.Load().items[strings.ToLower(hostname)].Serial
+}
