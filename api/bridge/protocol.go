@@ -101,8 +101,8 @@ type Message struct {
 // Item is one piece of a node's slice, keyed so deltas can address it.
 // Exactly one of the pointers is set.
 type Item struct {
-	// Key is "self", "peer/<name>", "route/<hostname>", "tcp/<port>" or
-	// "forward/<tunnel>".
+	// Key is "self", "peer/<name>", "route/<hostname>", "tcp/<port>",
+	// "forward/<tunnel>" or "cert/<hostname>".
 	Key string `json:"key"`
 	// Self describes the node itself.
 	Self *Self `json:"self,omitempty"`
@@ -112,6 +112,9 @@ type Item struct {
 	Route *Route `json:"route,omitempty"`
 	// Forward is a tunnel an agent forwards to its target.
 	Forward *Forward `json:"forward,omitempty"`
+	// Certificate is a certificate and key a gateway serves, keyed
+	// "cert/<hostname>". Only gateways ever receive it.
+	Certificate *Certificate `json:"certificate,omitempty"`
 }
 
 // Self is what Control assigned to the node.

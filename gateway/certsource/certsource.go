@@ -101,3 +101,12 @@ func (s *Source) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 func (s *Source) Serial(hostname string) string {
 	return s.certs.Load().items[strings.ToLower(hostname)].Serial
 }
+
+// ApplyBoth returns a slice applier that gives each slice to s first and
+// then to apply (the gateway's own), so a certificate is in place by the
+// time its route is; both errors are returned.
+func ApplyBoth(s *Source, apply func(bridge.Slice) error) func(bridge.Slice) error {
+	return func(sl bridge.Slice) error {
+		return errors.Join(s.Apply(sl), apply(sl))
+	}
+}

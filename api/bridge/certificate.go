@@ -1,0 +1,24 @@
+package bridge
+
+import "time"
+
+// Certificate is a TLS certificate with its private key, delivered to
+// gateways in the item "cert/<hostname>" so that every gateway serves the
+// same certificate by SNI. Nodes keep their slice on disk (mode 0600), so
+// a gateway restarted while Control is down still serves it.
+type Certificate struct {
+	// Hostname is the SNI name the certificate is served for.
+	Hostname string `json:"hostname"`
+	// ChainPEM is the leaf certificate followed by its intermediates.
+	ChainPEM string `json:"chainPEM"`
+	// KeyPEM is the leaf's private key.
+	KeyPEM string `json:"keyPEM"`
+	// Serial is the leaf's serial number in hex, reported back and shown
+	// in status so that a user can see every gateway serves the same one.
+	Serial string `json:"serial"`
+	// NotAfter is when the leaf expires.
+	NotAfter time.Time `json:"notAfter"`
+}
+
+// CertificateKey is the slice key of the certificate of hostname.
+func CertificateKey(hostname string) string { return "cert/" + hostname }
