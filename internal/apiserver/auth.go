@@ -56,6 +56,18 @@ func principalOf(c echo.Context) credential.Principal {
 
 func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		// A bearer token wins over a cookie: programs send tokens, and a
+		// stale browser cookie must not shadow them.
+		if c.Request().Header.Get("Authorization") == "" {
+			p, ok, err := s.sessionPrincipal(c)
+			if err != nil {
+				return err
+			}
+			if ok {
+				c.Set(principalKey, p)
+				return next(c)
+			}
+		}
 		p, err := credential.Authenticate(c.Request().Context(), s.store.Get, c.Request().Header.Get("Authorization"), s.now())
 		if err != nil {
 			if errors.Is(err, api.ErrUnauthorized) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/store"
 	"github.com/labstack/echo/v4"
 )
@@ -33,6 +34,9 @@ type Config struct {
 	// BookmarkInterval is how often an idle watch gets a BOOKMARK event;
 	// zero means 15 seconds.
 	BookmarkInterval time.Duration
+	// Accounts, when set, adds users, login sessions and the /auth routes;
+	// nil serves bearer tokens only.
+	Accounts *accounts.Service
 }
 
 // Server is Control's REST API.
@@ -44,6 +48,7 @@ type Server struct {
 	now      func() time.Time
 	bookmark time.Duration
 	echo     *echo.Echo
+	accounts *accounts.Service
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when shutdown starts: watches end
@@ -60,7 +65,7 @@ const APIPrefix = "/apis/" + api.APIVersion
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{store: cfg.Store, log: cfg.Logger, version: cfg.Version, commit: cfg.Commit,
-		now: cfg.Now, bookmark: cfg.BookmarkInterval, stopping: make(chan struct{})}
+		now: cfg.Now, bookmark: cfg.BookmarkInterval, accounts: cfg.Accounts, stopping: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -94,6 +99,19 @@ func New(cfg Config) *Server {
 	authed.GET(APIPrefix+"/:plural/:name/status", s.get)
 	authed.PUT(APIPrefix+"/:plural/:name/status", s.updateStatus)
 	authed.PATCH(APIPrefix+"/:plural/:name/status", s.patchStatus)
+	if s.accounts != nil {
+		e.GET("/auth/setup", s.setupState)
+		e.POST("/auth/login", s.login)
+		e.POST("/auth/token", s.mintToken)
+		authed.POST("/auth/setup", s.setup, requireRole(api.RoleAdmin))
+		authed.POST("/auth/logout", s.logout)
+		authed.GET("/auth/session", s.whoami)
+		admin := authed.Group("/auth/users", requireRole(api.RoleAdmin))
+		admin.GET("", s.listUsers)
+		admin.POST("", s.createUser)
+		admin.GET("/:name", s.getUser)
+		admin.PATCH("/:name", s.updateUser)
+	}
 	s.echo = e
 	return s
 }

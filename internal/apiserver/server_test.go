@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
@@ -27,6 +28,13 @@ type harness struct {
 	srv    *Server
 	url    string
 	tokens map[api.Role]string
+	// sessions holds a logged-in browser session per role.
+	sessions map[api.Role]browserSession
+}
+
+// browserSession is what a browser holds after logging in.
+type browserSession struct {
+	cookie, csrf string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -38,10 +46,14 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv := New(Config{Store: st, BookmarkInterval: 200 * time.Millisecond})
+	acc, err := accounts.New(accounts.Config{Store: st, Hash: accounts.HashParams{Memory: 1024, Time: 1, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Config{Store: st, BookmarkInterval: 200 * time.Millisecond, Accounts: acc})
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
-	h := &harness{t: t, st: st, srv: srv, url: ts.URL, tokens: map[api.Role]string{}}
+	h := &harness{t: t, st: st, srv: srv, url: ts.URL, tokens: map[api.Role]string{}, sessions: map[api.Role]browserSession{}}
 	path := filepath.Join(dir, "bootstrap-token")
 	created, err := EnsureBootstrapToken(ctx, st, path)
 	if err != nil || !created {
@@ -66,7 +78,78 @@ func newHarness(t *testing.T) *harness {
 		}
 		h.tokens[role] = tok.Status.Secret
 	}
+	h.setUpUsers()
 	return h
+}
+
+// userOf names the test user of each role.
+var userOf = map[api.Role]string{api.RoleAdmin: "alice", api.RoleEditor: "ed", api.RoleViewer: "vic"}
+
+const testPassword = "a long passphrase"
+
+// setUpUsers walks the first run with the bootstrap token, creates a user
+// per role and logs each in.
+func (h *harness) setUpUsers() {
+	h.t.Helper()
+	code, out := h.do(api.RoleAdmin, "POST", "/auth/setup", "application/json", `{"name":"alice","password":"`+testPassword+`"}`)
+	if code != 201 {
+		h.t.Fatalf("setup: got %d %s, want 201", code, out)
+	}
+	for _, role := range []api.Role{api.RoleEditor, api.RoleViewer} {
+		body := fmt.Sprintf(`{"name":%q,"role":%q,"password":%q}`, userOf[role], role, testPassword)
+		if code, out := h.do(api.RoleAdmin, "POST", "/auth/users", "application/json", body); code != 201 {
+			h.t.Fatalf("create user %s: got %d %s, want 201", userOf[role], code, out)
+		}
+	}
+	for role := range userOf {
+		h.login(role)
+	}
+}
+
+// login logs the user of role in and keeps the session.
+func (h *harness) login(role api.Role) {
+	h.t.Helper()
+	resp, err := http.Post(h.url+"/auth/login", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"username":%q,"password":%q}`, userOf[role], testPassword)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var info SessionInfo
+	json.NewDecoder(resp.Body).Decode(&info)
+	var id string
+	for _, c := range resp.Cookies() {
+		if c.Name == SessionCookie {
+			id = c.Value
+		}
+	}
+	if resp.StatusCode != 200 || id == "" || info.CSRFToken == "" || info.Role != role {
+		h.t.Fatalf("login %s: got %d, cookie %v, %+v; want 200 with a session as %s", userOf[role], resp.StatusCode, id != "", info, role)
+	}
+	h.sessions[role] = browserSession{cookie: id, csrf: info.CSRFToken}
+}
+
+// doSession sends a request as a browser logged in as role would: with
+// the session cookie, and on state changes the CSRF token and a
+// same-origin Sec-Fetch-Site.
+func (h *harness) doSession(role api.Role, method, path, ctype, body string) (int, []byte) {
+	h.t.Helper()
+	req, _ := http.NewRequest(method, h.url+path, strings.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if s, ok := h.sessions[role]; ok {
+		req.AddCookie(&http.Cookie{Name: SessionCookie, Value: s.cookie})
+		req.Header.Set(CSRFHeader, s.csrf)
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
 }
 
 func (h *harness) do(role api.Role, method, path, ctype, body string) (int, []byte) {
@@ -107,6 +190,16 @@ var routePolicy = map[string]api.Role{
 	"GET " + APIPrefix + "/:plural/:name/status":   api.RoleViewer,
 	"PUT " + APIPrefix + "/:plural/:name/status":   api.RoleAdmin,
 	"PATCH " + APIPrefix + "/:plural/:name/status": api.RoleAdmin,
+	"GET /auth/setup":                              "",
+	"POST /auth/login":                             "",
+	"POST /auth/token":                             "",
+	"POST /auth/setup":                             api.RoleAdmin,
+	"POST /auth/logout":                            api.RoleViewer,
+	"GET /auth/session":                            api.RoleViewer,
+	"GET /auth/users":                              api.RoleAdmin,
+	"POST /auth/users":                             api.RoleAdmin,
+	"GET /auth/users/:name":                        api.RoleAdmin,
+	"PATCH /auth/users/:name":                      api.RoleAdmin,
 }
 
 func roleRank(r api.Role) int {
@@ -137,7 +230,11 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 			t.Errorf("route %s has no entry in routePolicy: add one and test it", key)
 			continue
 		}
-		for _, k := range api.Kinds() {
+		kinds := api.Kinds()
+		if !strings.Contains(r.Path, ":plural") {
+			kinds = kinds[:1] // the path is the same for every kind
+		}
+		for _, k := range kinds {
 			path := strings.NewReplacer(":plural", k.Plural, ":name", "x").Replace(r.Path)
 			want := minRole
 			if strings.Contains(r.Path, ":plural") {
@@ -150,12 +247,24 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 					}
 				}
 			}
-			for _, role := range []api.Role{"", api.RoleViewer, api.RoleEditor, api.RoleAdmin} {
-				code, body := h.do(role, r.Method, path, "application/json", "{}")
+			for _, cred := range []struct {
+				role    api.Role
+				session bool
+			}{{"", false}, {api.RoleViewer, false}, {api.RoleEditor, false}, {api.RoleAdmin, false},
+				{api.RoleViewer, true}, {api.RoleEditor, true}, {api.RoleAdmin, true}} {
+				role := cred.role
+				do, how := h.do, "token"
+				if cred.session {
+					do, how = h.doSession, "session"
+				}
+				code, body := do(role, r.Method, path, "application/json", "{}")
+				if cred.session && key == "POST /auth/logout" {
+					h.login(role)
+				}
 				switch {
 				case want == "":
 					if code == 401 || code == 403 {
-						t.Errorf("%s %s as %q: got %d, want it open", r.Method, path, role, code)
+						t.Errorf("%s %s as %q (%s): got %d, want it open", r.Method, path, role, how, code)
 					}
 				case role == "":
 					if code != 401 {
@@ -163,11 +272,11 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 					}
 				case roleRank(role) < roleRank(want):
 					if code != 403 {
-						t.Errorf("%s %s as %s: got %d %s, want 403", r.Method, path, role, code, body)
+						t.Errorf("%s %s as %s (%s): got %d %s, want 403", r.Method, path, role, how, code, body)
 					}
 				default:
 					if code == 401 || code == 403 {
-						t.Errorf("%s %s as %s: got %d %s, want access", r.Method, path, role, code, body)
+						t.Errorf("%s %s as %s (%s): got %d %s, want access", r.Method, path, role, how, code, body)
 					}
 				}
 			}

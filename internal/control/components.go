@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/kakuremichi/kakuremichi/controllers"
+	"github.com/kakuremichi/kakuremichi/internal/certs"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
@@ -13,7 +14,12 @@ import (
 func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(context.Context) error {
 	mgr := controllers.New(controllers.Config{Store: storeAdapter{st: st}, Logger: log.With("component", "controllers"),
 		OverlayPrefix: cfg.OverlayPrefix, NodeLease: cfg.NodeLease})
-	return map[string]func(context.Context) error{
+	out := map[string]func(context.Context) error{
 		"controllers": mgr.Run,
 	}
+	if cfg.Certificates == CertificatesInternal {
+		out["certificates"] = certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"),
+			Lifetime: cfg.CertificateLifetime}).Run
+	}
+	return out
 }

@@ -13,13 +13,16 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
 	"github.com/kakuremichi/kakuremichi/internal/bridgeserver"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
+	"github.com/kakuremichi/kakuremichi/internal/certs"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/store"
 )
@@ -53,6 +56,12 @@ type Config struct {
 	NodeLease time.Duration
 	// Ready, when set, is called once the API is serving, with its address.
 	Ready func(addr net.Addr)
+	// Certificates is how tunnel certificates are obtained:
+	// CertificatesInternal (also the zero value) or CertificatesOff.
+	Certificates string
+	// CertificateLifetime is the validity of internal-CA certificates;
+	// zero means 90 days. Tests shorten it to watch renewals.
+	CertificateLifetime time.Duration
 }
 
 // BootstrapTokenFile is the name of the file in the data directory that
@@ -85,6 +94,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
+	certMode, err := checkCertificateMode(cfg.Certificates)
+	if err != nil {
+		return err
+	}
+	cfg.Certificates = certMode
 	scfg := cfg.Store
 	if scfg.DataDir == "" {
 		scfg.DataDir = cfg.DataDir
@@ -123,22 +137,30 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("control: listen: %w", err)
 		}
 	}
+	acc, err := accounts.New(accounts.Config{Store: st, Prefix: accountsPrefix(scfg.Prefix), Logger: log.With("component", "accounts")})
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "api"),
-		Version: buildinfo.Version(), Commit: buildinfo.Commit()})
+		Version: buildinfo.Version(), Commit: buildinfo.Commit(), Accounts: acc})
 	adapter := storeAdapter{st: st}
 	sources := map[string]reconcile.ListerWatcher{}
 	for _, k := range api.Kinds() {
 		sources[k.Kind] = source{a: adapter, kind: k.Kind}
 	}
+	if cfg.Certificates == CertificatesInternal {
+		sources[api.CertificateKeyPairKind] = certs.KeyPairSource{Store: st}
+	}
 	br := bridgeserver.New(bridgeserver.Config{Store: st, Sources: sources, Logger: log.With("component", "bridge")})
 	br.Register(srv.Echo())
+	srv.Echo().GET(api.CAPath, serveCA(st))
 	httpSrv := apiserver.NewHTTPServer(srv.Handler(), tlsConfig, log)
 	httpSrv.RegisterOnShutdown(srv.StopWatches)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	start := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -180,6 +202,15 @@ func Run(ctx context.Context, cfg Config) error {
 	cancel()
 	wg.Wait()
 	return runErr
+}
+
+// accountsPrefix keeps users and sessions under the store's own prefix,
+// beside the kinds, so installations sharing an etcd cluster stay apart.
+func accountsPrefix(storePrefix string) string {
+	if storePrefix == "" {
+		storePrefix = store.DefaultPrefix
+	}
+	return strings.TrimSuffix(storePrefix, "/") + "/accounts/"
 }
 
 // loopbackAddr turns a listener's address into one this process can dial:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 	"github.com/kakuremichi/kakuremichi/gateway"
+	"github.com/kakuremichi/kakuremichi/gateway/certsource"
 	"github.com/kakuremichi/kakuremichi/internal/bridgeserver"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
 	"github.com/kakuremichi/kakuremichi/internal/nodeclient"
@@ -67,9 +68,10 @@ func runLocalGateway(ctx context.Context, cfg Config, br *bridgeserver.Server, c
 	if err := nodeclient.SaveCredential(state, cred); err != nil {
 		return fmt.Errorf("local gateway: %w", err)
 	}
+	certs := certsource.New(certsource.Config{Logger: log.With("component", "gateway-certificates")})
 	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: lg.WireGuardPort, HTTPListen: lg.HTTPListen,
 		HTTPSListen: lg.HTTPSListen, TCPListenHost: lg.TCPListenHost, CertFile: lg.CertFile, KeyFile: lg.KeyFile,
-		ShutdownGrace: cfg.ShutdownGrace, Logger: log.With("component", "gateway")})
+		ShutdownGrace: cfg.ShutdownGrace, Logger: log.With("component", "gateway"), GetCertificate: certs.GetCertificate})
 	if err != nil {
 		return fmt.Errorf("local gateway: %w", err)
 	}
@@ -77,7 +79,7 @@ func runLocalGateway(ctx context.Context, cfg Config, br *bridgeserver.Server, c
 		PublicEndpoint: lg.PublicEndpoint, PublicKey: pk.PublicKey(), StateDir: state, Version: buildinfo.Version(),
 		// The connection goes to this very process over loopback.
 		InsecureSkipVerify: true,
-		Apply:              g.Apply, Status: g.Status, Logger: log.With("component", "gateway-bridge")})
+		Apply:              certsource.ApplyBoth(certs, g.Apply), Status: g.Status, Logger: log.With("component", "gateway-bridge")})
 	if err != nil {
 		return fmt.Errorf("local gateway: %w", err)
 	}
