@@ -42,6 +42,17 @@ const (
 // gateways.
 const closeFlush = 100 * time.Millisecond
 
+// While draining, a stream of an http(s) tunnel whose last bytes went to
+// the gateway drainIdleAfter ago or more, with nothing sent to the target
+// since, is taken for a pooled keep-alive connection between requests and
+// closed; streams are checked every drainSweep. A response that pauses
+// that long after some of its bytes, during a drain, is cut: the price of
+// not holding every stop for the whole grace period.
+const (
+	drainIdleAfter = time.Second
+	drainSweep     = 100 * time.Millisecond
+)
+
 // ErrStopped is returned by Apply once Run has begun to stop, and by Run
 // when it is called a second time: an Agent serves one lifetime.
 var ErrStopped = errors.New("agent stopped")
@@ -540,20 +551,39 @@ func (a *Agent) drain() {
 	}()
 	grace := time.NewTimer(a.cfg.ShutdownGrace)
 	defer grace.Stop()
+	// A gateway keeps streams to agents in a keep-alive pool; waiting for
+	// it to close idle ones would hold every stop for the whole grace
+	// period. So, as an HTTP server's shutdown does, streams idle between
+	// requests are closed while the others are waited for.
+	sweep := time.NewTicker(drainSweep)
+	defer sweep.Stop()
 	forced := false
-	select {
-	case <-done:
-	case <-grace.C:
-		a.mu.Lock()
-		left := len(a.streams)
-		for st := range a.streams {
-			st.close()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case now := <-sweep.C:
+			a.mu.Lock()
+			for st := range a.streams {
+				if st.idleKeepAlive(now, drainIdleAfter) {
+					st.close()
+				}
+			}
+			a.mu.Unlock()
+		case <-grace.C:
+			a.mu.Lock()
+			left := len(a.streams)
+			for st := range a.streams {
+				st.close()
+			}
+			a.mu.Unlock()
+			a.log.Warn("agent stopping: grace period over, closing streams", "closed", left)
+			a.hardCancel()
+			<-done
+			forced = left > 0
+			break wait
 		}
-		a.mu.Unlock()
-		a.log.Warn("agent stopping: grace period over, closing streams", "closed", left)
-		a.hardCancel()
-		<-done
-		forced = left > 0
 	}
 	a.hardCancel()
 	a.loops.Wait()

@@ -106,6 +106,65 @@ func TestDrain(t *testing.T) {
 		}
 	})
 
+	t.Run("idle keep-alive streams do not hold the stop", func(t *testing.T) {
+		checkGoroutines(t)
+		o, url := newSlowOrigin(t)
+		fast := httptest.NewServer(http.HandlerFunc(origin))
+		t.Cleanup(fast.Close)
+		const grace = 10 * time.Second
+		f := startAgent(t, Config{ShutdownGrace: grace},
+			bridge.Forward{Tunnel: "web", Target: url, Enabled: true},
+			bridge.Forward{Tunnel: "fast", Target: fast.URL, Enabled: true},
+			bridge.Forward{Tunnel: "db", Target: "tcp://" + serveTCP(t, lineEcho), Enabled: true},
+		)
+		// A pooled stream that served a request, one never used, and a
+		// tcp stream: only the http ones are known to be idle.
+		pooled := f.open(t, "fast")
+		if resp, body := get(t, pooled, "fuga.sample.com", "/a"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("first request: got %d %q, want 200", resp.StatusCode, body)
+		}
+		unused := f.open(t, "fast")
+		tcp := f.open(t, "db")
+		slow := f.open(t, "web")
+		req, _ := http.NewRequest(http.MethodGet, "http://fuga.sample.com/slow", nil)
+		if err := req.Write(slow); err != nil {
+			t.Fatal(err)
+		}
+		<-o.entered
+
+		start := time.Now()
+		f.cancel()
+		for name, s := range map[string]*gwStream{"pooled": pooled, "unused": unused} {
+			s.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := s.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+				t.Errorf("%s stream while draining: got %d bytes, %v, want it closed", name, n, err)
+			}
+		}
+		// The slow request and the tcp stream are still served.
+		io.WriteString(tcp, "still\n")
+		if got, want := readLine(t, tcp), "echo: still\n"; got != want {
+			t.Errorf("tcp stream while draining: got %q, want %q", got, want)
+		}
+		tcp.Close()
+		o.releaseOnce()
+		slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(slow.r, req)
+		if err != nil {
+			t.Fatalf("slow response while draining: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != "done" {
+			t.Errorf("slow response: got %q, want \"done\"", body)
+		}
+		slow.Close()
+		if err := f.stop(t); err != nil {
+			t.Errorf("Run: got %v, want nil", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("stop took %v, want the idle streams closed rather than waited for (grace %v)", took, grace)
+		}
+	})
+
 	t.Run("grace period over", func(t *testing.T) {
 		checkGoroutines(t)
 		o, url := newSlowOrigin(t)

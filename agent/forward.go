@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
@@ -32,6 +33,27 @@ type stream struct {
 	fwd      forward
 	target   net.Conn
 	closed   bool
+
+	// lastUp is when a write to the target last began, lastDown when one
+	// to the gateway last ended (Unix nanoseconds; zero: never), and
+	// writingDown counts writes to the gateway under way.
+	lastUp, lastDown atomic.Int64
+	writingDown      atomic.Int32
+}
+
+// idleKeepAlive reports whether st looks like an HTTP keep-alive
+// connection between requests: an http(s) tunnel whose last bytes went to
+// the gateway (a response, or the answer) at least idleFor ago, with
+// nothing asked since. Called with Agent.mu held.
+func (st *stream) idleKeepAlive(now time.Time, idleFor time.Duration) bool {
+	if !st.attached || st.closed || (st.fwd.scheme != "http" && st.fwd.scheme != "https") {
+		return false
+	}
+	if st.writingDown.Load() != 0 {
+		return false
+	}
+	up, down := st.lastUp.Load(), st.lastDown.Load()
+	return down != 0 && down >= up && now.UnixNano()-down >= int64(idleFor)
 }
 
 // close closes both ends; the handler notices and finishes. Called with
@@ -132,7 +154,10 @@ func (a *Agent) handle(st *stream) {
 	}
 	gw.SetWriteDeadline(time.Time{})
 	log.Debug("stream open", "target", f.address)
-	up, down, err := splice(gw, br, target)
+	// The answer is the first thing sent to the gateway: a stream opened
+	// and never used is idle from here.
+	st.lastDown.Store(time.Now().UnixNano())
+	up, down, err := splice(st, br, target)
 	log.Debug("stream closed", "bytes_to_target", up, "bytes_from_target", down, "err", err)
 }
 
@@ -256,7 +281,10 @@ func (t *tlsTarget) CloseWrite() error {
 // other side sees EOF and can still answer; one that fails closes both
 // connections, so the other direction ends too. src is the gateway's
 // reader, which may already hold bytes sent right after the preamble.
-func splice(gw net.Conn, src io.Reader, target net.Conn) (up, down int64, err error) {
+// Writes are stamped in st, which drain reads to find idle keep-alive
+// streams.
+func splice(st *stream, src io.Reader, target net.Conn) (up, down int64, err error) {
+	gw := st.gw
 	var once sync.Once
 	abort := func() {
 		once.Do(func() {
@@ -267,19 +295,20 @@ func splice(gw net.Conn, src io.Reader, target net.Conn) (up, down int64, err er
 	upErr := make(chan error, 1)
 	go func() {
 		var err error
-		up, err = copyHalf(target, src, abort)
+		up, err = copyHalf(requestWriter{target, st}, target, src, abort)
 		upErr <- err
 	}()
-	down, errDown := copyHalf(gw, target, abort)
+	down, errDown := copyHalf(responseWriter{gw, st}, gw, target, abort)
 	errUp := <-upErr
 	return up, down, errors.Join(errUp, errDown)
 }
 
-// copyHalf copies one direction and half-closes dst at EOF.
-func copyHalf(dst net.Conn, src io.Reader, abort func()) (int64, error) {
+// copyHalf copies src to dst and half-closes conn, dst's connection, at
+// EOF.
+func copyHalf(dst io.Writer, conn net.Conn, src io.Reader, abort func()) (int64, error) {
 	n, err := io.Copy(dst, src)
 	if err == nil {
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			err = cw.CloseWrite()
 		} else {
 			err = errors.New("cannot half-close the connection")
@@ -288,6 +317,35 @@ func copyHalf(dst net.Conn, src io.Reader, abort func()) (int64, error) {
 	if err != nil {
 		abort()
 	}
+	return n, err
+}
+
+// requestWriter stamps each write to the target before it starts: the
+// target cannot answer before then, so a response is always stamped later
+// than the request it answers, however the two copies are scheduled.
+type requestWriter struct {
+	w  io.Writer
+	st *stream
+}
+
+func (r requestWriter) Write(p []byte) (int, error) {
+	r.st.lastUp.Store(time.Now().UnixNano())
+	return r.w.Write(p)
+}
+
+// responseWriter marks each write to the gateway as in progress while it
+// lasts, and stamps it when it ends: a response that the gateway reads
+// slowly is never idle.
+type responseWriter struct {
+	w  io.Writer
+	st *stream
+}
+
+func (r responseWriter) Write(p []byte) (int, error) {
+	r.st.writingDown.Add(1)
+	n, err := r.w.Write(p)
+	r.st.lastDown.Store(time.Now().UnixNano())
+	r.st.writingDown.Add(-1)
 	return n, err
 }
 
