@@ -152,3 +152,8 @@ func (k *CertificateKeyPair) Default() {}
 
 // ValidateSpec implements Object.
 func (k *CertificateKeyPair) ValidateSpec() ErrorList { return nil }
+
+// CAPath is where Control serves the internal CA's root certificate
+// (PEM), to anyone: a root is public by nature, and clients need it
+// before they hold any credential.
+const CAPath = "/certificates/v1/ca.pem"

@@ -122,6 +122,7 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.OverlayPrefix = p.Masked()
 		return nil
 	})
+	fs.StringVar(&cfg.Certificates, "certificates", control.CertificatesInternal, "how tunnel certificates are obtained: internal (Control's own CA; trust its root from 'kakuremichictl get ca -o pem') or off (gateways serve --tls-cert-file or self-signed)")
 	fs.DurationVar(&cfg.NodeLease, "node-lease", 40*time.Second, "a node counts as offline this long after its last heartbeat")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")
 	var withGateway bool

@@ -16,6 +16,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/agent"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 	"github.com/kakuremichi/kakuremichi/gateway"
+	"github.com/kakuremichi/kakuremichi/gateway/certsource"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
 	"github.com/kakuremichi/kakuremichi/internal/flagenv"
 	"github.com/kakuremichi/kakuremichi/internal/nodeclient"
@@ -221,11 +222,13 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return 1
 	}
+	certs := certsource.New(certsource.Config{Logger: log.With("component", "certificates")})
 	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: port, HTTPListen: httpListen, HTTPSListen: httpsListen,
-		TCPListenHost: tcpHost, CertFile: certFile, KeyFile: keyFile, ShutdownGrace: grace, Logger: log.With("component", "gateway")})
+		TCPListenHost: tcpHost, CertFile: certFile, KeyFile: keyFile, ShutdownGrace: grace, Logger: log.With("component", "gateway"),
+		GetCertificate: certs.GetCertificate})
 	if err != nil {
 		log.Error("start", "err", err)
 		return 2
 	}
-	return runNode(ctx, log, &n, "Gateway", endpoint, pk.PublicKey(), g.Run, g.Apply, g.Status)
+	return runNode(ctx, log, &n, "Gateway", endpoint, pk.PublicKey(), g.Run, certsource.ApplyBoth(certs, g.Apply), g.Status)
 }

@@ -26,7 +26,9 @@ type Config struct {
 	// Store is read and written for registration and status. Required.
 	Store *store.Store
 	// Sources list and watch each kind the slices are computed from
-	// ("Agent", "Gateway", "Tunnel", "Token"). Required.
+	// ("Agent", "Gateway", "Tunnel", "Token"). Required. A source for
+	// api.CertificateKeyPairKind, when present, puts certificates and
+	// keys into gateways' slices.
 	Sources map[string]reconcile.ListerWatcher
 	// Logger receives the bridge's logs; nil discards.
 	Logger *slog.Logger
@@ -72,7 +74,11 @@ func New(cfg Config) *Server {
 		cfg.KeepaliveSeconds = 15
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, informers: map[string]*reconcile.Informer{}, conns: map[*conn]struct{}{}}
-	for _, kind := range []string{"Agent", "Gateway", "Tunnel", "Token"} {
+	kinds := []string{"Agent", "Gateway", "Tunnel", "Token"}
+	if _, ok := cfg.Sources[api.CertificateKeyPairKind]; ok {
+		kinds = append(kinds, api.CertificateKeyPairKind)
+	}
+	for _, kind := range kinds {
 		inf := reconcile.NewInformer(reconcile.InformerConfig{Kind: kind, Source: cfg.Sources[kind], Logger: cfg.Logger})
 		kind := kind
 		inf.AddHandler(func(ch reconcile.Change) { s.changed(kind, ch) })
@@ -167,8 +173,12 @@ func parseRV(s string) int64 {
 }
 
 func (s *Server) state() State {
-	return State{Agents: s.informers["Agent"].List(), Gateways: s.informers["Gateway"].List(),
+	st := State{Agents: s.informers["Agent"].List(), Gateways: s.informers["Gateway"].List(),
 		Tunnels: s.informers["Tunnel"].List(), KeepaliveSeconds: s.cfg.KeepaliveSeconds}
+	if inf, ok := s.informers[api.CertificateKeyPairKind]; ok {
+		st.Certificates = inf.List()
+	}
+	return st
 }
 
 // sliceFor computes a node's current slice and the revision it reflects.

@@ -16,6 +16,9 @@ type State struct {
 	Agents   []api.Object
 	Gateways []api.Object
 	Tunnels  []api.Object
+	// Certificates are *api.CertificateKeyPair, delivered to gateways
+	// only.
+	Certificates []api.Object
 	// KeepaliveSeconds is the WireGuard keepalive agents use.
 	KeepaliveSeconds int
 }
@@ -78,7 +81,8 @@ func protocolOf(target string) string {
 }
 
 // GatewaySlice computes the slice of the named gateway: every usable
-// agent as a peer and every owned tunnel as a route. It returns false when
+// agent as a peer, every owned tunnel as a route, and the certificate
+// with its key of every http route that has one. It returns false when
 // the gateway does not exist.
 func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 	var self *api.Gateway
@@ -115,6 +119,18 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 			key = "tcp/" + strconv.Itoa(t.Spec.PublicPort)
 		}
 		s[key] = bridge.Item{Key: key, Route: r}
+	}
+	// A certificate goes only with a route the gateway serves: a key
+	// left behind by a deleted tunnel never reaches a gateway, even
+	// before Control removes it from the store.
+	for _, o := range st.Certificates {
+		kp := o.(*api.CertificateKeyPair)
+		if r, ok := s["route/"+kp.Hostname]; !ok || r.Route == nil || r.Route.Protocol != "http" {
+			continue
+		}
+		key := bridge.CertificateKey(kp.Hostname)
+		s[key] = bridge.Item{Key: key, Certificate: &bridge.Certificate{Hostname: kp.Hostname, ChainPEM: kp.ChainPEM,
+			KeyPEM: kp.KeyPEM, Serial: kp.Serial, NotAfter: kp.NotAfter}}
 	}
 	return s, true
 }

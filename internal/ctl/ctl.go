@@ -85,7 +85,7 @@ func commands() []command {
 		{"apply", "apply -f FILE|DIR|- [-f ...] [--prune -l SELECTOR] [--dry-run] [-o name|yaml|json]",
 			"create or update objects so they match the manifests", runApply},
 		{"get", "get KIND[,KIND...]|all [NAME...] [-l SELECTOR] [-o wide|yaml|json|name] [-w]",
-			"list objects, or show some by name", runGet},
+			"list objects, or show some by name; 'get ca -o pem' prints the internal CA's root to trust", runGet},
 		{"describe", "describe KIND NAME [NAME...]", "show an object in detail, with its conditions", runDescribe},
 		{"diff", "diff -f FILE|DIR|- [-f ...]",
 			"show what apply would change (exit 0: no difference, 1: differences, 2: error)", runDiff},

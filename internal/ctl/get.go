@@ -57,6 +57,9 @@ func runGet(ctx context.Context, c *cli, args []string) error {
 	if len(pos) == 0 {
 		return usagef("get what? one of %s, or all", strings.Join(api.KindNames(), ", "))
 	}
+	if pos[0] == "ca" {
+		return c.getCA(ctx, pos[1:], output)
+	}
 	if err := checkOutput(output, outTable, outWide, outYAML, outJSON, outName); err != nil {
 		return err
 	}

@@ -1,0 +1,125 @@
+package certsource
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+)
+
+func makeCert(t *testing.T, host string, serial int64) *bridge.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalPKCS8PrivateKey(key)
+	return &bridge.Certificate{Hostname: host,
+		ChainPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		KeyPEM:   string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})),
+		Serial:   big.NewInt(serial).Text(16)}
+}
+
+func slice(certs ...*bridge.Certificate) bridge.Slice {
+	s := bridge.Slice{}
+	for _, c := range certs {
+		s[bridge.CertificateKey(c.Hostname)] = bridge.Item{Key: bridge.CertificateKey(c.Hostname), Certificate: c}
+	}
+	return s
+}
+
+func served(t *testing.T, s *Source, name string) string {
+	t.Helper()
+	c, err := s.GetCertificate(&tls.ClientHelloInfo{ServerName: name})
+	if err != nil {
+		t.Fatalf("GetCertificate(%q): got %v, want nil", name, err)
+	}
+	if c == nil {
+		return ""
+	}
+	return c.Leaf.SerialNumber.Text(16)
+}
+
+func TestApplyServesBySNIAndForgets(t *testing.T) {
+	s := New(Config{})
+	web1, api1, web2 := makeCert(t, "web.example.com", 1), makeCert(t, "api.example.com", 2), makeCert(t, "web.example.com", 3)
+	wrong := makeCert(t, "other.example.com", 4)
+	wrong.Hostname = "evil.example.com" // a certificate that does not cover its name is refused
+	steps := []struct {
+		slice   bridge.Slice
+		wantErr bool
+		want    map[string]string // SNI -> serial, "" = nothing
+	}{
+		{slice(), false, map[string]string{"web.example.com": "", "": ""}},
+		{slice(web1, api1), false, map[string]string{"web.example.com": "1", "WEB.example.com.": "1", "api.example.com": "2", "x.example.com": ""}},
+		{slice(web2, api1), false, map[string]string{"web.example.com": "3", "api.example.com": "2"}},
+		{slice(web2, wrong), true, map[string]string{"web.example.com": "3", "api.example.com": "", "evil.example.com": ""}},
+		{slice(), false, map[string]string{"web.example.com": ""}},
+	}
+	for i, st := range steps {
+		err := s.Apply(st.slice)
+		if (err != nil) != st.wantErr {
+			t.Fatalf("step %d: Apply got %v, want error %v", i, err, st.wantErr)
+		}
+		for sni, want := range st.want {
+			if got := served(t, s, sni); got != want {
+				t.Errorf("step %d: serial for %q: got %q, want %q", i, sni, got, want)
+			}
+		}
+	}
+}
+
+// TestHandshakeUsesNewCertificateWithoutRestart swaps a certificate under
+// a running TLS server and checks the next handshake sees it.
+func TestHandshakeUsesNewCertificateWithoutRestart(t *testing.T) {
+	s := New(Config{})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: s.GetCertificate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	serialSeen := func() string {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "web.example.com", InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatalf("dial: got %v, want a handshake", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Text(16)
+	}
+	for _, serial := range []int64{10, 11} {
+		if err := s.Apply(slice(makeCert(t, "web.example.com", serial))); err != nil {
+			t.Fatalf("Apply: got %v, want nil", err)
+		}
+		if got, want := serialSeen(), big.NewInt(serial).Text(16); got != want {
+			t.Errorf("served serial: got %s, want %s", got, want)
+		}
+	}
+	ln.Close()
+	<-done
+}

@@ -1,0 +1,444 @@
+package certs
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/store"
+)
+
+// Defaults for zero Config fields.
+const (
+	// DefaultLifetime matches what public CAs issue, so internal mode
+	// renews on the same rhythm as ACME would.
+	DefaultLifetime = 90 * 24 * time.Hour
+	// DefaultResync is how often every certificate is checked again even
+	// when nothing changed.
+	DefaultResync = time.Minute
+)
+
+// lockName names the etcd lock held while certificates are examined and
+// issued: with several Control replicas, one issues and the others find
+// its certificate when they get the lock.
+const lockName = "certificates"
+
+// Config configures a Controller.
+type Config struct {
+	// Store holds tunnels, Certificates, the CA and the key pairs.
+	// Required.
+	Store *store.Store
+	// Logger receives the controller's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Lifetime is the validity of issued certificates; zero means
+	// DefaultLifetime. Renewal starts when a third of it remains.
+	Lifetime time.Duration
+	// Resync is how often every certificate is checked even without a
+	// change; zero means DefaultResync.
+	Resync time.Duration
+}
+
+// Controller keeps one certificate, signed by the internal CA, for every
+// hostname of an enabled http tunnel: it creates the Certificate resource,
+// issues and renews the key pair the bridge delivers to gateways, writes
+// the status, and removes both when the tunnel goes. Each pass is
+// level-triggered: it compares what is stored with what tunnels want and
+// can be run again at any time.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Controller; nothing runs until Run.
+func New(cfg Config) *Controller {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Lifetime <= 0 {
+		cfg.Lifetime = DefaultLifetime
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = DefaultResync
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger}
+}
+
+// Run loads (or creates) the CA, then reconciles on every change to
+// tunnels or certificates, at each renewal time and every Resync, until
+// ctx is done. Passes that fail are retried with backoff.
+func (c *Controller) Run(ctx context.Context) error {
+	var ca *CA
+	backoff := newBackoff()
+	for ca == nil {
+		var err error
+		if ca, err = LoadOrCreateCA(ctx, c.cfg.Store, c.cfg.Now()); err != nil {
+			c.log.Warn("certificates: cannot load the internal CA yet; retrying", "err", err)
+			if !sleep(ctx, backoff.next()) {
+				return ctx.Err()
+			}
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	trigger := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case trigger <- struct{}{}:
+		default:
+		}
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); c.watchTunnels(runCtx, poke) }()
+	go func() { defer wg.Done(); c.watchCertificates(runCtx, poke) }()
+
+	backoff = newBackoff()
+	var session *concurrency.Session
+	defer func() {
+		if session != nil {
+			session.Close()
+		}
+	}()
+	for {
+		wait := c.cfg.Resync
+		next, err := func() (time.Time, error) {
+			if session != nil {
+				select {
+				case <-session.Done():
+					session = nil
+				default:
+				}
+			}
+			if session == nil {
+				s, err := concurrency.NewSession(c.cfg.Store.Client(), concurrency.WithTTL(15), concurrency.WithContext(runCtx))
+				if err != nil {
+					return time.Time{}, fmt.Errorf("open a lock session: %w", err)
+				}
+				session = s
+			}
+			return c.passLocked(runCtx, concurrency.NewMutex(session, c.cfg.Store.LockKey(lockName)), ca)
+		}()
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			wait = backoff.next()
+			c.log.Warn("certificates: pass failed; retrying", "err", err, "in", wait)
+		default:
+			backoff = newBackoff()
+			if !next.IsZero() {
+				if d := next.Sub(c.cfg.Now()); d < wait {
+					wait = max(d, time.Second)
+				}
+			}
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-trigger:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+func (c *Controller) passLocked(ctx context.Context, mu *concurrency.Mutex, ca *CA) (time.Time, error) {
+	if err := mu.Lock(ctx); err != nil {
+		return time.Time{}, fmt.Errorf("take the certificates lock: %w", err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := mu.Unlock(uctx); err != nil {
+			c.log.Warn("certificates: release the lock", "err", err)
+		}
+	}()
+	return c.Pass(ctx, ca)
+}
+
+// watchTunnels pokes on every tunnel change, re-watching after errors,
+// until ctx is done.
+func (c *Controller) watchTunnels(ctx context.Context, poke func()) {
+	for ctx.Err() == nil {
+		ch, err := c.cfg.Store.Watch(ctx, "Tunnel", 0)
+		if err == nil {
+			poke() // changes between two watches are caught by this pass
+			for range ch {
+				poke()
+			}
+		}
+		sleep(ctx, time.Second)
+	}
+}
+
+// watchCertificates pokes when a key pair or a Certificate changes, so
+// that a pair deleted by hand is issued again at once.
+func (c *Controller) watchCertificates(ctx context.Context, poke func()) {
+	for ctx.Err() == nil {
+		ch, err := c.cfg.Store.WatchSecrets(ctx, keyPairPrefix, 0)
+		if err == nil {
+			poke()
+			for range ch {
+				poke()
+			}
+		}
+		sleep(ctx, time.Second)
+	}
+}
+
+// Pass runs one reconcile of every certificate with ca as the issuer and
+// returns the earliest time a certificate needs renewing (zero: none).
+// The caller holds the lock.
+func (c *Controller) Pass(ctx context.Context, ca *CA) (time.Time, error) {
+	st := c.cfg.Store
+	now := c.cfg.Now()
+	tunnels, _, err := st.List(ctx, "Tunnel", api.Selector{})
+	if err != nil {
+		return time.Time{}, err
+	}
+	want := WantedHostnames(tunnels)
+	objs, _, err := st.List(ctx, "Certificate", api.Selector{})
+	if err != nil {
+		return time.Time{}, err
+	}
+	certs := map[string]*api.Certificate{}
+	var errs []error
+	for _, o := range objs {
+		cert := o.(*api.Certificate)
+		h := cert.Spec.Hostname
+		if !want[h] || cert.Metadata.Name != api.CertificateName(h) || certs[h] != nil {
+			if _, err := st.Delete(ctx, "Certificate", cert.Metadata.Name, store.DeleteOptions{ResourceVersion: cert.Metadata.ResourceVersion}); err != nil && !errors.Is(err, api.ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		certs[h] = cert
+	}
+	secrets, _, err := st.ListSecrets(ctx, keyPairPrefix)
+	if err != nil {
+		return time.Time{}, err
+	}
+	pairs := map[string]store.Secret{}
+	for _, s := range secrets {
+		host := strings.TrimPrefix(s.Name, keyPairPrefix)
+		if !want[host] {
+			// The tunnel is gone or disabled: its key leaves every
+			// gateway with the next slice.
+			if err := st.DeleteSecret(ctx, s.Name); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		pairs[host] = s
+	}
+	hosts := make([]string, 0, len(want))
+	for h := range want {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	var earliest time.Time
+	for _, h := range hosts {
+		renew, err := c.reconcileHost(ctx, ca, h, certs[h], pairs[h], now)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if !renew.IsZero() && (earliest.IsZero() || renew.Before(earliest)) {
+			earliest = renew
+		}
+	}
+	return earliest, errors.Join(errs...)
+}
+
+// reconcileHost makes sure host has its Certificate and a current key
+// pair, and returns when the pair is due for renewal.
+func (c *Controller) reconcileHost(ctx context.Context, ca *CA, host string, cert *api.Certificate, sec store.Secret, now time.Time) (time.Time, error) {
+	st := c.cfg.Store
+	if cert == nil {
+		created, err := st.Create(ctx, &api.Certificate{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Certificate"},
+			Metadata: api.ObjectMeta{Name: api.CertificateName(host)}, Spec: api.CertificateSpec{Hostname: host}}, store.WriteOptions{})
+		if errors.Is(err, api.ErrAlreadyExists) {
+			var obj api.Object
+			if obj, err = st.Get(ctx, "Certificate", api.CertificateName(host)); err == nil {
+				created = obj
+			}
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("create the certificate of %s: %w", host, err)
+		}
+		cert = created.(*api.Certificate)
+	}
+	var l *x509.Certificate
+	if sec.Name != "" {
+		if kp, err := decodeKeyPair(sec.Name, sec.Value, sec.Revision); err == nil {
+			if l, err = leaf(kp.ChainPEM); err == nil && !current(l, ca, now) {
+				l = nil
+			}
+		}
+	}
+	var issueErr error
+	if l == nil {
+		kp, err := ca.Issue(host, now, c.cfg.Lifetime)
+		if err == nil {
+			var data []byte
+			if data, err = json.Marshal(kp); err == nil {
+				if sec.Name == "" {
+					err = st.CreateSecret(ctx, keyPairSecret(host), data)
+				} else {
+					err = st.PutSecret(ctx, keyPairSecret(host), data, sec.Revision)
+				}
+			}
+			if err == nil {
+				l, err = leaf(kp.ChainPEM)
+			}
+		}
+		if err != nil {
+			issueErr = fmt.Errorf("issue the certificate of %s: %w", host, err)
+		} else {
+			c.log.Info("certificate issued", "hostname", host, "serial", kp.Serial, "not_after", kp.NotAfter)
+		}
+	}
+	next := cert.Status
+	next.ObservedGeneration = cert.Metadata.Generation
+	ready := api.Condition{Type: api.ConditionReady, ObservedGeneration: cert.Metadata.Generation}
+	var renew time.Time
+	switch {
+	case l != nil:
+		renew = renewAt(l)
+		nb, na := l.NotBefore.UTC(), l.NotAfter.UTC()
+		next.State, next.Serial, next.Issuer = api.CertificateIssued, fmt.Sprintf("%x", l.SerialNumber), l.Issuer.String()
+		next.NotBefore, next.NotAfter, next.RenewAfter = &nb, &na, &renew
+		ready.Status, ready.Reason = api.ConditionTrue, api.ReasonIssued
+		ready.Message = fmt.Sprintf("valid until %s, served by every gateway", na.Format(time.RFC3339))
+		if issueErr != nil {
+			// The old certificate is still good: keep serving it.
+			ready.Message += "; renewal failed: " + issueErr.Error()
+		}
+	case issueErr != nil:
+		next.State = api.CertificateFailed
+		ready.Status, ready.Reason, ready.Message = api.ConditionFalse, api.ReasonIssueFailed, issueErr.Error()
+	default:
+		next.State = api.CertificatePending
+		ready.Status, ready.Reason = api.ConditionFalse, api.ReasonIssuing
+	}
+	conds := append([]api.Condition(nil), cert.Status.Conditions...)
+	api.SetCondition(&conds, ready, now)
+	next.Conditions = conds
+	if !sameStatus(cert.Status, next) {
+		upd := api.Clone(cert)
+		upd.Status = next
+		if _, err := st.UpdateStatus(ctx, upd, store.WriteOptions{}); err != nil {
+			return renew, errors.Join(issueErr, fmt.Errorf("write the status of certificate %s: %w", host, err))
+		}
+	}
+	return renew, issueErr
+}
+
+func sameStatus(a, b api.CertificateStatus) bool {
+	da, _ := json.Marshal(a)
+	db, _ := json.Marshal(b)
+	return string(da) == string(db)
+}
+
+// current reports whether l was signed by ca and is not yet due for
+// renewal.
+func current(l *x509.Certificate, ca *CA, now time.Time) bool {
+	if l.CheckSignatureFrom(ca.cert) != nil {
+		return false
+	}
+	return now.Before(renewAt(l))
+}
+
+// renewAt is the start of the last third of l's lifetime.
+func renewAt(l *x509.Certificate) time.Time {
+	life := l.NotAfter.Sub(l.NotBefore)
+	return l.NotAfter.Add(-life / 3)
+}
+
+// WantedHostnames returns the hostnames that may have a certificate: those
+// of enabled http tunnels that own their hostname (the older tunnel wins a
+// contested one, as everywhere else) and are not being deleted. Nothing
+// else can ever cause an issuance.
+func WantedHostnames(tunnels []api.Object) map[string]bool {
+	sorted := make([]*api.Tunnel, 0, len(tunnels))
+	for _, o := range tunnels {
+		sorted = append(sorted, o.(*api.Tunnel))
+	}
+	sort.Slice(sorted, func(i, j int) bool {
+		a, b := sorted[i].Metadata, sorted[j].Metadata
+		if !a.CreationTimestamp.Equal(b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
+	claimed := map[string]bool{}
+	want := map[string]bool{}
+	for _, t := range sorted {
+		h := t.Spec.Hostname
+		if claimed[h] {
+			continue
+		}
+		claimed[h] = true
+		if t.Spec.IsEnabled() && t.Metadata.DeletionTimestamp == nil && !strings.HasPrefix(t.Spec.Target, "tcp://") {
+			want[h] = true
+		}
+	}
+	return want
+}
+
+// backoff doubles from one second to five minutes.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{} }
+
+func (b *backoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = time.Second
+	} else if b.d *= 2; b.d > 5*time.Minute {
+		b.d = 5 * time.Minute
+	}
+	return b.d
+}
+
+// sleep waits d or until ctx is done, reporting whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// RootPEM returns the internal CA's root certificate, PEM encoded, or an
+// error wrapping api.ErrNotFound before Control created it.
+func RootPEM(ctx context.Context, st *store.Store) ([]byte, error) {
+	data, _, err := st.GetSecret(ctx, CASecret)
+	if err != nil {
+		return nil, fmt.Errorf("read the internal CA: %w", err)
+	}
+	ca, err := parseCA(data)
+	if err != nil {
+		return nil, err
+	}
+	return ca.RootPEM(), nil
+}
