@@ -136,7 +136,7 @@ func (a *Agent) handle(st *stream) {
 	cancel()
 	a.recordTarget(f, err)
 	if err != nil {
-		log.Info("stream refused: target unreachable", "target", f.address, "err", err)
+		log.Debug("stream refused", "code", bridge.RefuseTargetUnreachable, "target", f.address, "err", err)
 		refuse(bridge.RefuseTargetUnreachable, err.Error())
 		return
 	}
@@ -350,7 +350,8 @@ func (r responseWriter) Write(p []byte) (int, error) {
 }
 
 // recordTarget keeps the result of a dial of f's target, from a probe or
-// a stream, provided f is still current.
+// a stream, provided f is still current. A change of reachability is
+// logged once, not every failed stream.
 func (a *Agent) recordTarget(f forward, err error) {
 	ts := bridge.TargetStatus{Tunnel: f.tunnel, Reachable: err == nil, CheckedAt: time.Now()}
 	if err != nil {
@@ -358,8 +359,16 @@ func (a *Agent) recordTarget(f forward, err error) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.cur != nil && a.cur.serves(f) {
-		a.targets[f.tunnel] = ts
+	if a.cur == nil || !a.cur.serves(f) {
+		return
+	}
+	prev, seen := a.targets[f.tunnel]
+	a.targets[f.tunnel] = ts
+	switch {
+	case err != nil && (!seen || prev.Reachable):
+		a.log.Warn("target unreachable", "tunnel", f.tunnel, "target", f.address, "err", err)
+	case err == nil && seen && !prev.Reachable:
+		a.log.Info("target reachable again", "tunnel", f.tunnel, "target", f.address)
 	}
 }
 
