@@ -172,6 +172,8 @@ type Gateway struct {
 	// dials counts streams opened to agents for requests and tcp
 	// connections (not probes), so tests can prove a request reached none.
 	dials atomic.Int64
+	// health is each agent's liveness as requests and probes found it.
+	health liveness
 
 	// baseCtx is the parent of every request, relay and probe; stopBase
 	// cancels it when the shutdown grace is over.

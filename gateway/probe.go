@@ -78,6 +78,10 @@ func (g *Gateway) probe(ctx context.Context, t probeTarget) bridge.ProbeStatus {
 	defer cancel()
 	err := g.probeOnce(ctx, t.addr)
 	st.CheckedAt = time.Now()
+	// A probe cut short by shutdown says nothing about the agent.
+	if !errors.Is(ctx.Err(), context.Canceled) && aboutAgent(err) {
+		g.health.record(t.addr, err == nil, st.CheckedAt)
+	}
 	if err != nil {
 		st.Message = err.Error()
 		return st

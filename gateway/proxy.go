@@ -146,13 +146,24 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, pageTunnelDisabled)
 	case !rt.agentAddr.IsValid():
 		writeError(w, r, pageAgentOffline)
+	case g.health.isDown(rt.agentAddr) && !g.checkAgent(r.Context(), rt.agentAddr):
+		writeError(w, r, pageAgentOffline)
 	default:
-		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeContextKey{}, rt)))
+		ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), routeContextKey{}, rt))
+		defer cancel(nil)
+		pw := &progressWriter{ResponseWriter: w}
+		go g.watchStall(ctx, pw, rt.agentAddr, cancel)
+		g.proxy.ServeHTTP(pw, r.WithContext(ctx))
 	}
 }
 
 // proxyError answers a request the proxy could not relay.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(context.Cause(r.Context()), errAgentDown) {
+		g.log.Debug("agent stopped answering a request", "host", r.Host, "err", err)
+		writeError(w, r, pageAgentOffline)
+		return
+	}
 	if r.Context().Err() != nil {
 		// The client went away; nobody reads the answer.
 		w.WriteHeader(http.StatusBadGateway)
@@ -231,7 +242,10 @@ func (g *Gateway) dialAgent(ctx context.Context, addr netip.Addr, tunnel string)
 		return nil, &dialError{pageUpstreamError, fmt.Errorf("opening tunnel %s on agent %s: %w", tunnel, addr, err)}
 	}
 	g.streams.Add(1)
-	return &agentConn{Conn: c, r: br, open: &g.streams}, nil
+	set := g.health.get(addr).streams
+	tc := &trackedConn{Conn: &agentConn{Conn: c, r: br, open: &g.streams}, set: set}
+	set.add(tc)
+	return tc, nil
 }
 
 // openStream dials the agent through WireGuard within the dial timeout and

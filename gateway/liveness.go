@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Agent liveness on the request path.
+//
+// A stream pooled to an agent that has since died (killed, frozen, its
+// machine gone) gives no sign: the request is written and the answer never
+// comes, and WireGuard in a userspace stack has no TCP timeout to give up
+// with. So while a request waits, and its response makes no progress, the
+// gateway checks the agent by opening a fresh stream (the same probe as the
+// probe loop, shared by every request to that agent); when the agent does
+// not answer, the request ends at once with "agent offline", every stream
+// to that agent is closed, and new requests to it are answered at once
+// until a probe succeeds again.
+
+const (
+	// stallCheckAfter is how long a request may wait without progress
+	// before its agent is checked: short, so an offline agent answers
+	// within about a second and a half.
+	stallCheckAfter = 750 * time.Millisecond
+	// stallCheckEvery is how often a request still without progress has
+	// its agent checked again (a long poll whose agent dies later).
+	stallCheckEvery = 5 * time.Second
+	// livenessCheckTimeout bounds one check of an agent.
+	livenessCheckTimeout = time.Second
+	// livenessReuse is how long a check's result answers other requests.
+	livenessReuse = time.Second
+)
+
+// errAgentDown ends a request whose agent failed a liveness check.
+var errAgentDown = errors.New("the agent stopped answering")
+
+// agentHealth is the liveness state of one agent address.
+type agentHealth struct {
+	// mu serialises checks, so concurrent requests share one; it guards
+	// checked, alive and down.
+	mu      sync.Mutex
+	checked time.Time
+	alive   bool
+	// down is set when a check failed and cleared when one succeeds:
+	// requests to a down agent are answered at once.
+	down atomic.Bool
+	// streams are the open streams to the agent, closed when it is found
+	// down so no request reuses a dead one.
+	streams *connSet
+}
+
+// liveness holds every agent's health, by overlay address.
+type liveness struct {
+	// mu guards agents.
+	mu     sync.Mutex
+	agents map[netip.Addr]*agentHealth
+}
+
+func (l *liveness) get(addr netip.Addr) *agentHealth {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.agents == nil {
+		l.agents = map[netip.Addr]*agentHealth{}
+	}
+	h := l.agents[addr]
+	if h == nil {
+		h = &agentHealth{streams: newConnSet()}
+		l.agents[addr] = h
+	}
+	return h
+}
+
+// isDown reports whether the agent at addr failed its last check.
+func (l *liveness) isDown(addr netip.Addr) bool {
+	l.mu.Lock()
+	h := l.agents[addr]
+	l.mu.Unlock()
+	return h != nil && h.down.Load()
+}
+
+// record sets the result of a probe of addr (from the probe loop or a
+// request's check) and, when it failed, closes the agent's streams.
+func (l *liveness) record(addr netip.Addr, alive bool, at time.Time) {
+	h := l.get(addr)
+	h.mu.Lock()
+	h.checked, h.alive = at, alive
+	h.mu.Unlock()
+	h.down.Store(!alive)
+	if !alive {
+		h.streams.closeAll()
+	}
+}
+
+// checkAgent tells whether the agent at addr answers, probing it unless a
+// check finished less than livenessReuse ago.
+func (g *Gateway) checkAgent(ctx context.Context, addr netip.Addr) bool {
+	h := g.health.get(addr)
+	h.mu.Lock()
+	if time.Since(h.checked) < livenessReuse {
+		alive := h.alive
+		h.mu.Unlock()
+		return alive
+	}
+	h.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, livenessCheckTimeout)
+	err := g.probeOnce(cctx, addr)
+	cancel()
+	if ctx.Err() != nil || !aboutAgent(err) {
+		return true // the request ended for its own reasons, or the fault is ours
+	}
+	g.health.record(addr, err == nil, time.Now())
+	return err == nil
+}
+
+// aboutAgent reports whether a probe's outcome says something about the
+// agent: a gateway without its WireGuard device yet has learnt nothing.
+func aboutAgent(err error) bool {
+	var de *dialError
+	return !errors.As(err, &de) || de.page != pageGatewayNotReady
+}
+
+// progressWriter counts what the response has written, so a stalled
+// request can be told from one that streams.
+type progressWriter struct {
+	http.ResponseWriter
+	progress atomic.Int64
+}
+
+func (w *progressWriter) WriteHeader(code int) {
+	w.progress.Add(1)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	w.progress.Add(int64(len(p)) + 1)
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (w *progressWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// watchStall checks the agent each time the request has made no progress
+// for a while, and cancels it with errAgentDown when the agent is down.
+// It returns when ctx ends.
+func (g *Gateway) watchStall(ctx context.Context, w *progressWriter, addr netip.Addr, cancel context.CancelCauseFunc) {
+	t := time.NewTimer(stallCheckAfter)
+	defer t.Stop()
+	last := w.progress.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := w.progress.Load()
+		if now == last && !g.checkAgent(ctx, addr) {
+			cancel(errAgentDown)
+			return
+		}
+		last = now
+		t.Reset(stallCheckEvery)
+	}
+}
+
+// trackedConn removes itself from its agent's stream set when closed.
+type trackedConn struct {
+	net.Conn
+	set  *connSet
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.set.remove(c) })
+	return c.Conn.Close()
+}
+
+// CloseWrite passes a half-close on to the stream.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
