@@ -495,3 +495,46 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("device after Run: got one, want it closed and gone")
 	}
 }
+
+// TestRestartedGateway: a gateway that restarts (same key and port, no
+// session) cannot handshake with the agent first, since it learns the
+// agent's address only from the agent; the agent's probe rounds send it
+// data, which makes WireGuard handshake again within about 15 s instead
+// of when the old session ages out after two minutes. It takes that long,
+// so -short skips it.
+func TestRestartedGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits about 15 s for WireGuard's handshake timers")
+	}
+	checkGoroutines(t)
+	echo := serveTCP(t, lineEcho)
+	f := startAgent(t, Config{ProbeInterval: 200 * time.Millisecond, DialTimeout: time.Second},
+		bridge.Forward{Tunnel: "db", Target: "tcp://" + echo, Enabled: true})
+
+	port := f.gw.dev.ListenPort()
+	f.gw.dev.Close()
+	dev, err := wgnet.New(wgnet.Config{PrivateKey: f.gw.priv, Address: gwAddr, ListenPort: port, Logger: newLogger(t, "gw1-restarted")})
+	if err != nil {
+		t.Fatalf("restarting the gateway on port %d: %v", port, err)
+	}
+	t.Cleanup(func() { dev.Close() })
+	f.gw.dev = dev
+	f.gw.admit(t, f.agent.PublicKey(), agentAddr)
+
+	restarted := time.Now()
+	waitFor(t, 30*time.Second, "the agent to handshake with the restarted gateway", func() bool {
+		return !f.gw.handshakeWith(t, f.agent.PublicKey()).IsZero()
+	})
+	t.Logf("handshake %v after the restart", time.Since(restarted).Round(time.Millisecond))
+	s := f.open(t, "db")
+	io.WriteString(s, "back\n")
+	if got, want := readLine(t, s), "echo: back\n"; got != want {
+		t.Errorf("through the restarted gateway: got %q, want %q", got, want)
+	}
+	// Stop the agent while the restarted gateway is still up to take the
+	// stream's close.
+	s.Close()
+	if err := f.stop(t); err != nil {
+		t.Errorf("Run: got %v, want nil", err)
+	}
+}
