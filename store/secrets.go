@@ -229,3 +229,16 @@ func (s *Store) WatchSecrets(ctx context.Context, prefix string, fromRev int64) 
 	}()
 	return out, nil
 }
+
+// DeleteSecretPrefix removes every secret whose name starts with prefix,
+// in one request; none is not an error.
+func (s *Store) DeleteSecretPrefix(ctx context.Context, prefix string) error {
+	op := fmt.Sprintf("delete secrets %q", prefix)
+	if err := checkSecretName(prefix); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if _, err := s.client.Delete(ctx, s.secretKey(prefix), clientv3.WithPrefix()); err != nil {
+		return s.mapErr(op, err)
+	}
+	return nil
+}
