@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 
@@ -39,6 +41,8 @@ type Source struct {
 type table struct {
 	byHost map[string]*tls.Certificate
 	items  map[string]bridge.Certificate
+	// challenges are the pending ACME HTTP-01 challenges by token.
+	challenges map[string]bridge.Challenge
 }
 
 // New returns a Source that serves nothing until Apply.
@@ -47,7 +51,7 @@ func New(cfg Config) *Source {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Source{log: cfg.Logger}
-	s.certs.Store(&table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}})
+	s.certs.Store(&table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}, challenges: map[string]bridge.Challenge{}})
 	return s
 }
 
@@ -56,9 +60,13 @@ func New(cfg Config) *Source {
 // in the error; the others are still applied.
 func (s *Source) Apply(sl bridge.Slice) error {
 	old := s.certs.Load()
-	next := &table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}}
+	next := &table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}, challenges: map[string]bridge.Challenge{}}
 	var errs []error
 	for key, it := range sl {
+		if ch := it.Challenge; ch != nil && strings.HasPrefix(key, "acme-http/") {
+			next.challenges[ch.Token] = *ch
+			continue
+		}
 		c := it.Certificate
 		if c == nil || !strings.HasPrefix(key, "cert/") {
 			continue
@@ -109,4 +117,32 @@ func ApplyBoth(s *Source, apply func(bridge.Slice) error) func(bridge.Slice) err
 	return func(sl bridge.Slice) error {
 		return errors.Join(s.Apply(sl), apply(sl))
 	}
+}
+
+// challengePath is where ACME HTTP-01 validations ask (RFC 8555 8.3).
+const challengePath = "/.well-known/acme-challenge/"
+
+// WrapHTTP is for gateway.Config.WrapHTTP: it answers ACME HTTP-01
+// challenges from the slice, whichever gateway the CA reaches, and hands
+// every other request to next. A token is answered only for the hostname
+// it was issued for.
+func (s *Source) WrapHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.URL.Path, challengePath)
+		if !ok || r.Method != http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
+		}
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		ch, found := s.certs.Load().challenges[token]
+		if !found || !strings.EqualFold(strings.TrimSuffix(host, "."), ch.Hostname) {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte(ch.KeyAuthorization))
+	})
 }

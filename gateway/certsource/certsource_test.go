@@ -9,6 +9,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -122,4 +124,43 @@ func TestHandshakeUsesNewCertificateWithoutRestart(t *testing.T) {
 	}
 	ln.Close()
 	<-done
+}
+
+func TestWrapHTTPAnswersChallengesOnly(t *testing.T) {
+	s := New(Config{})
+	sl := slice()
+	sl[bridge.ChallengeKey("tok1")] = bridge.Item{Key: bridge.ChallengeKey("tok1"),
+		Challenge: &bridge.Challenge{Hostname: "web.example.com", Token: "tok1", KeyAuthorization: "tok1.thumb"}}
+	if err := s.Apply(sl); err != nil {
+		t.Fatalf("Apply: got %v, want nil", err)
+	}
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(299) })
+	h := s.WrapHTTP(next)
+	tests := []struct {
+		host, path string
+		code       int
+		body       string
+	}{
+		{"web.example.com", "/.well-known/acme-challenge/tok1", 200, "tok1.thumb"},
+		{"web.example.com:80", "/.well-known/acme-challenge/tok1", 200, "tok1.thumb"},
+		{"other.example.com", "/.well-known/acme-challenge/tok1", 404, ""}, // a token answers only its hostname
+		{"web.example.com", "/.well-known/acme-challenge/unknown", 404, ""},
+		{"web.example.com", "/index.html", 299, ""}, // everything else goes on
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("GET", "http://"+tt.host+tt.path, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.code || (tt.body != "" && rec.Body.String() != tt.body) {
+			t.Errorf("GET %s%s: got %d %q, want %d %q", tt.host, tt.path, rec.Code, rec.Body.String(), tt.code, tt.body)
+		}
+	}
+	if err := s.Apply(slice()); err != nil {
+		t.Fatalf("Apply: got %v, want nil", err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "http://web.example.com/.well-known/acme-challenge/tok1", nil))
+	if rec.Code != 404 {
+		t.Errorf("challenge after it left the slice: got %d, want 404", rec.Code)
+	}
 }
