@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -332,5 +333,48 @@ func TestSlowloris(t *testing.T) {
 			// Writes fail once the server has closed; the reader reports it.
 			c.Write([]byte("X"))
 		}
+	}
+}
+
+// TestWrapHTTP: the plain-HTTP hook sees every :80 request first (where
+// ACME challenges and the HTTPS redirect will go); HTTPS is not wrapped.
+func TestWrapHTTP(t *testing.T) {
+	checkGoroutines(t)
+	e := newEnv(t, func(c *Config) {
+		c.WrapHTTP = func(routes http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+					io.WriteString(w, "token")
+					return
+				}
+				if r.URL.Path == "/redirect" {
+					http.Redirect(w, r, "https://"+r.Host+r.URL.Path, http.StatusPermanentRedirect)
+					return
+				}
+				routes.ServeHTTP(w, r)
+			})
+		}
+	})
+	e.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	tests := []struct {
+		path     string
+		wantCode int
+		wantBody string
+	}{
+		{"/.well-known/acme-challenge/abc", 200, "token"},
+		{"/redirect", 308, ""},
+		{"/x", 200, "app a: host=" + hostA + " path=/x"},
+	}
+	for _, tt := range tests {
+		code, h, body := get(t, e.http, "http://x"+tt.path, "Host", hostA)
+		if code != tt.wantCode || (tt.wantBody != "" && body != tt.wantBody) {
+			t.Errorf("http %s: got %d %q (%s), want %d %q", tt.path, code, body, h.Get("Location"), tt.wantCode, tt.wantBody)
+		}
+	}
+	hc := tlsClient(e.gw.httpsAddr, hostA)
+	defer hc.CloseIdleConnections()
+	code, _, body := get(t, hc, "https://"+hostA+"/.well-known/acme-challenge/abc")
+	if code != 200 || !strings.HasPrefix(body, "app a:") {
+		t.Errorf("https: got %d %q, want the application's answer (not wrapped)", code, body)
 	}
 }
