@@ -1,0 +1,482 @@
+package ui
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
+	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/store"
+)
+
+// harness is Control's API and UI on a real embedded etcd.
+type harness struct {
+	t         *testing.T
+	st        *store.Store
+	acc       *accounts.Service
+	ui        *UI
+	srv       *apiserver.Server
+	url       string
+	bootstrap string
+	// sessions holds each role's session id and CSRF token.
+	sessions map[api.Role][2]string
+}
+
+const password = "a long passphrase"
+
+var userOf = map[api.Role]string{api.RoleAdmin: "alice", api.RoleEditor: "ed", api.RoleViewer: "vic"}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	acc, err := accounts.New(accounts.Config{Store: st, Hash: accounts.HashParams{Memory: 1024, Time: 1, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := apiserver.New(apiserver.Config{Store: st, Accounts: acc})
+	u, err := New(Config{Store: st, Accounts: acc, Heartbeat: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Register(srv.Echo())
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	t.Cleanup(u.Stop)
+	path := filepath.Join(dir, "bootstrap-token")
+	if _, err := apiserver.EnsureBootstrapToken(ctx, st, path); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := os.ReadFile(path)
+	return &harness{t: t, st: st, acc: acc, ui: u, srv: srv, url: ts.URL, bootstrap: strings.TrimSpace(string(tok)),
+		sessions: map[api.Role][2]string{}}
+}
+
+// client follows no redirects, so tests see them.
+var client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// send makes a request as role's browser would ("" sends no cookie); a
+// POST carries the form with the session's CSRF token unless form
+// already has one.
+func (h *harness) send(role api.Role, method, path string, form url.Values, hdr map[string]string) (*http.Response, string) {
+	h.t.Helper()
+	var body io.Reader
+	s, ok := h.sessions[role]
+	if method == http.MethodPost {
+		if form == nil {
+			form = url.Values{}
+		}
+		if _, set := form[apiserver.CSRFField]; !set && ok {
+			form.Set(apiserver.CSRFField, s[1])
+		}
+		body = strings.NewReader(form.Encode())
+	}
+	ctx := context.Background()
+	if strings.HasSuffix(path, "/events") {
+		// A stream never ends by itself: take the answer's head only.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, h.url+path, body)
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if ok {
+		req.AddCookie(&http.Cookie{Name: apiserver.SessionCookie, Value: s[0]})
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") == "text/event-stream" {
+		return resp, ""
+	}
+	out, _ := io.ReadAll(resp.Body)
+	return resp, string(out)
+}
+
+// setUp walks the first run through the setup page, adds an editor and a
+// viewer, and logs each in through the login page.
+func (h *harness) setUp() {
+	h.t.Helper()
+	resp, _ := h.send("", "GET", "/ui/login", nil, nil)
+	if resp.StatusCode != 303 || resp.Header.Get("Location") != "/ui/setup" {
+		h.t.Fatalf("login page before setup: got %d to %q, want 303 to /ui/setup", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, body := h.send("", "POST", "/ui/setup", url.Values{"token": {"kkm_bootstrap.wrong"}, "name": {"alice"},
+		"password": {password}, "password2": {password}}, nil)
+	if resp.StatusCode != 401 || !strings.Contains(body, `id="token-err"`) {
+		h.t.Fatalf("setup with a wrong token: got %d, want 401 with the error next to the token field", resp.StatusCode)
+	}
+	resp, body = h.send("", "POST", "/ui/setup", url.Values{"token": {h.bootstrap}, "name": {"alice"},
+		"password": {"short"}, "password2": {"short"}}, nil)
+	if resp.StatusCode != 422 || !strings.Contains(body, `id="password-err"`) {
+		h.t.Fatalf("setup with a short password: got %d, want 422 with the error next to the password field", resp.StatusCode)
+	}
+	resp, _ = h.send("", "POST", "/ui/setup", url.Values{"token": {h.bootstrap}, "name": {"alice"},
+		"password": {password}, "password2": {password}}, nil)
+	if resp.StatusCode != 201 {
+		h.t.Fatalf("setup: got %d, want 201", resp.StatusCode)
+	}
+	resp, _ = h.send("", "GET", "/ui/setup", nil, nil)
+	if resp.StatusCode != 303 {
+		h.t.Fatalf("setup page after setup: got %d, want 303 to the login page", resp.StatusCode)
+	}
+	for _, role := range []api.Role{api.RoleEditor, api.RoleViewer} {
+		if _, err := h.acc.CreateUser(context.Background(), accounts.NewUser{Name: userOf[role], Role: role, Password: password}, "alice"); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	for role := range userOf {
+		h.login(role)
+	}
+}
+
+func (h *harness) login(role api.Role) {
+	h.t.Helper()
+	resp, _ := h.send("", "POST", "/ui/login", url.Values{"username": {userOf[role]}, "password": {password}}, nil)
+	var id string
+	for _, c := range resp.Cookies() {
+		if c.Name == apiserver.SessionCookie {
+			id = c.Value
+		}
+	}
+	if resp.StatusCode != 303 || id == "" {
+		h.t.Fatalf("login %s: got %d, cookie %v; want 303 with a session cookie", userOf[role], resp.StatusCode, id != "")
+	}
+	sess, err := h.acc.Authenticate(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.sessions[role] = [2]string{id, sess.CSRF}
+}
+
+func (h *harness) createTunnel(name string, annotations map[string]string) {
+	h.t.Helper()
+	_, err := h.st.Create(context.Background(), &api.Tunnel{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tunnel"},
+		Metadata: api.ObjectMeta{Name: name, Annotations: annotations},
+		Spec:     api.TunnelSpec{Hostname: name + ".example.com", Agent: "home", Target: "http://app:3000"}}, store.WriteOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// uiPolicy is, for every UI route, the weakest role that may use it (""
+// = open). A route missing here fails TestEveryUIRouteIsAuthorized.
+var uiPolicy = map[string]api.Role{
+	"GET /":                          "",
+	"GET /ui/static/*":               "",
+	"GET /ui/login":                  "",
+	"POST /ui/login":                 "",
+	"GET /ui/setup":                  "",
+	"POST /ui/setup":                 "",
+	"POST /ui/logout":                api.RoleViewer,
+	"GET /ui/":                       api.RoleViewer,
+	"GET /ui/tunnels":                api.RoleViewer,
+	"GET /ui/tunnels/events":         api.RoleViewer,
+	"GET /ui/tunnels/new":            api.RoleEditor,
+	"POST /ui/tunnels":               api.RoleEditor,
+	"GET /ui/tunnels/:name":          api.RoleViewer,
+	"POST /ui/tunnels/:name":         api.RoleEditor,
+	"POST /ui/tunnels/:name/enabled": api.RoleEditor,
+	"GET /ui/tunnels/:name/delete":   api.RoleEditor,
+	"POST /ui/tunnels/:name/delete":  api.RoleEditor,
+}
+
+var rank = map[api.Role]int{api.RoleViewer: 1, api.RoleEditor: 2, api.RoleAdmin: 3}
+
+// TestEveryUIRouteIsAuthorized checks quality.md 16 for the UI: without a
+// session every protected page sends the browser to the login page, and a
+// role below the route's is refused with 403, on the server, whatever the
+// page shows.
+func TestEveryUIRouteIsAuthorized(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	h.createTunnel("web", nil)
+	seen := map[string]bool{}
+	for _, r := range h.srv.Routes() {
+		key := r.Method + " " + r.Path
+		if strings.HasPrefix(r.Method, "echo_") || seen[key] || !(r.Path == "/" || strings.HasPrefix(r.Path, Prefix)) {
+			continue
+		}
+		seen[key] = true
+		want, ok := uiPolicy[key]
+		if !ok {
+			t.Errorf("UI route %s has no entry in uiPolicy: add one and test it", key)
+			continue
+		}
+		path := strings.NewReplacer(":name", "web", "*", "app.css").Replace(r.Path)
+		for _, role := range []api.Role{"", api.RoleViewer, api.RoleEditor, api.RoleAdmin} {
+			resp, body := h.send(role, r.Method, path, url.Values{}, nil)
+			loc := resp.Header.Get("Location")
+			toLogin := resp.StatusCode == 303 && strings.HasPrefix(loc, "/ui/login?next=")
+			switch {
+			case want == "":
+				if resp.StatusCode == 401 || resp.StatusCode == 403 || toLogin {
+					t.Errorf("%s %s as %q: got %d to %q, want it open", r.Method, path, role, resp.StatusCode, loc)
+				}
+			case role == "":
+				if !toLogin {
+					t.Errorf("%s %s without a session: got %d to %q, want 303 to the login page", r.Method, path, resp.StatusCode, loc)
+				}
+			case rank[role] < rank[want]:
+				if resp.StatusCode != 403 {
+					t.Errorf("%s %s as %s: got %d, want 403", r.Method, path, role, resp.StatusCode)
+				}
+			default:
+				if resp.StatusCode == 401 || resp.StatusCode == 403 || toLogin {
+					t.Errorf("%s %s as %s: got %d %.200s, want access", r.Method, path, role, resp.StatusCode, body)
+				}
+			}
+			if key == "POST /ui/logout" && role != "" {
+				h.login(role)
+			}
+			if key == "POST /ui/tunnels/:name/delete" && rank[role] >= rank[want] {
+				h.createTunnel("web", nil)
+			}
+		}
+	}
+	for key := range uiPolicy {
+		if !seen[key] {
+			t.Errorf("uiPolicy lists %s, which the server does not serve", key)
+		}
+	}
+}
+
+func TestLoginRedirectsOnlyToLocalPaths(t *testing.T) {
+	for _, tc := range []struct {
+		next string
+		want bool
+	}{
+		{"/ui/tunnels", true}, {"/ui/tunnels?x=1", true}, {"//evil.example", false}, {"/\\evil.example", false},
+		{"https://evil.example/", false}, {"javascript:alert(1)", false}, {"", false}, {"/ui/\x00x", false},
+		{"ui/tunnels", false}, {"/%2F%2Fevil.example", true},
+	} {
+		if got := LocalPath(tc.next); got != tc.want {
+			t.Errorf("LocalPath(%q): got %v, want %v", tc.next, got, tc.want)
+		}
+	}
+	h := newHarness(t)
+	h.setUp()
+	for next, want := range map[string]string{
+		"/ui/tunnels":            "/ui/tunnels",
+		"//evil.example":         "/ui/",
+		"https://evil.example/x": "/ui/",
+	} {
+		resp, _ := h.send("", "POST", "/ui/login", url.Values{"username": {"vic"}, "password": {password}, "next": {next}}, nil)
+		if got := resp.Header.Get("Location"); resp.StatusCode != 303 || got != want {
+			t.Errorf("login with next=%q: got %d to %q, want 303 to %q", next, resp.StatusCode, got, want)
+		}
+	}
+	// A protected page sends the browser to log in and come back.
+	resp, _ := h.send("", "GET", "/ui/tunnels/new", nil, nil)
+	if got := resp.Header.Get("Location"); got != "/ui/login?next=%2Fui%2Ftunnels%2Fnew" {
+		t.Errorf("got redirect to %q, want the login page with next=/ui/tunnels/new", got)
+	}
+	// Failures look the same for an unknown user and a wrong password.
+	r1, b1 := h.send("", "POST", "/ui/login", url.Values{"username": {"nobody"}, "password": {"wrong password"}}, nil)
+	r2, b2 := h.send("", "POST", "/ui/login", url.Values{"username": {"vic"}, "password": {"wrong password"}}, nil)
+	b2 = strings.Replace(b2, `value="vic"`, `value="nobody"`, 1)
+	if r1.StatusCode != 401 || r2.StatusCode != 401 || b1 != b2 {
+		t.Errorf("got %d and %d with different pages, want 401 and the same page for both", r1.StatusCode, r2.StatusCode)
+	}
+}
+
+func TestCrossSiteFormPostsAreRefused(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	form := func() url.Values {
+		return url.Values{"name": {"evil"}, "hostname": {"evil.example.com"}, "agent": {"home"}, "target": {"http://x:1"}, "enabled": {"on"}}
+	}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		hdr  map[string]string
+	}{
+		{"no CSRF token", func() url.Values { f := form(); f.Set(apiserver.CSRFField, ""); return f }(), nil},
+		{"cross-site with the token", form(), map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}},
+	} {
+		if resp, _ := h.send(api.RoleEditor, "POST", "/ui/tunnels", tc.form, tc.hdr); resp.StatusCode != 403 {
+			t.Errorf("%s: got %d, want 403", tc.name, resp.StatusCode)
+		}
+	}
+	if _, err := h.st.Get(context.Background(), "Tunnel", "evil"); err == nil {
+		t.Errorf("a refused post created the tunnel")
+	}
+	resp, _ := h.send("", "POST", "/ui/login", url.Values{"username": {"ed"}, "password": {password}},
+		map[string]string{"Sec-Fetch-Site": "cross-site"})
+	if resp.StatusCode != 403 || len(resp.Cookies()) != 0 {
+		t.Errorf("cross-site login: got %d with %d cookies, want 403 and none", resp.StatusCode, len(resp.Cookies()))
+	}
+}
+
+func TestTunnelFormsValidateEnableAndDelete(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	ctx := context.Background()
+	resp, body := h.send(api.RoleEditor, "POST", "/ui/tunnels", url.Values{"name": {"web"}, "hostname": {"not a host"},
+		"agent": {"home"}, "target": {"ftp://x"}, "enabled": {"on"}}, nil)
+	if resp.StatusCode != 422 {
+		t.Fatalf("invalid tunnel: got %d, want 422", resp.StatusCode)
+	}
+	for _, field := range []string{"hostname", "target"} {
+		if !strings.Contains(body, `id="`+field+`-err"`) || !strings.Contains(body, `id="`+field+`" name="`+field+`" value=`) {
+			t.Errorf("invalid tunnel: got no error next to %s in the form", field)
+		}
+	}
+	if !strings.Contains(body, `value="not a host"`) {
+		t.Errorf("invalid tunnel: got the form without what was typed, want it kept")
+	}
+	resp, _ = h.send(api.RoleEditor, "POST", "/ui/tunnels", url.Values{"name": {"web"}, "hostname": {"web.example.com"},
+		"agent": {"home"}, "target": {"http://app:3000"}, "enabled": {"on"}}, nil)
+	if resp.StatusCode != 303 || !strings.Contains(resp.Header.Get("Location"), "flash=created") {
+		t.Fatalf("create: got %d to %q, want 303 to the list", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	_, body = h.send(api.RoleViewer, "GET", "/ui/tunnels?flash=created&name=web", nil, nil)
+	if !strings.Contains(body, "Tunnel web created.") || !strings.Contains(body, `data-name="web"`) {
+		t.Errorf("list: got no row for web or no flash")
+	}
+	if strings.Contains(body, "Create a tunnel") || strings.Contains(body, ">Disable<") {
+		t.Errorf("list as viewer: got edit controls, want them hidden")
+	}
+	if _, body = h.send(api.RoleViewer, "GET", "/ui/tunnels?flash=<b>pwned</b>&name=web", nil, nil); strings.Contains(body, "pwned") {
+		t.Errorf("got a crafted flash on the page, want only known messages")
+	}
+	resp, _ = h.send(api.RoleEditor, "POST", "/ui/tunnels/web/enabled", url.Values{"enabled": {"false"}}, nil)
+	obj, _ := h.st.Get(ctx, "Tunnel", "web")
+	if tun := obj.(*api.Tunnel); resp.StatusCode != 303 || tun.Spec.Enabled == nil || *tun.Spec.Enabled {
+		t.Errorf("disable: got %d and enabled=%v, want 303 and false", resp.StatusCode, tun.Spec.Enabled)
+	}
+	// An edit made from a stale form is refused, not merged.
+	resp, body = h.send(api.RoleEditor, "POST", "/ui/tunnels/web", url.Values{"resourceVersion": {"1"}, "hostname": {"web2.example.com"},
+		"agent": {"home"}, "target": {"http://app:3000"}}, nil)
+	if resp.StatusCode != 409 {
+		t.Errorf("stale edit: got %d, want 409", resp.StatusCode)
+	}
+	_, body = h.send(api.RoleEditor, "GET", "/ui/tunnels/web/delete", nil, nil)
+	if !strings.Contains(body, "cannot be undone") {
+		t.Errorf("delete: got no confirmation page")
+	}
+	if resp, _ = h.send(api.RoleEditor, "POST", "/ui/tunnels/web/delete", nil, nil); resp.StatusCode != 303 {
+		t.Errorf("delete: got %d, want 303", resp.StatusCode)
+	}
+	if _, err := h.st.Get(ctx, "Tunnel", "web"); err == nil {
+		t.Errorf("after delete: the tunnel is still stored")
+	}
+	// A GitOps-managed tunnel is shown as such and not editable here.
+	h.createTunnel("synced", map[string]string{ManagedByAnnotation: "flux"})
+	_, body = h.send(api.RoleEditor, "GET", "/ui/tunnels/synced", nil, nil)
+	if !strings.Contains(body, "managed by <strong>flux</strong>") || !strings.Contains(body, "<fieldset disabled>") {
+		t.Errorf("managed tunnel: got a page without the notice or with an editable form")
+	}
+	for _, path := range []string{"/ui/tunnels/synced", "/ui/tunnels/synced/enabled", "/ui/tunnels/synced/delete"} {
+		if resp, _ := h.send(api.RoleEditor, "POST", path, url.Values{"hostname": {"x.example.com"}}, nil); resp.StatusCode != 403 {
+			t.Errorf("POST %s on a managed tunnel: got %d, want 403", path, resp.StatusCode)
+		}
+	}
+}
+
+func TestTunnelEventsStreamStatusChanges(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	ctx := context.Background()
+	before := runtime.NumGoroutine()
+	reqCtx, cancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(reqCtx, "GET", h.url+"/ui/tunnels/events", nil)
+	req.AddCookie(&http.Cookie{Name: apiserver.SessionCookie, Value: h.sessions[api.RoleViewer][0]})
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
+		t.Fatalf("got %d %q, want 200 text/event-stream", resp.StatusCode, ct)
+	}
+	events := make(chan string, 16)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				events <- d
+			}
+		}
+	}()
+	next := func(want string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case d, ok := <-events:
+				if !ok {
+					t.Fatalf("the stream ended, want an event with %s", want)
+				}
+				if strings.Contains(d, want) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("got no event with %s within 10 s", want)
+			}
+		}
+	}
+	h.createTunnel("web", nil)
+	next(`"name":"web"`)
+	obj, _ := h.st.Get(ctx, "Tunnel", "web")
+	tun := obj.(*api.Tunnel)
+	api.SetCondition(&tun.Status.Conditions, api.Condition{Type: api.ConditionReady, Status: api.ConditionTrue, Reason: api.ReasonReady}, time.Now())
+	if _, err := h.st.UpdateStatus(ctx, tun, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next(`"state":"ready"`)
+	if _, err := h.st.Delete(ctx, "Tunnel", "web", store.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	next(`"deleted":true`)
+	cancel()
+	resp.Body.Close()
+	for range events {
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("got %d goroutines after the stream closed, want at most %d", n, before)
+	}
+}
+
+// TestPagesRender is a smoke test of every page a browser lands on.
+func TestPagesRender(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	h.createTunnel("web", nil)
+	for _, path := range []string{"/ui/tunnels", "/ui/tunnels/new", "/ui/tunnels/web", "/ui/tunnels/web/delete"} {
+		resp, body := h.send(api.RoleAdmin, "GET", path, nil, nil)
+		if resp.StatusCode != 200 || !strings.Contains(body, "</html>") {
+			t.Errorf("GET %s: got %d, want a page", path, resp.StatusCode)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("GET %s: got CSP %q, want framing forbidden", path, csp)
+		}
+	}
+}
