@@ -157,3 +157,38 @@ func (k *CertificateKeyPair) ValidateSpec() ErrorList { return nil }
 // (PEM), to anyone: a root is public by nature, and clients need it
 // before they hold any credential.
 const CAPath = "/certificates/v1/ca.pem"
+
+// ACMEChallenge is a pending ACME HTTP-01 challenge as Control keeps it
+// for the bridge; like CertificateKeyPair it is not a served kind. Its
+// name is the token.
+type ACMEChallenge struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta `json:"metadata"`
+	// Hostname is the name being validated.
+	Hostname string `json:"hostname"`
+	// Token names the challenge in its URL path.
+	Token string `json:"token"`
+	// KeyAuthorization is the answer.
+	KeyAuthorization string `json:"keyAuthorization"`
+
+	// status is never set; it exists so GetStatus can return something.
+	status CommonStatus
+}
+
+// ACMEChallengeKind is the Kind of an ACMEChallenge.
+const ACMEChallengeKind = "ACMEChallenge"
+
+// GetTypeMeta implements Object.
+func (c *ACMEChallenge) GetTypeMeta() *TypeMeta { return &c.TypeMeta }
+
+// GetMeta implements Object.
+func (c *ACMEChallenge) GetMeta() *ObjectMeta { return &c.Metadata }
+
+// GetStatus implements Object; a challenge has no status.
+func (c *ACMEChallenge) GetStatus() *CommonStatus { return &c.status }
+
+// Default implements Object.
+func (c *ACMEChallenge) Default() {}
+
+// ValidateSpec implements Object.
+func (c *ACMEChallenge) ValidateSpec() ErrorList { return nil }

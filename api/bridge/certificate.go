@@ -22,3 +22,20 @@ type Certificate struct {
 
 // CertificateKey is the slice key of the certificate of hostname.
 func CertificateKey(hostname string) string { return "cert/" + hostname }
+
+// Challenge is a pending ACME HTTP-01 challenge, delivered to every
+// gateway in the item "acme-http/<token>" before the CA is told to
+// validate, so that whichever gateway the CA reaches answers it.
+type Challenge struct {
+	// Hostname is the name being validated; only requests for it get the
+	// answer.
+	Hostname string `json:"hostname"`
+	// Token is the last path segment of
+	// /.well-known/acme-challenge/<token>.
+	Token string `json:"token"`
+	// KeyAuthorization is the body of the answer.
+	KeyAuthorization string `json:"keyAuthorization"`
+}
+
+// ChallengeKey is the slice key of the HTTP-01 challenge with token.
+func ChallengeKey(token string) string { return "acme-http/" + token }

@@ -102,7 +102,7 @@ type Message struct {
 // Exactly one of the pointers is set.
 type Item struct {
 	// Key is "self", "peer/<name>", "route/<hostname>", "tcp/<port>",
-	// "forward/<tunnel>" or "cert/<hostname>".
+	// "forward/<tunnel>", "cert/<hostname>" or "acme-http/<token>".
 	Key string `json:"key"`
 	// Self describes the node itself.
 	Self *Self `json:"self,omitempty"`
@@ -115,6 +115,9 @@ type Item struct {
 	// Certificate is a certificate and key a gateway serves, keyed
 	// "cert/<hostname>". Only gateways ever receive it.
 	Certificate *Certificate `json:"certificate,omitempty"`
+	// Challenge is a pending ACME HTTP-01 challenge, keyed
+	// "acme-http/<token>", for gateways only.
+	Challenge *Challenge `json:"challenge,omitempty"`
 }
 
 // Self is what Control assigned to the node.

@@ -122,7 +122,10 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 		cfg.OverlayPrefix = p.Masked()
 		return nil
 	})
-	fs.StringVar(&cfg.Certificates, "certificates", control.CertificatesInternal, "how tunnel certificates are obtained: internal (Control's own CA; trust its root from 'kakuremichictl get ca -o pem') or off (gateways serve --tls-cert-file or self-signed)")
+	fs.StringVar(&cfg.Certificates, "certificates", "", "how tunnel certificates are obtained: internal (Control's own CA; trust its root from 'kakuremichictl get ca -o pem'), acme (Let's Encrypt or --acme-directory, HTTP-01 through the gateways) or off (gateways serve --tls-cert-file or self-signed); default acme when --acme-email is set, else internal")
+	fs.StringVar(&cfg.ACME.Directory, "acme-directory", "", "ACME directory URL (default Let's Encrypt production; staging: https://acme-staging-v02.api.letsencrypt.org/directory)")
+	fs.StringVar(&cfg.ACME.Email, "acme-email", "", "contact email of the ACME account; setting it makes --certificates default to acme and means you agree to the CA's terms of service")
+	fs.StringVar(&cfg.ACME.CAFile, "acme-ca-file", "", "PEM roots that sign the ACME server's HTTPS certificate, for a private CA (default: system roots)")
 	fs.DurationVar(&cfg.NodeLease, "node-lease", 40*time.Second, "a node counts as offline this long after its last heartbeat")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")
 	var withGateway bool

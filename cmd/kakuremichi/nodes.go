@@ -225,7 +225,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 	certs := certsource.New(certsource.Config{Logger: log.With("component", "certificates")})
 	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: port, HTTPListen: httpListen, HTTPSListen: httpsListen,
 		TCPListenHost: tcpHost, CertFile: certFile, KeyFile: keyFile, ShutdownGrace: grace, Logger: log.With("component", "gateway"),
-		GetCertificate: certs.GetCertificate})
+		GetCertificate: certs.GetCertificate, WrapHTTP: certs.WrapHTTP})
 	if err != nil {
 		log.Error("start", "err", err)
 		return 2

@@ -28,7 +28,8 @@ type Config struct {
 	// Sources list and watch each kind the slices are computed from
 	// ("Agent", "Gateway", "Tunnel", "Token"). Required. A source for
 	// api.CertificateKeyPairKind, when present, puts certificates and
-	// keys into gateways' slices.
+	// keys into gateways' slices; one for api.ACMEChallengeKind, pending
+	// ACME HTTP-01 challenges.
 	Sources map[string]reconcile.ListerWatcher
 	// Logger receives the bridge's logs; nil discards.
 	Logger *slog.Logger
@@ -75,8 +76,10 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, informers: map[string]*reconcile.Informer{}, conns: map[*conn]struct{}{}}
 	kinds := []string{"Agent", "Gateway", "Tunnel", "Token"}
-	if _, ok := cfg.Sources[api.CertificateKeyPairKind]; ok {
-		kinds = append(kinds, api.CertificateKeyPairKind)
+	for _, k := range []string{api.CertificateKeyPairKind, api.ACMEChallengeKind} {
+		if _, ok := cfg.Sources[k]; ok {
+			kinds = append(kinds, k)
+		}
 	}
 	for _, kind := range kinds {
 		inf := reconcile.NewInformer(reconcile.InformerConfig{Kind: kind, Source: cfg.Sources[kind], Logger: cfg.Logger})
@@ -177,6 +180,9 @@ func (s *Server) state() State {
 		Tunnels: s.informers["Tunnel"].List(), KeepaliveSeconds: s.cfg.KeepaliveSeconds}
 	if inf, ok := s.informers[api.CertificateKeyPairKind]; ok {
 		st.Certificates = inf.List()
+	}
+	if inf, ok := s.informers[api.ACMEChallengeKind]; ok {
+		st.Challenges = inf.List()
 	}
 	return st
 }

@@ -19,6 +19,9 @@ type State struct {
 	// Certificates are *api.CertificateKeyPair, delivered to gateways
 	// only.
 	Certificates []api.Object
+	// Challenges are *api.ACMEChallenge, pending HTTP-01 challenges,
+	// delivered to gateways only.
+	Challenges []api.Object
 	// KeepaliveSeconds is the WireGuard keepalive agents use.
 	KeepaliveSeconds int
 }
@@ -131,6 +134,14 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 		key := bridge.CertificateKey(kp.Hostname)
 		s[key] = bridge.Item{Key: key, Certificate: &bridge.Certificate{Hostname: kp.Hostname, ChainPEM: kp.ChainPEM,
 			KeyPEM: kp.KeyPEM, Serial: kp.Serial, NotAfter: kp.NotAfter}}
+	}
+	for _, o := range st.Challenges {
+		ch := o.(*api.ACMEChallenge)
+		if r, ok := s["route/"+ch.Hostname]; !ok || r.Route == nil || r.Route.Protocol != "http" {
+			continue
+		}
+		key := bridge.ChallengeKey(ch.Token)
+		s[key] = bridge.Item{Key: key, Challenge: &bridge.Challenge{Hostname: ch.Hostname, Token: ch.Token, KeyAuthorization: ch.KeyAuthorization}}
 	}
 	return s, true
 }

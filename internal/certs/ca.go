@@ -27,6 +27,9 @@ const CASecret = "ca/internal"
 // trusts it has to be told again when it changes.
 const caLifetime = 10 * 365 * 24 * time.Hour
 
+// internalCAName starts the common name of every internal CA root.
+const internalCAName = "kakuremichi internal CA"
+
 // CA is the internal certificate authority: an ECDSA P-256 key and its
 // self-signed root, kept in the store so every Control replica and every
 // restart signs with the same one.
@@ -75,7 +78,7 @@ func newCA(now time.Time) ([]byte, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "kakuremichi internal CA " + hex.EncodeToString(serial.Bytes()[:4]), Organization: []string{"kakuremichi"}},
+		Subject:               pkix.Name{CommonName: internalCAName + " " + hex.EncodeToString(serial.Bytes()[:4]), Organization: []string{"kakuremichi"}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(caLifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,

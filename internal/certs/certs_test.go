@@ -109,7 +109,7 @@ func TestPassIssuesOnlyForEnabledHTTPTunnels(t *testing.T) {
 		t.Fatalf("LoadOrCreateCA: got %v, want nil", err)
 	}
 	c := New(Config{Store: st, Now: func() time.Time { return now }})
-	if _, err := c.Pass(testCtx(t), ca); err != nil {
+	if _, err := c.Pass(testCtx(t), c.InternalIssuer(ca)); err != nil {
 		t.Fatalf("Pass: got %v, want nil", err)
 	}
 	got := pairs(t, st)
@@ -141,7 +141,7 @@ func TestPassRenewsInLastThirdAndRemovesWithTunnel(t *testing.T) {
 		t.Fatalf("LoadOrCreateCA: got %v, want nil", err)
 	}
 	c := New(Config{Store: st, Now: clock, Lifetime: 90 * time.Hour})
-	next, err := c.Pass(testCtx(t), ca)
+	next, err := c.Pass(testCtx(t), c.InternalIssuer(ca))
 	if err != nil {
 		t.Fatalf("Pass: got %v, want nil", err)
 	}
@@ -163,7 +163,7 @@ func TestPassRenewsInLastThirdAndRemovesWithTunnel(t *testing.T) {
 	prev := first.Serial
 	for _, s := range steps {
 		now = s.at
-		if _, err := c.Pass(testCtx(t), ca); err != nil {
+		if _, err := c.Pass(testCtx(t), c.InternalIssuer(ca)); err != nil {
 			t.Fatalf("Pass at %v: got %v, want nil", s.at, err)
 		}
 		kp := pairs(t, st)["web.example.com"]
@@ -180,7 +180,7 @@ func TestPassRenewsInLastThirdAndRemovesWithTunnel(t *testing.T) {
 	if _, err := st.Delete(testCtx(t), "Tunnel", "web", store.DeleteOptions{}); err != nil {
 		t.Fatalf("delete tunnel: got %v, want nil", err)
 	}
-	if _, err := c.Pass(testCtx(t), ca); err != nil {
+	if _, err := c.Pass(testCtx(t), c.InternalIssuer(ca)); err != nil {
 		t.Fatalf("Pass after delete: got %v, want nil", err)
 	}
 	if got := pairs(t, st); len(got) != 0 {

@@ -48,6 +48,39 @@ type Config struct {
 	// Resync is how often every certificate is checked even without a
 	// change; zero means DefaultResync.
 	Resync time.Duration
+	// Issuer obtains certificates; nil means the internal CA, loaded
+	// from (or created in) the store when Run starts.
+	Issuer Issuer
+}
+
+// Issuer obtains certificates for the controller.
+type Issuer interface {
+	// Issue obtains a certificate and its key for hostname.
+	Issue(ctx context.Context, hostname string) (*api.CertificateKeyPair, error)
+	// Issued reports whether leaf comes from this issuer: a certificate
+	// of another one (after a change of mode) is replaced at once.
+	Issued(leaf *x509.Certificate) bool
+}
+
+// caIssuer is the internal CA as an Issuer.
+type caIssuer struct {
+	ca       *CA
+	now      func() time.Time
+	lifetime time.Duration
+}
+
+func (i caIssuer) Issue(_ context.Context, hostname string) (*api.CertificateKeyPair, error) {
+	return i.ca.Issue(hostname, i.now(), i.lifetime)
+}
+
+func (i caIssuer) Issued(leaf *x509.Certificate) bool {
+	return leaf.CheckSignatureFrom(i.ca.cert) == nil
+}
+
+// InternalIssuer returns ca as an Issuer with the controller's clock and
+// lifetime.
+func (c *Controller) InternalIssuer(ca *CA) Issuer {
+	return caIssuer{ca: ca, now: c.cfg.Now, lifetime: c.cfg.Lifetime}
 }
 
 // Controller keeps one certificate, signed by the internal CA, for every
@@ -82,16 +115,18 @@ func New(cfg Config) *Controller {
 // tunnels or certificates, at each renewal time and every Resync, until
 // ctx is done. Passes that fail are retried with backoff.
 func (c *Controller) Run(ctx context.Context) error {
-	var ca *CA
+	iss := c.cfg.Issuer
 	backoff := newBackoff()
-	for ca == nil {
-		var err error
-		if ca, err = LoadOrCreateCA(ctx, c.cfg.Store, c.cfg.Now()); err != nil {
+	for iss == nil {
+		ca, err := LoadOrCreateCA(ctx, c.cfg.Store, c.cfg.Now())
+		if err != nil {
 			c.log.Warn("certificates: cannot load the internal CA yet; retrying", "err", err)
 			if !sleep(ctx, backoff.next()) {
 				return ctx.Err()
 			}
+			continue
 		}
+		iss = c.InternalIssuer(ca)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -132,7 +167,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				}
 				session = s
 			}
-			return c.passLocked(runCtx, concurrency.NewMutex(session, c.cfg.Store.LockKey(lockName)), ca)
+			return c.passLocked(runCtx, concurrency.NewMutex(session, c.cfg.Store.LockKey(lockName)), iss)
 		}()
 		switch {
 		case ctx.Err() != nil:
@@ -160,7 +195,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
-func (c *Controller) passLocked(ctx context.Context, mu *concurrency.Mutex, ca *CA) (time.Time, error) {
+func (c *Controller) passLocked(ctx context.Context, mu *concurrency.Mutex, iss Issuer) (time.Time, error) {
 	if err := mu.Lock(ctx); err != nil {
 		return time.Time{}, fmt.Errorf("take the certificates lock: %w", err)
 	}
@@ -171,7 +206,7 @@ func (c *Controller) passLocked(ctx context.Context, mu *concurrency.Mutex, ca *
 			c.log.Warn("certificates: release the lock", "err", err)
 		}
 	}()
-	return c.Pass(ctx, ca)
+	return c.Pass(ctx, iss)
 }
 
 // watchTunnels pokes on every tunnel change, re-watching after errors,
@@ -204,10 +239,11 @@ func (c *Controller) watchCertificates(ctx context.Context, poke func()) {
 	}
 }
 
-// Pass runs one reconcile of every certificate with ca as the issuer and
+// Pass runs one reconcile of every certificate with iss as the issuer and
 // returns the earliest time a certificate needs renewing (zero: none).
-// The caller holds the lock.
-func (c *Controller) Pass(ctx context.Context, ca *CA) (time.Time, error) {
+// The caller holds the lock, so that only one replica orders at a time
+// and finds what another one already obtained.
+func (c *Controller) Pass(ctx context.Context, iss Issuer) (time.Time, error) {
 	st := c.cfg.Store
 	now := c.cfg.Now()
 	tunnels, _, err := st.List(ctx, "Tunnel", api.Selector{})
@@ -256,7 +292,7 @@ func (c *Controller) Pass(ctx context.Context, ca *CA) (time.Time, error) {
 	sort.Strings(hosts)
 	var earliest time.Time
 	for _, h := range hosts {
-		renew, err := c.reconcileHost(ctx, ca, h, certs[h], pairs[h], now)
+		renew, err := c.reconcileHost(ctx, iss, h, certs[h], pairs[h], now)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -269,7 +305,7 @@ func (c *Controller) Pass(ctx context.Context, ca *CA) (time.Time, error) {
 
 // reconcileHost makes sure host has its Certificate and a current key
 // pair, and returns when the pair is due for renewal.
-func (c *Controller) reconcileHost(ctx context.Context, ca *CA, host string, cert *api.Certificate, sec store.Secret, now time.Time) (time.Time, error) {
+func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, host string, cert *api.Certificate, sec store.Secret, now time.Time) (time.Time, error) {
 	st := c.cfg.Store
 	if cert == nil {
 		created, err := st.Create(ctx, &api.Certificate{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Certificate"},
@@ -287,15 +323,15 @@ func (c *Controller) reconcileHost(ctx context.Context, ca *CA, host string, cer
 	}
 	var l *x509.Certificate
 	if sec.Name != "" {
-		if kp, err := decodeKeyPair(sec.Name, sec.Value, sec.Revision); err == nil {
-			if l, err = leaf(kp.ChainPEM); err == nil && !current(l, ca, now) {
+		if obj, err := decodeKeyPair(host, sec.Value, sec.Revision); err == nil {
+			if l, err = leaf(obj.(*api.CertificateKeyPair).ChainPEM); err == nil && !current(l, iss, now) {
 				l = nil
 			}
 		}
 	}
 	var issueErr error
 	if l == nil {
-		kp, err := ca.Issue(host, now, c.cfg.Lifetime)
+		kp, err := iss.Issue(ctx, host)
 		if err == nil {
 			var data []byte
 			if data, err = json.Marshal(kp); err == nil {
@@ -357,10 +393,10 @@ func sameStatus(a, b api.CertificateStatus) bool {
 	return string(da) == string(db)
 }
 
-// current reports whether l was signed by ca and is not yet due for
+// current reports whether l comes from iss and is not yet due for
 // renewal.
-func current(l *x509.Certificate, ca *CA, now time.Time) bool {
-	if l.CheckSignatureFrom(ca.cert) != nil {
+func current(l *x509.Certificate, iss Issuer, now time.Time) bool {
+	if !iss.Issued(l) {
 		return false
 	}
 	return now.Before(renewAt(l))

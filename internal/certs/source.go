@@ -16,6 +16,10 @@ import (
 // secret per hostname.
 const keyPairPrefix = "certificates/"
 
+// challengePrefix is where pending HTTP-01 challenges are kept, one
+// secret per token.
+const challengePrefix = "challenges/http-01/"
+
 func keyPairSecret(hostname string) string { return keyPairPrefix + hostname }
 
 // KeyPairSource lists and watches the stored certificates and keys as
@@ -30,26 +34,61 @@ var _ reconcile.ListerWatcher = KeyPairSource{}
 
 // List implements reconcile.ListerWatcher.
 func (s KeyPairSource) List(ctx context.Context) ([]api.Object, int64, error) {
-	secrets, rev, err := s.Store.ListSecrets(ctx, keyPairPrefix)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make([]api.Object, 0, len(secrets))
-	for _, sec := range secrets {
-		kp, err := decodeKeyPair(sec.Name, sec.Value, sec.Revision)
-		if err != nil {
-			// One bad value must not hide every other certificate.
-			continue
-		}
-		out = append(out, kp)
-	}
-	return out, rev, nil
+	return listSecrets(ctx, s.Store, keyPairPrefix, decodeKeyPair)
 }
 
 // Watch implements reconcile.ListerWatcher; the relay goroutine ends with
 // ctx or with the store's channel.
 func (s KeyPairSource) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Event, error) {
-	in, err := s.Store.WatchSecrets(ctx, keyPairPrefix, fromRev)
+	return watchSecrets(ctx, s.Store, keyPairPrefix, fromRev, decodeKeyPair, func(name string) api.Object {
+		return &api.CertificateKeyPair{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: api.CertificateKeyPairKind},
+			Metadata: api.ObjectMeta{Name: name}, Hostname: name}
+	})
+}
+
+// ChallengeSource lists and watches pending HTTP-01 challenges as
+// *api.ACMEChallenge objects, for the watch bridge.
+type ChallengeSource struct {
+	// Store holds the challenges. Required.
+	Store *store.Store
+}
+
+var _ reconcile.ListerWatcher = ChallengeSource{}
+
+// List implements reconcile.ListerWatcher.
+func (s ChallengeSource) List(ctx context.Context) ([]api.Object, int64, error) {
+	return listSecrets(ctx, s.Store, challengePrefix, decodeChallenge)
+}
+
+// Watch implements reconcile.ListerWatcher.
+func (s ChallengeSource) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Event, error) {
+	return watchSecrets(ctx, s.Store, challengePrefix, fromRev, decodeChallenge, func(name string) api.Object {
+		return &api.ACMEChallenge{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: api.ACMEChallengeKind},
+			Metadata: api.ObjectMeta{Name: name}, Token: name}
+	})
+}
+
+type decodeFunc func(name string, value []byte, rev int64) (api.Object, error)
+
+func listSecrets(ctx context.Context, st *store.Store, prefix string, decode decodeFunc) ([]api.Object, int64, error) {
+	secrets, rev, err := st.ListSecrets(ctx, prefix)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]api.Object, 0, len(secrets))
+	for _, sec := range secrets {
+		obj, err := decode(strings.TrimPrefix(sec.Name, prefix), sec.Value, sec.Revision)
+		if err != nil {
+			// One bad value must not hide every other one.
+			continue
+		}
+		out = append(out, obj)
+	}
+	return out, rev, nil
+}
+
+func watchSecrets(ctx context.Context, st *store.Store, prefix string, fromRev int64, decode decodeFunc, gone func(name string) api.Object) (<-chan reconcile.Event, error) {
+	in, err := st.WatchSecrets(ctx, prefix, fromRev)
 	if err != nil {
 		return nil, err
 	}
@@ -58,21 +97,21 @@ func (s KeyPairSource) Watch(ctx context.Context, fromRev int64) (<-chan reconci
 		defer close(out)
 		for ev := range in {
 			rev := ev.Revision
+			name := strings.TrimPrefix(ev.Name, prefix)
 			var re reconcile.Event
 			switch ev.Type {
 			case api.Error:
 				re = reconcile.Event{Type: api.Error, Err: ev.Err}
 			case api.Deleted:
-				host := strings.TrimPrefix(ev.Name, keyPairPrefix)
-				re = reconcile.Event{Type: api.Deleted, Revision: rev, Object: &api.CertificateKeyPair{
-					TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: api.CertificateKeyPairKind},
-					Metadata: api.ObjectMeta{Name: host, ResourceVersion: strconv.FormatInt(rev, 10)}, Hostname: host}}
+				obj := gone(name)
+				obj.GetMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+				re = reconcile.Event{Type: api.Deleted, Revision: rev, Object: obj}
 			default:
-				kp, err := decodeKeyPair(ev.Name, ev.Value, rev)
+				obj, err := decode(name, ev.Value, rev)
 				if err != nil {
 					continue
 				}
-				re = reconcile.Event{Type: ev.Type, Revision: rev, Object: kp}
+				re = reconcile.Event{Type: ev.Type, Revision: rev, Object: obj}
 			}
 			select {
 			case out <- re:
@@ -86,16 +125,28 @@ func (s KeyPairSource) Watch(ctx context.Context, fromRev int64) (<-chan reconci
 	return out, nil
 }
 
-func decodeKeyPair(name string, value []byte, rev int64) (*api.CertificateKeyPair, error) {
+func decodeKeyPair(host string, value []byte, rev int64) (api.Object, error) {
 	var kp api.CertificateKeyPair
 	if err := json.Unmarshal(value, &kp); err != nil {
-		return nil, fmt.Errorf("decode certificate %s: %w", name, err)
+		return nil, fmt.Errorf("decode certificate %s: %w", host, err)
 	}
-	host := strings.TrimPrefix(name, keyPairPrefix)
 	if kp.Hostname != host {
-		return nil, fmt.Errorf("decode certificate %s: it names %q", name, kp.Hostname)
+		return nil, fmt.Errorf("decode certificate %s: it names %q", host, kp.Hostname)
 	}
 	kp.TypeMeta = api.TypeMeta{APIVersion: api.APIVersion, Kind: api.CertificateKeyPairKind}
 	kp.Metadata = api.ObjectMeta{Name: host, ResourceVersion: strconv.FormatInt(rev, 10)}
 	return &kp, nil
+}
+
+func decodeChallenge(token string, value []byte, rev int64) (api.Object, error) {
+	var c api.ACMEChallenge
+	if err := json.Unmarshal(value, &c); err != nil {
+		return nil, fmt.Errorf("decode challenge %s: %w", token, err)
+	}
+	if c.Token != token {
+		return nil, fmt.Errorf("decode challenge %s: it names %q", token, c.Token)
+	}
+	c.TypeMeta = api.TypeMeta{APIVersion: api.APIVersion, Kind: api.ACMEChallengeKind}
+	c.Metadata = api.ObjectMeta{Name: token, ResourceVersion: strconv.FormatInt(rev, 10)}
+	return &c, nil
 }

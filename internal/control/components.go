@@ -17,9 +17,20 @@ func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(c
 	out := map[string]func(context.Context) error{
 		"controllers": mgr.Run,
 	}
-	if cfg.Certificates == CertificatesInternal {
+	switch cfg.Certificates {
+	case CertificatesInternal:
 		out["certificates"] = certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"),
 			Lifetime: cfg.CertificateLifetime}).Run
+	case CertificatesACME:
+		out["certificates"] = func(ctx context.Context) error {
+			cfg.Logger = log.With("component", "acme")
+			iss, err := acmeIssuer(cfg, st)
+			if err != nil {
+				return err
+			}
+			defer iss.Close()
+			return certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"), Issuer: iss}).Run(ctx)
+		}
 	}
 	return out
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
 	"github.com/kakuremichi/kakuremichi/internal/bridgeserver"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
-	"github.com/kakuremichi/kakuremichi/internal/certs"
 	"github.com/kakuremichi/kakuremichi/internal/ui"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/store"
@@ -63,6 +62,8 @@ type Config struct {
 	// CertificateLifetime is the validity of internal-CA certificates;
 	// zero means 90 days. Tests shorten it to watch renewals.
 	CertificateLifetime time.Duration
+	// ACME configures CertificatesACME.
+	ACME ACMESettings
 }
 
 // BootstrapTokenFile is the name of the file in the data directory that
@@ -95,7 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
-	certMode, err := checkCertificateMode(cfg.Certificates)
+	certMode, err := checkCertificateMode(cfg.Certificates, cfg.ACME)
 	if err != nil {
 		return err
 	}
@@ -149,8 +150,8 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, k := range api.Kinds() {
 		sources[k.Kind] = source{a: adapter, kind: k.Kind}
 	}
-	if cfg.Certificates == CertificatesInternal {
-		sources[api.CertificateKeyPairKind] = certs.KeyPairSource{Store: st}
+	for kind, src := range certificateSources(cfg.Certificates, st) {
+		sources[kind] = src
 	}
 	br := bridgeserver.New(bridgeserver.Config{Store: st, Sources: sources, Logger: log.With("component", "bridge")})
 	br.Register(srv.Echo())

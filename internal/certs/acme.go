@@ -1,0 +1,248 @@
+package certs
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mholt/acmez/v3"
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/store"
+)
+
+// LetsEncryptDirectory is the default ACME directory.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// ACMEConfig configures an ACMEIssuer.
+type ACMEConfig struct {
+	// Store keeps the account key (through Storage) and the pending
+	// challenges the bridge delivers. Required.
+	Store *store.Store
+	// Directory is the ACME directory URL; "" means Let's Encrypt
+	// production.
+	Directory string
+	// Email is the account's contact; "" registers without one.
+	Email string
+	// TrustedRoots, when not nil, replace the system roots for talking
+	// to the CA (a private CA, or Pebble in tests).
+	TrustedRoots *x509.CertPool
+	// GatewayWait bounds how long a challenge waits for the connected
+	// gateways to report it applied before the CA is told to validate;
+	// zero means 30 s.
+	GatewayWait time.Duration
+	// Logger receives the issuer's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// ACMEIssuer obtains certificates from an ACME CA with HTTP-01: the
+// challenge goes to every gateway through the bridge, and only once the
+// connected gateways report the slice that carries it is the CA told to
+// validate, so whichever gateway it reaches answers.
+type ACMEIssuer struct {
+	cfg     ACMEConfig
+	storage *Storage
+	client  acmez.Client
+
+	// mu guards account.
+	mu sync.Mutex
+	// account is the registered account, once known.
+	account *acme.Account
+}
+
+// NewACMEIssuer returns an issuer; nothing is contacted until Issue.
+func NewACMEIssuer(cfg ACMEConfig) *ACMEIssuer {
+	if cfg.Directory == "" {
+		cfg.Directory = LetsEncryptDirectory
+	}
+	if cfg.GatewayWait == 0 {
+		cfg.GatewayWait = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if cfg.TrustedRoots != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.TrustedRoots, MinVersion: tls.VersionTLS12}}
+	}
+	i := &ACMEIssuer{cfg: cfg, storage: NewStorage(cfg.Store)}
+	i.client = acmez.Client{
+		Client:           &acme.Client{Directory: cfg.Directory, HTTPClient: hc, UserAgent: "kakuremichi"},
+		ChallengeSolvers: map[string]acmez.Solver{acme.ChallengeTypeHTTP01: httpSolver{issuer: i}},
+	}
+	return i
+}
+
+// accountKeyName is where the account key is kept, per directory.
+func (i *ACMEIssuer) accountKeyName() string {
+	sum := sha256.Sum256([]byte(i.cfg.Directory))
+	return "accounts/" + hex.EncodeToString(sum[:8]) + "/key.pem"
+}
+
+// ensureAccount registers (or finds again, by its key) the account. The
+// key is created once for the fleet, under a lock.
+func (i *ACMEIssuer) ensureAccount(ctx context.Context) (acme.Account, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.account != nil {
+		return *i.account, nil
+	}
+	name := i.accountKeyName()
+	if err := i.storage.Lock(ctx, name); err != nil {
+		return acme.Account{}, err
+	}
+	defer i.storage.Unlock(context.WithoutCancel(ctx), name)
+	keyPEM, err := i.storage.Load(ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		key, gerr := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if gerr != nil {
+			return acme.Account{}, gerr
+		}
+		der, _ := x509.MarshalPKCS8PrivateKey(key)
+		keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		err = i.storage.Store(ctx, name, keyPEM)
+	}
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("acme account key: %w", err)
+	}
+	b, _ := pem.Decode(keyPEM)
+	if b == nil {
+		return acme.Account{}, errors.New("acme account key: not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("acme account key: %w", err)
+	}
+	signer, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return acme.Account{}, fmt.Errorf("acme account key: a %T, want ECDSA", k)
+	}
+	acct := acme.Account{TermsOfServiceAgreed: true, PrivateKey: signer}
+	if i.cfg.Email != "" {
+		acct.Contact = []string{"mailto:" + i.cfg.Email}
+	}
+	// For a key the CA knows, newAccount returns the existing account.
+	acct, err = i.client.NewAccount(ctx, acct)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("register the acme account: %w", err)
+	}
+	i.account = &acct
+	return acct, nil
+}
+
+// Issue implements Issuer: one order for hostname.
+func (i *ACMEIssuer) Issue(ctx context.Context, hostname string) (*api.CertificateKeyPair, error) {
+	acct, err := i.ensureAccount(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	i.cfg.Logger.Info("ordering a certificate", "hostname", hostname, "directory", i.cfg.Directory)
+	certs, err := i.client.ObtainCertificateForSANs(ctx, acct, key, []string{hostname})
+	if err != nil {
+		return nil, fmt.Errorf("acme order for %s: %w", hostname, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("acme order for %s: the CA returned no certificate", hostname)
+	}
+	l, err := leaf(string(certs[0].ChainPEM))
+	if err != nil {
+		return nil, fmt.Errorf("acme order for %s: %w", hostname, err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	return &api.CertificateKeyPair{
+		TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: api.CertificateKeyPairKind},
+		Metadata: api.ObjectMeta{Name: hostname},
+		Hostname: hostname,
+		ChainPEM: string(certs[0].ChainPEM),
+		KeyPEM:   string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		Serial:   fmt.Sprintf("%x", l.SerialNumber),
+		NotAfter: l.NotAfter.UTC(),
+	}, nil
+}
+
+// Issued implements Issuer: anything not from the internal CA came from
+// an ACME CA.
+func (i *ACMEIssuer) Issued(l *x509.Certificate) bool {
+	return !strings.HasPrefix(l.Issuer.CommonName, internalCAName)
+}
+
+// Close releases the issuer's locks.
+func (i *ACMEIssuer) Close() error { return i.storage.Close() }
+
+// httpSolver publishes HTTP-01 challenges to the gateways.
+type httpSolver struct{ issuer *ACMEIssuer }
+
+func challengeSecret(token string) string { return challengePrefix + token }
+
+// Present stores the challenge; the bridge delivers it to every gateway.
+func (s httpSolver) Present(ctx context.Context, chal acme.Challenge) error {
+	data, err := json.Marshal(api.ACMEChallenge{Hostname: chal.Identifier.Value, Token: chal.Token, KeyAuthorization: chal.KeyAuthorization})
+	if err != nil {
+		return err
+	}
+	return s.issuer.cfg.Store.PutSecret(ctx, challengeSecret(chal.Token), data, 0)
+}
+
+// Wait returns once every connected, enabled gateway has reported a slice
+// revision that includes the challenge (or GatewayWait passed, when the
+// gateways that answered are all the CA may reach anyway).
+func (s httpSolver) Wait(ctx context.Context, chal acme.Challenge) error {
+	st := s.issuer.cfg.Store
+	_, rev, err := st.GetSecret(ctx, challengeSecret(chal.Token))
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(s.issuer.cfg.GatewayWait)
+	for {
+		objs, _, err := st.List(ctx, "Gateway", api.Selector{})
+		if err != nil {
+			return err
+		}
+		var behind []string
+		for _, o := range objs {
+			g := o.(*api.Gateway)
+			if !g.Spec.IsEnabled() || !api.IsConditionTrue(g.Status.Conditions, api.NodeConnected) {
+				continue
+			}
+			if g.Status.Revision < rev {
+				behind = append(behind, g.Metadata.Name)
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			s.issuer.cfg.Logger.Warn("acme: gateways have not confirmed the challenge; asking the CA to validate anyway",
+				"hostname", chal.Identifier.Value, "gateways", behind)
+			return nil
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
+
+// CleanUp removes the challenge from every gateway.
+func (s httpSolver) CleanUp(ctx context.Context, chal acme.Challenge) error {
+	return s.issuer.cfg.Store.DeleteSecret(ctx, challengeSecret(chal.Token))
+}

@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/kakuremichi/kakuremichi/api"
+)
+
+// pebbleVersion is the Pebble .ci/run installs; its test certificates
+// come from the module cache of the same version.
+const pebbleVersion = "v2.10.1"
+
+// loopbackDNS answers every A question with 127.0.0.1, as if every name
+// pointed at the gateways, and counts the A questions per name. It
+// serves UDP and TCP on one port: Pebble asks over TCP.
+type loopbackDNS struct {
+	udp, tcp *dns.Server
+	mu       sync.Mutex // guards asked
+	// asked counts A questions by lower-case name without the final dot.
+	asked map[string]int
+}
+
+func startLoopbackDNS(t *testing.T) (*loopbackDNS, string) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	d := &loopbackDNS{asked: map[string]int{}}
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Authoritative = true
+		for _, question := range q.Question {
+			if question.Qtype != dns.TypeA {
+				continue
+			}
+			name := strings.ToLower(strings.TrimSuffix(question.Name, "."))
+			d.mu.Lock()
+			d.asked[name]++
+			d.mu.Unlock()
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0},
+				A: net.IPv4(127, 0, 0, 1)})
+		}
+		_ = w.WriteMsg(m)
+	})
+	d.udp = &dns.Server{PacketConn: pc, Handler: handler}
+	d.tcp = &dns.Server{Listener: ln, Handler: handler}
+	for _, srv := range []*dns.Server{d.udp, d.tcp} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = srv.ActivateAndServe() }()
+		<-started
+		t.Cleanup(func() { _ = srv.Shutdown() })
+	}
+	return d, pc.LocalAddr().String()
+}
+
+func (d *loopbackDNS) count(name string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.asked[name]
+}
+
+// pebbleBinary finds Pebble on PATH or in $(go env GOPATH)/bin.
+func pebbleBinary(t *testing.T) string {
+	if p, err := exec.LookPath("pebble"); err == nil {
+		return p
+	}
+	out, err := exec.Command("go", "env", "GOPATH", "GOMODCACHE").Output()
+	if err == nil {
+		gopath := strings.Split(strings.TrimSpace(string(out)), "\n")[0]
+		if p := filepath.Join(gopath, "bin", "pebble"); fileExists(p) {
+			return p
+		}
+	}
+	t.Skip("pebble is not installed (.ci/run installs it: go install github.com/letsencrypt/pebble/v2/cmd/pebble@" + pebbleVersion + ")")
+	return ""
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// pebbleCerts returns the directory of Pebble's test certificates.
+func pebbleCerts(t *testing.T) string {
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "github.com/letsencrypt/pebble/v2@"+pebbleVersion, "test/certs")
+	if !fileExists(filepath.Join(dir, "localhost", "cert.pem")) {
+		t.Skipf("pebble's test certificates are not in the module cache at %s", dir)
+	}
+	return dir
+}
+
+// startPebble runs Pebble on listenPort, validating HTTP-01 at httpPort
+// and TLS-ALPN-01 at tlsPort of 127.0.0.1 (every name resolves there
+// through dnsAddr), and returns its directory URL and management
+// address, and a function counting the orders Pebble has taken (from its
+// log: the count is the CA's, not ours).
+func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort int) (dir, mgmt string, orders func() int) {
+	t.Helper()
+	bin, certs := pebbleBinary(t), pebbleCerts(t)
+	listen, mgmtAddr := fmt.Sprintf("localhost:%d", listenPort), fmt.Sprintf("localhost:%d", freePort(t))
+	conf := map[string]any{"pebble": map[string]any{
+		"listenAddress": listen, "managementListenAddress": mgmtAddr,
+		"certificate": filepath.Join(certs, "localhost", "cert.pem"), "privateKey": filepath.Join(certs, "localhost", "key.pem"),
+		"httpPort": httpPort, "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
+	}}
+	data, _ := json.Marshal(conf)
+	tmp := t.TempDir()
+	path := filepath.Join(tmp, "pebble.json")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(tmp, "pebble.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-config", path, "-dnsserver", dnsAddr)
+	// No random sleeps before validation and no rejected nonces: the
+	// test is about our side. Validation itself is real (never
+	// PEBBLE_VA_ALWAYS_VALID).
+	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			out, _ := os.ReadFile(logf.Name())
+			t.Logf("pebble log:\n%s", out)
+		}
+	})
+	dir = "https://" + listen + "/dir"
+	pool := x509.NewCertPool()
+	minica, _ := os.ReadFile(filepath.Join(certs, "pebble.minica.pem"))
+	pool.AppendCertsFromPEM(minica)
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		resp, err := hc.Get(dir)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return dir, mgmtAddr, func() int {
+					data, _ := os.ReadFile(logf.Name())
+					return strings.Count(string(data), "Added order")
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble at %s: got %v after 15s, want its directory", dir, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pebbleRoot fetches the root that signs what Pebble issues.
+func pebbleRoot(t *testing.T, mgmt string) *x509.CertPool {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := hc.Get("https://" + mgmt + "/roots/0")
+	if err != nil {
+		t.Fatalf("pebble root: got %v, want it", err)
+	}
+	defer resp.Body.Close()
+	pemData, _ := io.ReadAll(resp.Body)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		t.Fatalf("pebble root: got %q, want a PEM certificate", pemData)
+	}
+	return pool
+}
+
+// TestACMEThroughAnyGateway: Control in ACME mode against Pebble, three
+// gateways. Pebble validates HTTP-01 at one gateway only, one Control
+// never talks to: the challenge reached it through the bridge. A new
+// hostname gets one validation (one order), every gateway serves the
+// same certificate, and a client trusting only Pebble's root accepts it
+// through each.
+func TestACMEThroughAnyGateway(t *testing.T) {
+	pebbleBinary(t)
+	certsDir := pebbleCerts(t)
+	resolver, dnsAddr := startLoopbackDNS(t)
+
+	// Pebble's config needs the gateways' ports and Control needs
+	// Pebble's URL: Control starts first with a directory on a port
+	// picked now, and orders nothing before a tunnel exists.
+	c := &cluster{t: t, agents: map[string]*controlProc{}, apps: map[string]string{}}
+	pebblePort := freePort(t)
+	dirURL := fmt.Sprintf("https://localhost:%d/dir", pebblePort)
+	c.control = newControl(t, "--certificates", "acme", "--acme-directory", dirURL, "--acme-email", "ops@example.com",
+		"--acme-ca-file", filepath.Join(certsDir, "pebble.minica.pem"))
+	c.token = c.control.adminToken()
+	c.gwKey = c.apiKey("gateways", api.RoleGateway)
+	c.agentKey = c.apiKey("agents", api.RoleAgent)
+	for _, g := range []string{"gw1", "gw2", "gw3"} {
+		c.addGateway(g)
+	}
+	c.addApp("app-a")
+	c.addAgent("home")
+	c.waitNodesReady(30 * time.Second)
+
+	validator := c.gateways[2]
+	_, httpPort, _ := net.SplitHostPort(validator.httpAddr)
+	_, tlsPort, _ := net.SplitHostPort(validator.httpsAddr)
+	var hp, tp int
+	fmt.Sscan(httpPort, &hp)
+	fmt.Sscan(tlsPort, &tp)
+	_, mgmt, orders := startPebble(t, pebblePort, dnsAddr, hp, tp)
+
+	const host = "acme-app.example.com"
+	c.applyTunnel("web", host, "home", c.apps["app-a"])
+	applied := time.Now()
+	pool := pebbleRoot(t, mgmt)
+	serials := map[string]string{}
+	for _, g := range c.gateways {
+		var last string
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			code, body, err := get(trustingClient(g.httpsAddr, pool), "https://"+host+"/")
+			if err == nil && code == 200 && strings.Contains(body, "Hello from app-a") {
+				break
+			}
+			last = fmt.Sprintf("%d %v", code, err)
+			if time.Now().After(deadline) {
+				_, out := c.api("GET", "/certificates/"+api.CertificateName(host), "")
+				t.Fatalf("%s: https://%s trusted by Pebble's root: got %s after 60s, want 200 from app-a; certificate: %s\ncontrol log:\n%s", g.name, host, last, out, c.control.logs())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		s, err := servedSerial(g.httpsAddr, host)
+		if err != nil {
+			t.Fatalf("%s: handshake: got %v, want a certificate", g.name, err)
+		}
+		serials[g.name] = s
+	}
+	t.Logf("ACME certificate served by all three gateways %v after the tunnel was created", time.Since(applied).Round(time.Millisecond))
+	for name, s := range serials {
+		if s != serials["gw1"] {
+			t.Fatalf("serials: got %v, want one serial on every gateway (%s differs)", serials, name)
+		}
+	}
+	if n := orders(); n != 1 {
+		t.Errorf("orders at the CA: got %d, want exactly 1 for the whole fleet", n)
+	}
+	if resolver.count(host) == 0 {
+		t.Errorf("DNS questions for %s: got none, want the CA to have looked it up to validate", host)
+	}
+	_, out := c.api("GET", "/certificates/"+api.CertificateName(host), "")
+	var cert api.Certificate
+	decodeJSON(t, out, &cert)
+	if cert.Status.State != api.CertificateIssued || cert.Status.Serial != serials["gw1"] {
+		t.Fatalf("Certificate status: got state %q serial %q, want Issued and %s", cert.Status.State, cert.Status.Serial, serials["gw1"])
+	}
+	// The challenge left the gateways once validated.
+	code, _, err := get(gatewayClient(validator.httpAddr, 2*time.Second), "http://"+host+"/.well-known/acme-challenge/anything")
+	if err != nil || code != 404 {
+		t.Errorf("challenge path after issuance: got %d %v, want 404", code, err)
+	}
+}
