@@ -1,0 +1,185 @@
+package ui
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/store"
+)
+
+// chromium finds Debian's chromium (installed by .ci/run) or Chrome.
+func chromium(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no chromium binary found; .ci/run installs one")
+	return ""
+}
+
+// artifacts is where screenshots go: $KAKUREMICHI_ARTIFACTS if set, else
+// the test's temporary directory.
+func artifacts(t *testing.T) string {
+	dir := os.Getenv("KAKUREMICHI_ARTIFACTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	dir = filepath.Join(dir, "ui")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestBrowserFirstRunAndTunnelLifecycle drives a real chromium through
+// the first run (setup with the bootstrap token), login, creating a
+// tunnel (with a validation error first), watching its status turn Ready
+// without a reload, disabling and deleting it. The tunnel's status is
+// written to the store here, as Control's controllers would; the
+// end-to-end run with a real agent and gateway is not part of this test.
+func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
+	exe := chromium(t)
+	if testing.Short() {
+		t.Skip("starts a browser")
+	}
+	h := newHarness(t)
+	// The browser must reach the server as 127.0.0.1, where it treats
+	// plain HTTP as a secure context and keeps the __Host- cookie.
+	base := strings.Replace(h.url, "localhost", "127.0.0.1", 1)
+	shots := artifacts(t)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.WindowSize(1200, 800), chromedp.Flag("disable-gpu", true))
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelTimeout()
+
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
+		})
+	}
+	run := func(step string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+	}
+	location := func() string {
+		t.Helper()
+		loc, err := chromedp.Run(ctx, chromedp.Location())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loc
+	}
+	run("open the UI: first run goes to setup",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#token`)),
+		shot("01-setup"))
+	loc := location()
+	if !strings.HasSuffix(loc, "/ui/setup") {
+		t.Fatalf("got %s, want the setup page", loc)
+	}
+	run("set up the admin account",
+		chromedp.SendKeys(chromedp.CSS(`#token`), h.bootstrap),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`#email`), "alice@example.com"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), password),
+		chromedp.SendKeys(chromedp.CSS(`#password2`), password),
+		chromedp.Submit(chromedp.CSS(`#password2`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)),
+		shot("02-login"))
+	run("log in",
+		chromedp.SendKeys(chromedp.CSS(`#password`), password),
+		chromedp.Submit(chromedp.CSS(`#password`)),
+		chromedp.WaitVisible(chromedp.CSS(`a.button.primary`)),
+		shot("03-tunnels-empty"))
+	loc = location()
+	if !strings.Contains(loc, "/ui/tunnels") {
+		t.Fatalf("after login: got %s, want the tunnels page (the browser must keep the %s cookie)", loc, "__Host-kkm_session")
+	}
+	run("a form with a bad hostname shows the error next to the field",
+		chromedp.Click(chromedp.CSS(`a.button.primary`)),
+		chromedp.WaitVisible(chromedp.CSS(`#hostname`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "web"),
+		chromedp.SendKeys(chromedp.CSS(`#hostname`), "not a hostname"),
+		chromedp.SendKeys(chromedp.CSS(`#agent`), "home"),
+		chromedp.SetValue(chromedp.CSS(`#target`), "http://app:3000"),
+		chromedp.Submit(chromedp.CSS(`#hostname`)),
+		chromedp.WaitVisible(chromedp.CSS(`#hostname-err`)),
+		shot("04-tunnel-form-error"))
+	run("fix it and create the tunnel",
+		chromedp.SetValue(chromedp.CSS(`#hostname`), "web.example.com"),
+		chromedp.Submit(chromedp.CSS(`#hostname`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.pending`)),
+		shot("05-tunnel-pending"))
+
+	// Control marks the tunnel Ready; the open page must follow without
+	// a reload. A marker on the window would be lost by a reload.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload = true`)); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := h.st.Get(context.Background(), "Tunnel", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := obj.(*api.Tunnel)
+	api.SetCondition(&tun.Status.Conditions, api.Condition{Type: api.ConditionReady, Status: api.ConditionTrue, Reason: api.ReasonReady}, time.Now())
+	if _, err := h.st.UpdateStatus(context.Background(), tun, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	run("the row turns ready live",
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.ready`)),
+		shot("06-tunnel-ready"))
+	same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload === true`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !same {
+		t.Errorf("the page was reloaded, want the row updated in place")
+	}
+	run("disable it",
+		chromedp.Click(chromedp.CSS(`tr[data-name="web"] td.actions button`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.disabled`)),
+		shot("07-tunnel-disabled"))
+	run("delete it after confirming",
+		chromedp.Click(chromedp.CSS(`tr[data-name="web"] a.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.danger`)),
+		shot("08-delete-confirm"),
+		chromedp.Click(chromedp.CSS(`button.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)),
+		shot("09-deleted"))
+	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-name="web"]').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != 0 {
+		t.Errorf("after delete: got %d rows for web, want none", rows)
+	}
+	if _, err := h.st.Get(context.Background(), "Tunnel", "web"); err == nil {
+		t.Errorf("after delete: the tunnel is still stored")
+	}
+	// A phone-sized view of the list, to look at.
+	run("phone view",
+		chromedp.EmulateViewport(390, 844),
+		chromedp.Navigate(base+"/ui/tunnels"),
+		chromedp.WaitVisible(chromedp.CSS(`h1`)),
+		shot("10-phone"))
+	t.Logf("screenshots in %s", shots)
+}
