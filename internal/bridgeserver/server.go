@@ -159,9 +159,39 @@ func (s *Server) changed(kind string, ch reconcile.Change) {
 		}
 		return
 	}
+	if ch.Type == api.Modified && ch.Old != nil && ch.New != nil && sliceInput(ch.Old) == sliceInput(ch.New) {
+		// A heartbeat's status write or a condition: no slice reads it.
+		return
+	}
 	for c := range s.conns {
 		c.wake()
 	}
+}
+
+// sliceInput is what of an object the slices are computed from: its spec,
+// its creation and deletion times, and a node's overlay address. A change
+// elsewhere (conditions, heartbeats) wakes no connection.
+func sliceInput(obj api.Object) string {
+	m := obj.GetMeta()
+	var spec any
+	var addr string
+	switch o := obj.(type) {
+	case *api.Tunnel:
+		spec = o.Spec
+	case *api.Agent:
+		spec, addr = o.Spec, o.Status.OverlayAddress
+	case *api.Gateway:
+		spec, addr = o.Spec, o.Status.OverlayAddress
+	default:
+		return m.ResourceVersion
+	}
+	data, _ := json.Marshal(struct {
+		Spec     any
+		Created  time.Time
+		Deleting *time.Time
+		Addr     string
+	}{spec, m.CreationTimestamp, m.DeletionTimestamp, addr})
+	return string(data)
 }
 
 func parseRV(s string) int64 {
