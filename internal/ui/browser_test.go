@@ -114,7 +114,26 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 	if !strings.Contains(loc, "/ui/tunnels") {
 		t.Fatalf("after login: got %s, want the tunnels page (the browser must keep the %s cookie)", loc, "__Host-kkm_session")
 	}
+	run("add an agent: its key and the commands to start it",
+		chromedp.Navigate(base+"/ui/agents"),
+		chromedp.WaitVisible(chromedp.CSS(`a.button.primary`)),
+		shot("04-agents-empty"),
+		chromedp.Click(chromedp.CSS(`a.button.primary`)),
+		chromedp.WaitVisible(chromedp.CSS(`#name`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "home"),
+		chromedp.Submit(chromedp.CSS(`#name`)),
+		chromedp.WaitVisible(chromedp.CSS(`#cmd-docker`)),
+		shot("05-agent-key"))
+	cmd, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#cmd-docker`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cmd, "-e CONTROL_URL="+base) || !strings.Contains(cmd, "-e API_KEY="+api.APIKeyPrefix+"home.") {
+		t.Errorf("got docker command %q, want CONTROL_URL and the new API_KEY in it", cmd)
+	}
 	run("a form with a bad hostname shows the error next to the field",
+		chromedp.Navigate(base+"/ui/tunnels"),
+		chromedp.WaitVisible(chromedp.CSS(`a.button.primary`)),
 		chromedp.Click(chromedp.CSS(`a.button.primary`)),
 		chromedp.WaitVisible(chromedp.CSS(`#hostname`)),
 		chromedp.SendKeys(chromedp.CSS(`#name`), "web"),
@@ -123,19 +142,20 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS(`#target`), "http://app:3000"),
 		chromedp.Submit(chromedp.CSS(`#hostname`)),
 		chromedp.WaitVisible(chromedp.CSS(`#hostname-err`)),
-		shot("04-tunnel-form-error"))
+		shot("06-tunnel-form-error"))
 	run("fix it and create the tunnel",
 		chromedp.SetValue(chromedp.CSS(`#hostname`), "web.example.com"),
 		chromedp.Submit(chromedp.CSS(`#hostname`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.pending`)),
-		shot("05-tunnel-pending"))
+		shot("07-tunnel-pending"))
 
 	// Control marks the tunnel Ready; the open page must follow without
 	// a reload. A marker on the window would be lost by a reload.
+	var obj api.Object
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload = true`)); err != nil {
 		t.Fatal(err)
 	}
-	obj, err := h.st.Get(context.Background(), "Tunnel", "web")
+	obj, err = h.st.Get(context.Background(), "Tunnel", "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +166,7 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 	}
 	run("the row turns ready live",
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.ready`)),
-		shot("06-tunnel-ready"))
+		shot("08-tunnel-ready"))
 	same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload === true`))
 	if err != nil {
 		t.Fatal(err)
@@ -157,14 +177,14 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 	run("disable it",
 		chromedp.Click(chromedp.CSS(`tr[data-name="web"] td.actions button`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.disabled`)),
-		shot("07-tunnel-disabled"))
+		shot("09-tunnel-disabled"))
 	run("delete it after confirming",
 		chromedp.Click(chromedp.CSS(`tr[data-name="web"] a.danger`)),
 		chromedp.WaitVisible(chromedp.CSS(`button.danger`)),
-		shot("08-delete-confirm"),
+		shot("10-delete-confirm"),
 		chromedp.Click(chromedp.CSS(`button.danger`)),
 		chromedp.WaitVisible(chromedp.CSS(`.flash`)),
-		shot("09-deleted"))
+		shot("11-deleted"))
 	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-name="web"]').length`))
 	if err != nil {
 		t.Fatal(err)
@@ -180,6 +200,6 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 		chromedp.EmulateViewport(390, 844),
 		chromedp.Navigate(base+"/ui/tunnels"),
 		chromedp.WaitVisible(chromedp.CSS(`h1`)),
-		shot("10-phone"))
+		shot("12-phone"))
 	t.Logf("screenshots in %s", shots)
 }

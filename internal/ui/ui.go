@@ -48,6 +48,12 @@ type Config struct {
 	Accounts *accounts.Service
 	// Logger receives failures; nil discards.
 	Logger *slog.Logger
+	// PublicURL is the address agents dial, shown in the commands of "Add
+	// an agent"; "" uses the scheme and host the browser used.
+	PublicURL string
+	// AgentImage is the container image shown in the docker run line and
+	// the compose snippet; "" shows only the command for the binary.
+	AgentImage string
 	// Heartbeat is how often an idle event stream gets a comment, so
 	// proxies keep it open; zero means 15 s.
 	Heartbeat time.Duration
@@ -55,11 +61,13 @@ type Config struct {
 
 // UI serves the web pages.
 type UI struct {
-	st        *store.Store
-	acc       *accounts.Service
-	log       *slog.Logger
-	heartbeat time.Duration
-	pages     map[string]*template.Template
+	st         *store.Store
+	acc        *accounts.Service
+	log        *slog.Logger
+	heartbeat  time.Duration
+	publicURL  string
+	agentImage string
+	pages      map[string]*template.Template
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by Stop: event streams end
@@ -71,6 +79,7 @@ func New(cfg Config) (*UI, error) {
 		return nil, errors.New("ui: a store and accounts are required")
 	}
 	u := &UI{st: cfg.Store, acc: cfg.Accounts, log: cfg.Logger, heartbeat: cfg.Heartbeat,
+		publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), agentImage: cfg.AgentImage,
 		pages: map[string]*template.Template{}, stopping: make(chan struct{})}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
@@ -121,6 +130,9 @@ func (u *UI) Register(e *echo.Echo) {
 	e.POST(Prefix+"/tunnels/:name/enabled", u.setEnabled, editor)
 	e.GET(Prefix+"/tunnels/:name/delete", u.confirmDelete, editor)
 	e.POST(Prefix+"/tunnels/:name/delete", u.deleteTunnel, editor)
+	e.GET(Prefix+"/agents", u.agents, viewer)
+	e.GET(Prefix+"/agents/new", u.addAgentPage, editor)
+	e.POST(Prefix+"/agents/new", u.addAgent, editor)
 }
 
 const sessionCtx = "kakuremichi.ui.session"

@@ -17,6 +17,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/internal/credential"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
@@ -51,7 +52,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, Accounts: acc})
-	u, err := New(Config{Store: st, Accounts: acc, Heartbeat: 100 * time.Millisecond})
+	u, err := New(Config{Store: st, Accounts: acc, Heartbeat: 100 * time.Millisecond, AgentImage: "kakuremichi:test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +203,9 @@ var uiPolicy = map[string]api.Role{
 	"POST /ui/tunnels/:name/enabled": api.RoleEditor,
 	"GET /ui/tunnels/:name/delete":   api.RoleEditor,
 	"POST /ui/tunnels/:name/delete":  api.RoleEditor,
+	"GET /ui/agents":                 api.RoleViewer,
+	"GET /ui/agents/new":             api.RoleEditor,
+	"POST /ui/agents/new":            api.RoleEditor,
 }
 
 var rank = map[api.Role]int{api.RoleViewer: 1, api.RoleEditor: 2, api.RoleAdmin: 3}
@@ -478,5 +482,75 @@ func TestPagesRender(t *testing.T) {
 		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
 			t.Errorf("GET %s: got CSP %q, want framing forbidden", path, csp)
 		}
+	}
+}
+
+func TestAgentsPageAndAddingAnAgent(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	ctx := context.Background()
+	created, err := h.st.Create(ctx, &api.Agent{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Agent"},
+		Metadata: api.ObjectMeta{Name: "home"}}, store.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag := created.(*api.Agent)
+	seen := time.Now().Add(-5 * time.Second)
+	ag.Status.Version, ag.Status.LastHeartbeat, ag.Status.OverlayAddress = "v1.2.3", &seen, "100.64.0.7"
+	ag.Status.Gateways = []api.NodePeerStatus{{Name: "gw-tokyo"}}
+	api.SetCondition(&ag.Status.Conditions, api.Condition{Type: api.NodeConnected, Status: api.ConditionTrue, Reason: "Heartbeating"}, time.Now())
+	if _, err := h.st.UpdateStatus(ctx, ag, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, body := h.send(api.RoleViewer, "GET", "/ui/agents", nil, nil)
+	for _, want := range []string{`data-name="home"`, "online", "v1.2.3", "gw-tokyo", "100.64.0.7", "5s ago"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("agents page: got no %q", want)
+		}
+	}
+	if strings.Contains(body, "Add an agent") {
+		t.Errorf("agents page as viewer: got the Add button, want it hidden")
+	}
+	resp, body := h.send(api.RoleEditor, "POST", "/ui/agents/new", url.Values{"name": {"Bad Name"}}, nil)
+	if resp.StatusCode != 422 || !strings.Contains(body, `id="name-err"`) {
+		t.Errorf("bad agent name: got %d, want 422 with the error next to the field", resp.StatusCode)
+	}
+	resp, body = h.send(api.RoleEditor, "POST", "/ui/agents/new", url.Values{"name": {"office"}}, nil)
+	if resp.StatusCode != 201 {
+		t.Fatalf("add an agent: got %d, want 201", resp.StatusCode)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("the page with the key: got Cache-Control %q, want no-store", cc)
+	}
+	obj, err := h.st.Get(ctx, "APIKey", "office")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := obj.(*api.APIKey)
+	if key.Spec.Role != api.RoleAgent || key.Spec.MaxUses != 1 {
+		t.Errorf("got key %+v, want a single-use agent key", key.Spec)
+	}
+	i := strings.Index(body, api.APIKeyPrefix+"office.")
+	if i < 0 {
+		t.Fatalf("the page shows no key")
+	}
+	shown := body[i : i+len(api.APIKeyPrefix+"office.")+43]
+	name, secret, ok := api.ParseAPIKey(shown)
+	if !ok || name != "office" || credential.Hash(secret) != key.Spec.SecretHash {
+		t.Errorf("the key shown does not match the stored hash")
+	}
+	for _, want := range []string{
+		"CONTROL_URL=" + h.url + " API_KEY=" + shown,
+		"docker run -d --name kakuremichi-agent --restart unless-stopped",
+		"-e CONTROL_URL=" + h.url + " -e API_KEY=" + shown,
+		"kakuremichi:test agent --name office",
+		"API_KEY: " + shown,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("add an agent: got no %q on the page", want)
+		}
+	}
+	if resp, _ := h.send(api.RoleEditor, "POST", "/ui/agents/new", url.Values{"name": {"office"}}, nil); resp.StatusCode != 409 {
+		t.Errorf("the same name again: got %d, want 409", resp.StatusCode)
 	}
 }
