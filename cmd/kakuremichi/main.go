@@ -59,6 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runGateway(ctx, args[1:], stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stderr)
+	case "healthcheck": // the container image's HEALTHCHECK
+		return runHealthcheck(ctx, args[1:], stderr)
+	case "init-keys": // docker-compose.yml's one-shot init service
+		return runInitKeys(ctx, args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "kakuremichi %s %s\n", buildinfo.Version(), buildinfo.Commit())
 		return 0

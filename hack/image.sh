@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the container image from this checkout with nothing pulled from a
+# registry: static binaries built here (CGO_ENABLED=0), the host's CA
+# certificates and a passwd/group entry for the non-root user go into a
+# temporary build context, and the root Dockerfile (FROM scratch) copies it.
+#
+#   hack/image.sh            linux/amd64 image, tagged kakuremichi:dev
+#   hack/image.sh arm64      linux/arm64 image, tagged kakuremichi:dev-arm64
+#
+# IMAGE overrides the tag; VERSION the version stamped into the binaries
+# and the image's labels (default: git describe).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arch="${1:-amd64}"
+case "$arch" in
+  amd64|arm64) ;;
+  *) echo "usage: hack/image.sh [amd64|arm64]" >&2; exit 2 ;;
+esac
+if [ "$arch" = amd64 ]; then
+  image="${IMAGE:-kakuremichi:dev}"
+else
+  image="${IMAGE:-kakuremichi:dev-$arch}"
+fi
+version="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
+revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+cacerts=/etc/ssl/certs/ca-certificates.crt
+if [ ! -r "$cacerts" ]; then
+  echo "hack/image.sh: $cacerts is missing (Debian: apt-get install ca-certificates)" >&2
+  exit 1
+fi
+
+ctx="$(mktemp -d "${TMPDIR:-/tmp}/kakuremichi-image.XXXXXX")"
+trap 'rm -rf "$ctx"' EXIT
+
+CGO_ENABLED=0 GOOS=linux GOARCH="$arch" go build -trimpath \
+  -ldflags "-s -w -X github.com/kakuremichi/kakuremichi/internal/buildinfo.version=$version" \
+  -o "$ctx/" ./cmd/kakuremichi ./cmd/kakuremichictl
+
+# Owned by root: certificates and the user database.
+mkdir -p "$ctx/rootfs/etc/ssl/certs"
+cp "$cacerts" "$ctx/rootfs/etc/ssl/certs/ca-certificates.crt"
+printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"
+printf 'root:x:0:\nnonroot:x:65532:\n' >"$ctx/rootfs/etc/group"
+# Owned by the image's user (Dockerfile: COPY --chown): the directories
+# volumes are mounted on, a home and a temporary directory.
+mkdir -p "$ctx/owned/data" "$ctx/owned/state" "$ctx/owned/keys" "$ctx/owned/home/nonroot" "$ctx/owned/tmp"
+chmod 0700 "$ctx/owned/data" "$ctx/owned/state" "$ctx/owned/keys" "$ctx/owned/home/nonroot"
+chmod 1777 "$ctx/owned/tmp"
+
+docker build --quiet -f Dockerfile -t "$image" \
+  --platform "linux/$arch" \
+  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  "$ctx" >/dev/null
+echo "$image"
