@@ -49,6 +49,12 @@ type CertificateStatus struct {
 	// RenewAfter is when Control starts renewing: the last third of the
 	// certificate's lifetime.
 	RenewAfter *time.Time `json:"renewAfter,omitempty"`
+	// Failures counts the attempts that failed in a row; zero after a
+	// success.
+	Failures int `json:"failures,omitempty"`
+	// NextAttempt is, after a failure, when Control tries again (the
+	// wait doubles with each failure).
+	NextAttempt *time.Time `json:"nextAttempt,omitempty"`
 }
 
 // Certificate states, the summary a user reads in `get certificates`.
@@ -69,8 +75,21 @@ const (
 	ReasonIssued = "Issued"
 	// ReasonIssuing: the first certificate is being obtained.
 	ReasonIssuing = "Issuing"
-	// ReasonIssueFailed: the CA did not issue; the message says why.
+	// ReasonIssueFailed: issuing failed for a reason of our own (the
+	// store, the internal CA); the message says why.
 	ReasonIssueFailed = "IssueFailed"
+	// ReasonCARefused: the ACME CA refused the order (a rejected or
+	// CAA-forbidden name, a malformed request).
+	ReasonCARefused = "CARefused"
+	// ReasonRateLimited: the ACME CA rate limits us; Control waits at
+	// least an hour before asking again.
+	ReasonRateLimited = "RateLimited"
+	// ReasonDNSNotPointingAtGateway: the CA could not fetch the
+	// challenge: the hostname's DNS does not point at a gateway, or port
+	// 80 of the address it points at is not a gateway's.
+	ReasonDNSNotPointingAtGateway = "DNSNotPointingAtGateway"
+	// ReasonCAUnreachable: Control could not reach the ACME CA.
+	ReasonCAUnreachable = "CAUnreachable"
 )
 
 // GetTypeMeta implements Object.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -51,7 +52,20 @@ type Config struct {
 	// Issuer obtains certificates; nil means the internal CA, loaded
 	// from (or created in) the store when Run starts.
 	Issuer Issuer
+	// RetryBase is the wait after a first failed attempt for a hostname;
+	// it doubles with each further failure up to MaxRetryWait. Zero
+	// means DefaultRetryBase.
+	RetryBase time.Duration
 }
+
+// DefaultRetryBase and MaxRetryWait bound the backoff of a hostname whose
+// certificate cannot be obtained; a rate-limited one waits at least
+// rateLimitWait.
+const (
+	DefaultRetryBase = time.Minute
+	MaxRetryWait     = 6 * time.Hour
+	rateLimitWait    = time.Hour
+)
 
 // Issuer obtains certificates for the controller.
 type Issuer interface {
@@ -107,6 +121,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = DefaultResync
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = DefaultRetryBase
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger}
 }
@@ -321,13 +338,19 @@ func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, host string,
 		}
 		cert = created.(*api.Certificate)
 	}
-	var l *x509.Certificate
+	// prev is the stored leaf, l the one to describe in status: prev
+	// while it is current, else the new one.
+	var l, prev *x509.Certificate
 	if sec.Name != "" {
 		if obj, err := decodeKeyPair(host, sec.Value, sec.Revision); err == nil {
-			if l, err = leaf(obj.(*api.CertificateKeyPair).ChainPEM); err == nil && !current(l, iss, now) {
-				l = nil
+			if prev, err = leaf(obj.(*api.CertificateKeyPair).ChainPEM); err == nil && current(prev, iss, now) {
+				l = prev
 			}
 		}
+	}
+	if l == nil && cert.Status.NextAttempt != nil && now.Before(*cert.Status.NextAttempt) {
+		// Backing off after a failure: the status already says why.
+		return *cert.Status.NextAttempt, nil
 	}
 	var issueErr error
 	if l == nil {
@@ -353,8 +376,30 @@ func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, host string,
 	}
 	next := cert.Status
 	next.ObservedGeneration = cert.Metadata.Generation
+	if issueErr != nil && prev != nil && now.Before(prev.NotAfter) {
+		// Renewal failed but the stored certificate is still valid:
+		// gateways keep serving it (the key pair was not touched).
+		l = prev
+	}
 	ready := api.Condition{Type: api.ConditionReady, ObservedGeneration: cert.Metadata.Generation}
 	var renew time.Time
+	reason := ""
+	if issueErr != nil {
+		var atLeast time.Duration
+		reason, atLeast = classifyIssueError(issueErr)
+		next.Failures = cert.Status.Failures + 1
+		wait := c.cfg.RetryBase << min(next.Failures-1, 20)
+		if wait > MaxRetryWait || wait <= 0 {
+			wait = MaxRetryWait
+		}
+		wait = max(wait, atLeast)
+		at := now.Add(wait).UTC().Truncate(time.Second)
+		next.NextAttempt = &at
+		c.log.Warn("certificates: obtaining a certificate failed; retrying later", "hostname", host, "reason", reason,
+			"failures", next.Failures, "next_attempt", at, "err", issueErr)
+	} else if l != nil {
+		next.Failures, next.NextAttempt = 0, nil
+	}
 	switch {
 	case l != nil:
 		renew = renewAt(l)
@@ -364,12 +409,16 @@ func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, host string,
 		ready.Status, ready.Reason = api.ConditionTrue, api.ReasonIssued
 		ready.Message = fmt.Sprintf("valid until %s, served by every gateway", na.Format(time.RFC3339))
 		if issueErr != nil {
-			// The old certificate is still good: keep serving it.
-			ready.Message += "; renewal failed: " + issueErr.Error()
+			// The old certificate is still good: keep serving it, and
+			// wake up for the next attempt.
+			ready.Message += fmt.Sprintf("; renewal failed (%s), next attempt at %s: %v", reason, next.NextAttempt.Format(time.RFC3339), issueErr)
+			renew = *next.NextAttempt
 		}
 	case issueErr != nil:
 		next.State = api.CertificateFailed
-		ready.Status, ready.Reason, ready.Message = api.ConditionFalse, api.ReasonIssueFailed, issueErr.Error()
+		ready.Status, ready.Reason = api.ConditionFalse, reason
+		ready.Message = fmt.Sprintf("%v; next attempt at %s", issueErr, next.NextAttempt.Format(time.RFC3339))
+		renew = *next.NextAttempt
 	default:
 		next.State = api.CertificatePending
 		ready.Status, ready.Reason = api.ConditionFalse, api.ReasonIssuing
@@ -381,10 +430,31 @@ func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, host string,
 		upd := api.Clone(cert)
 		upd.Status = next
 		if _, err := st.UpdateStatus(ctx, upd, store.WriteOptions{}); err != nil {
-			return renew, errors.Join(issueErr, fmt.Errorf("write the status of certificate %s: %w", host, err))
+			return renew, fmt.Errorf("write the status of certificate %s: %w", host, err)
 		}
 	}
-	return renew, issueErr
+	// A CA's refusal is in the status and retried on its own schedule;
+	// it is not a failure of the pass.
+	return renew, nil
+}
+
+// classifyIssueError turns an issuance error into a condition reason and
+// the least wait the CA asks for.
+func classifyIssueError(err error) (string, time.Duration) {
+	msg := err.Error()
+	var nerr net.Error
+	switch {
+	case strings.Contains(msg, "urn:ietf:params:acme:error:rateLimited"):
+		return api.ReasonRateLimited, rateLimitWait
+	case strings.Contains(msg, "urn:ietf:params:acme:error:connection"), strings.Contains(msg, "urn:ietf:params:acme:error:dns"),
+		strings.Contains(msg, "urn:ietf:params:acme:error:unauthorized"), strings.Contains(msg, "urn:ietf:params:acme:error:incorrectResponse"):
+		return api.ReasonDNSNotPointingAtGateway, 0
+	case strings.Contains(msg, "urn:ietf:params:acme:error:"):
+		return api.ReasonCARefused, 0
+	case errors.As(err, &nerr):
+		return api.ReasonCAUnreachable, 0
+	}
+	return api.ReasonIssueFailed, 0
 }
 
 func sameStatus(a, b api.CertificateStatus) bool {
