@@ -80,7 +80,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"login", "login --server URL [--token-file FILE | --token TOKEN]   (token read from stdin otherwise)",
+		{"login", "login --server URL [--token-file FILE | --token TOKEN | --username NAME [--ttl 720h]]   (token or password read from stdin otherwise)",
 			"check a token against Control and save server and token in the config file", runLogin},
 		{"apply", "apply -f FILE|DIR|- [-f ...] [--prune -l SELECTOR] [--dry-run] [-o name|yaml|json]",
 			"create or update objects so they match the manifests", runApply},

@@ -19,6 +19,9 @@ import (
 // in the config file.
 func runLogin(ctx context.Context, c *cli, args []string) error {
 	fs := c.newFlagSet("login")
+	var username, ttl string
+	fs.StringVar(&username, "username", "", "log in as this user: the password is read from the terminal or stdin, and traded for a token")
+	fs.StringVar(&ttl, "ttl", "", "with --username: how long the token lives, such as 720h (default and most: 90 days)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -42,6 +45,12 @@ func runLogin(ctx context.Context, c *cli, args []string) error {
 	}
 	var token string
 	switch {
+	case username != "" && (c.global.token != "" || c.global.tokenFile != ""):
+		return usagef("give either --username or a token, not both")
+	case username != "":
+		// Handled below, once TLS settings are known.
+	case ttl != "":
+		return usagef("--ttl goes with --username")
 	case c.global.token != "" && c.global.tokenFile != "":
 		return usagef("give either --token or --token-file, not both")
 	case c.global.token != "":
@@ -72,6 +81,15 @@ func runLogin(ctx context.Context, c *cli, args []string) error {
 	caFile := c.global.caFile
 	if caFile == "" {
 		caFile = c.env(envCAFile)
+	}
+	if username != "" {
+		password, err := readPassword(c.stdin, c.stderr)
+		if err != nil {
+			return err
+		}
+		if token, err = tokenFromPassword(ctx, server, username, password, ttl, caFile, insecure); err != nil {
+			return err
+		}
 	}
 	cl, err := c.newClient(client.Config{Server: server, Token: token, CAFile: caFile, InsecureSkipVerify: insecure, UserAgent: "kakuremichictl"})
 	if err != nil {

@@ -1,0 +1,82 @@
+package ctl
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
+	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/store"
+)
+
+// TestLoginWithAPassword runs login --username against a real API server
+// with accounts: the password is traded for a token with the user's role,
+// and only the token is saved.
+func TestLoginWithAPassword(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	acc, err := accounts.New(accounts.Config{Store: st, Hash: accounts.HashParams{Memory: 1024, Time: 1, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(apiserver.New(apiserver.Config{Store: st, Accounts: acc}).Handler())
+	t.Cleanup(ts.Close)
+	path := filepath.Join(dir, "bootstrap-token")
+	if _, err := apiserver.EnsureBootstrapToken(ctx, st, path); err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := os.ReadFile(path)
+	if _, err := acc.Setup(ctx, strings.TrimSpace(string(boot)), accounts.NewUser{Name: "alice", Password: "a long passphrase"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acc.CreateUser(ctx, accounts.NewUser{Name: "vic", Role: api.RoleViewer, Password: "vics passphrase"}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, stdin string
+		args        []string
+		wantCode    int
+		wantErr     string
+	}{
+		{"wrong password", "not it\n", []string{"login", "--server", ts.URL, "--username", "vic"}, 1, "wrong username or password"},
+		{"unknown user", "not it\n", []string{"login", "--server", ts.URL, "--username", "nobody"}, 1, "wrong username or password"},
+		{"no password", "", []string{"login", "--server", ts.URL, "--username", "vic"}, 2, "no password"},
+		{"token and username", "", []string{"login", "--server", ts.URL, "--username", "vic", "--token", "kkm_x.y"}, 2, "not both"},
+		{"ttl alone", "", []string{"login", "--server", ts.URL, "--ttl", "1h", "--token", "kkm_x.y"}, 2, "--ttl goes with --username"},
+	} {
+		r := e.run(t, tc.stdin, tc.args...)
+		if r.code != tc.wantCode || !strings.Contains(r.stderr, tc.wantErr) {
+			t.Errorf("%s: got code %d, stderr %q; want %d mentioning %q", tc.name, r.code, r.stderr, tc.wantCode, tc.wantErr)
+		}
+	}
+	r := e.run(t, "vics passphrase\n", "login", "--server", ts.URL, "--username", "vic", "--ttl", "2h")
+	if r.code != 0 {
+		t.Fatalf("login: got code %d, stderr %q, want 0", r.code, r.stderr)
+	}
+	cfg, err := os.ReadFile(filepath.Join(e.configDir, "kakuremichi", "config.yaml"))
+	if err != nil {
+		t.Fatalf("read the saved config: %v", err)
+	}
+	if strings.Contains(string(cfg), "vics passphrase") || !strings.Contains(string(cfg), api.TokenPrefix+"user-vic-") {
+		t.Errorf("got config %q, want a token of vic and no password", cfg)
+	}
+	// The token has vic's role: reading works, writing does not.
+	if r := e.run(t, "", "get", "tunnels"); r.code != 0 {
+		t.Errorf("get tunnels as vic: got code %d, stderr %q", r.code, r.stderr)
+	}
+	if r := e.run(t, "", "create", "token", "mine", "--role", "viewer"); r.code == 0 || !strings.Contains(r.stderr, "forbidden") && !strings.Contains(strings.ToLower(r.stderr), "may not") {
+		t.Errorf("create a token as vic: got code %d, stderr %q, want a refusal", r.code, r.stderr)
+	}
+}
