@@ -125,20 +125,38 @@ func aboutAgent(err error) bool {
 	return !errors.As(err, &de) || de.page != pageGatewayNotReady
 }
 
+// writeStallTimeout is the write timeout of a proxied response, renewed
+// as it progresses: a client that stops reading is cut off, while a
+// download or an event stream may last as long as it flows.
+const writeStallTimeout = 60 * time.Second
+
 // progressWriter counts what the response has written, so a stalled
-// request can be told from one that streams.
+// request can be told from one that streams, and keeps the connection's
+// write deadline a stall timeout ahead of the last write.
 type progressWriter struct {
 	http.ResponseWriter
 	progress atomic.Int64
+	// deadlineSet is when the write deadline was last moved; only the
+	// handler's goroutine writes, so it needs no lock.
+	deadlineSet time.Time
+}
+
+func (w *progressWriter) renewDeadline() {
+	if now := time.Now(); now.Sub(w.deadlineSet) > time.Second {
+		w.deadlineSet = now
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(now.Add(writeStallTimeout))
+	}
 }
 
 func (w *progressWriter) WriteHeader(code int) {
 	w.progress.Add(1)
+	w.renewDeadline()
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *progressWriter) Write(p []byte) (int, error) {
 	w.progress.Add(int64(len(p)) + 1)
+	w.renewDeadline()
 	return w.ResponseWriter.Write(p)
 }
 

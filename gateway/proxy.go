@@ -151,6 +151,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), routeContextKey{}, rt))
 		defer cancel(nil)
+		// A deadline a previous response on this connection left must
+		// not cut this one (a long poll, or an upgrade that hijacks it).
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		pw := &progressWriter{ResponseWriter: w}
 		go g.watchStall(ctx, pw, rt.agentAddr, cancel)
 		g.proxy.ServeHTTP(pw, r.WithContext(ctx))
