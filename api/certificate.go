@@ -172,6 +172,11 @@ func (k *CertificateKeyPair) Default() {}
 // ValidateSpec implements Object.
 func (k *CertificateKeyPair) ValidateSpec() ErrorList { return nil }
 
+// AnnotationHTTPRedirect on a Tunnel set to "false" keeps its hostname
+// answering plain HTTP; by default, once the hostname has a certificate,
+// gateways redirect http:// to https:// with 308.
+const AnnotationHTTPRedirect = "kakuremichi.io/http-redirect"
+
 // CAPath is where Control serves the internal CA's root certificate
 // (PEM), to anyone: a root is public by nature, and clients need it
 // before they hold any credential.

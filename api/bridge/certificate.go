@@ -18,6 +18,9 @@ type Certificate struct {
 	Serial string `json:"serial"`
 	// NotAfter is when the leaf expires.
 	NotAfter time.Time `json:"notAfter"`
+	// RedirectHTTP makes plain-HTTP requests for Hostname answer 308 to
+	// the same URL over HTTPS (ACME challenges excepted).
+	RedirectHTTP bool `json:"redirectHTTP,omitempty"`
 }
 
 // CertificateKey is the slice key of the certificate of hostname.

@@ -222,7 +222,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return 1
 	}
-	certs := certsource.New(certsource.Config{Logger: log.With("component", "certificates")})
+	certs := certsource.New(certsource.Config{Logger: log.With("component", "certificates"), HTTPSPort: certsource.ListenPort(httpsListen)})
 	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: port, HTTPListen: httpListen, HTTPSListen: httpsListen,
 		TCPListenHost: tcpHost, CertFile: certFile, KeyFile: keyFile, ShutdownGrace: grace, Logger: log.With("component", "gateway"),
 		GetCertificate: certs.GetCertificate, WrapHTTP: certs.WrapHTTP})

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -26,11 +27,16 @@ import (
 type Config struct {
 	// Logger receives the source's logs; nil discards them.
 	Logger *slog.Logger
+	// HTTPSPort is the port redirects to HTTPS name; zero (or 443)
+	// leaves the port out of the URL.
+	HTTPSPort int
 }
 
 // Source holds the certificates of the latest slice.
 type Source struct {
 	log *slog.Logger
+	// httpsPort is Config.HTTPSPort.
+	httpsPort int
 	// certs is the current table, replaced whole by Apply and read
 	// without locks by handshakes.
 	certs atomic.Pointer[table]
@@ -50,7 +56,7 @@ func New(cfg Config) *Source {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{log: cfg.Logger}
+	s := &Source{log: cfg.Logger, httpsPort: cfg.HTTPSPort}
 	s.certs.Store(&table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}, challenges: map[string]bridge.Challenge{}})
 	return s
 }
@@ -110,6 +116,17 @@ func (s *Source) Serial(hostname string) string {
 	return s.certs.Load().items[strings.ToLower(hostname)].Serial
 }
 
+// ListenPort returns the port of a listen address such as ":443", for
+// Config.HTTPSPort; zero when it has none.
+func ListenPort(listen string) int {
+	_, p, err := net.SplitHostPort(listen)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
 // ApplyBoth returns a slice applier that gives each slice to s first and
 // then to apply (the gateway's own), so a certificate is in place by the
 // time its route is; both errors are returned.
@@ -123,21 +140,35 @@ func ApplyBoth(s *Source, apply func(bridge.Slice) error) func(bridge.Slice) err
 const challengePath = "/.well-known/acme-challenge/"
 
 // WrapHTTP is for gateway.Config.WrapHTTP: it answers ACME HTTP-01
-// challenges from the slice, whichever gateway the CA reaches, and hands
-// every other request to next. A token is answered only for the hostname
-// it was issued for.
+// challenges from the slice, whichever gateway the CA reaches; it
+// redirects requests for a hostname that has a certificate to HTTPS with
+// 308 (unless its tunnel opted out); and it hands every other request to
+// next. A token is answered only for the hostname it was issued for.
 func (s *Source) WrapHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.URL.Path, challengePath)
-		if !ok || r.Method != http.MethodGet {
+		host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = strings.TrimSuffix(h, ".")
+		}
+		tbl := s.certs.Load()
+		token, isChallenge := strings.CutPrefix(r.URL.Path, challengePath)
+		if !isChallenge {
+			if c, ok := tbl.items[host]; ok && c.RedirectHTTP {
+				target := "https://" + host
+				if s.httpsPort != 0 && s.httpsPort != 443 {
+					target += ":" + strconv.Itoa(s.httpsPort)
+				}
+				http.Redirect(w, r, target+r.URL.RequestURI(), http.StatusPermanentRedirect)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
+		if r.Method != http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
 		}
-		ch, found := s.certs.Load().challenges[token]
+		ch, found := tbl.challenges[token]
 		if !found || !strings.EqualFold(strings.TrimSuffix(host, "."), ch.Hostname) {
 			http.NotFound(w, r)
 			return

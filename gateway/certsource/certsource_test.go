@@ -164,3 +164,38 @@ func TestWrapHTTPAnswersChallengesOnly(t *testing.T) {
 		t.Errorf("challenge after it left the slice: got %d, want 404", rec.Code)
 	}
 }
+
+func TestWrapHTTPRedirectsHostnamesWithACertificate(t *testing.T) {
+	s := New(Config{HTTPSPort: 8443})
+	web, plain := makeCert(t, "web.example.com", 1), makeCert(t, "plain.example.com", 2)
+	web.RedirectHTTP = true // plain opted out
+	sl := slice(web, plain)
+	sl[bridge.ChallengeKey("tok")] = bridge.Item{Key: bridge.ChallengeKey("tok"),
+		Challenge: &bridge.Challenge{Hostname: "web.example.com", Token: "tok", KeyAuthorization: "tok.k"}}
+	if err := s.Apply(sl); err != nil {
+		t.Fatalf("Apply: got %v, want nil", err)
+	}
+	h := s.WrapHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(299) }))
+	tests := []struct {
+		method, url string
+		code        int
+		location    string
+	}{
+		{"GET", "http://web.example.com/a/b?c=d", 308, "https://web.example.com:8443/a/b?c=d"},
+		{"POST", "http://WEB.example.com./form", 308, "https://web.example.com:8443/form"}, // 308 keeps the method and body
+		{"GET", "http://web.example.com/.well-known/acme-challenge/tok", 200, ""},          // ACME is never redirected
+		{"GET", "http://web.example.com/.well-known/acme-challenge/other", 404, ""},
+		{"GET", "http://plain.example.com/", 299, ""},  // the tunnel opted out
+		{"GET", "http://nocert.example.com/", 299, ""}, // no certificate, nothing to redirect to
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.url, nil))
+		if rec.Code != tt.code || rec.Header().Get("Location") != tt.location {
+			t.Errorf("%s %s: got %d %q, want %d %q", tt.method, tt.url, rec.Code, rec.Header().Get("Location"), tt.code, tt.location)
+		}
+	}
+	if got := ListenPort(":443"); got != 443 {
+		t.Errorf("ListenPort(:443): got %d, want 443", got)
+	}
+}

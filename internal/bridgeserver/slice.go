@@ -126,6 +126,10 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 	// A certificate goes only with a route the gateway serves: a key
 	// left behind by a deleted tunnel never reaches a gateway, even
 	// before Control removes it from the store.
+	redirect := map[string]bool{}
+	for _, t := range owners(st.Tunnels) {
+		redirect[t.Spec.Hostname] = t.Metadata.Annotations[api.AnnotationHTTPRedirect] != "false"
+	}
 	for _, o := range st.Certificates {
 		kp := o.(*api.CertificateKeyPair)
 		if r, ok := s["route/"+kp.Hostname]; !ok || r.Route == nil || r.Route.Protocol != "http" {
@@ -133,7 +137,7 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 		}
 		key := bridge.CertificateKey(kp.Hostname)
 		s[key] = bridge.Item{Key: key, Certificate: &bridge.Certificate{Hostname: kp.Hostname, ChainPEM: kp.ChainPEM,
-			KeyPEM: kp.KeyPEM, Serial: kp.Serial, NotAfter: kp.NotAfter}}
+			KeyPEM: kp.KeyPEM, Serial: kp.Serial, NotAfter: kp.NotAfter, RedirectHTTP: redirect[kp.Hostname]}}
 	}
 	for _, o := range st.Challenges {
 		ch := o.(*api.ACMEChallenge)

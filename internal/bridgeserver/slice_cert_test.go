@@ -24,9 +24,12 @@ func TestCertificatesOnlyReachGatewaysWithTheirRoute(t *testing.T) {
 		Gateways: []api.Object{&api.Gateway{Metadata: api.ObjectMeta{Name: "gw1"}}},
 		Agents:   []api.Object{&api.Agent{Metadata: api.ObjectMeta{Name: "home"}}},
 		Tunnels: []api.Object{tun("web", "web.example.com", "http://localhost:80", 0),
-			tun("db", "db.example.com", "tcp://localhost:5432", 5432)},
-		Certificates: []api.Object{kp("web.example.com"), kp("db.example.com"), kp("gone.example.com")},
+			tun("db", "db.example.com", "tcp://localhost:5432", 5432), tun("plain", "plain.example.com", "http://localhost:80", 0)},
+		Certificates: []api.Object{kp("web.example.com"), kp("db.example.com"), kp("gone.example.com"), kp("plain.example.com")},
+		Challenges: []api.Object{&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "t1"}, Hostname: "web.example.com", Token: "t1", KeyAuthorization: "k1"},
+			&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "t2"}, Hostname: "evil.example.org", Token: "t2", KeyAuthorization: "k2"}},
 	}
+	st.Tunnels[2].GetMeta().Annotations = map[string]string{api.AnnotationHTTPRedirect: "false"}
 	gs, ok := GatewaySlice(st, "gw1")
 	if !ok {
 		t.Fatalf("GatewaySlice: got no slice, want one")
@@ -47,6 +50,18 @@ func TestCertificatesOnlyReachGatewaysWithTheirRoute(t *testing.T) {
 		if got && (it.Certificate == nil || it.Certificate.KeyPEM != "key-web.example.com" || it.Certificate.Serial != "s-web.example.com") {
 			t.Errorf("%s: got %+v, want the stored key pair", tt.key, it.Certificate)
 		}
+	}
+	if c := gs[bridge.CertificateKey("web.example.com")].Certificate; c == nil || !c.RedirectHTTP {
+		t.Errorf("web.example.com redirect: got %+v, want RedirectHTTP by default", c)
+	}
+	if c := gs[bridge.CertificateKey("plain.example.com")].Certificate; c == nil || c.RedirectHTTP {
+		t.Errorf("plain.example.com redirect: got %+v, want none: its tunnel opted out", c)
+	}
+	if it, ok := gs[bridge.ChallengeKey("t1")]; !ok || it.Challenge == nil || it.Challenge.KeyAuthorization != "k1" {
+		t.Errorf("challenge of a routed hostname: got %+v, want it delivered", it.Challenge)
+	}
+	if _, ok := gs[bridge.ChallengeKey("t2")]; ok {
+		t.Errorf("challenge of a hostname no tunnel routes: got it delivered, want it kept back")
 	}
 	as, ok := AgentSlice(st, "home")
 	if !ok {

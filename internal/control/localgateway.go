@@ -68,7 +68,7 @@ func runLocalGateway(ctx context.Context, cfg Config, br *bridgeserver.Server, c
 	if err := nodeclient.SaveCredential(state, cred); err != nil {
 		return fmt.Errorf("local gateway: %w", err)
 	}
-	certs := certsource.New(certsource.Config{Logger: log.With("component", "gateway-certificates")})
+	certs := certsource.New(certsource.Config{Logger: log.With("component", "gateway-certificates"), HTTPSPort: certsource.ListenPort(lg.HTTPSListen)})
 	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: lg.WireGuardPort, HTTPListen: lg.HTTPListen,
 		HTTPSListen: lg.HTTPSListen, TCPListenHost: lg.TCPListenHost, CertFile: lg.CertFile, KeyFile: lg.KeyFile,
 		ShutdownGrace: cfg.ShutdownGrace, Logger: log.With("component", "gateway"), GetCertificate: certs.GetCertificate, WrapHTTP: certs.WrapHTTP})

@@ -106,6 +106,22 @@ func TestInternalCACertificateOnEveryGateway(t *testing.T) {
 			cert.Status.State, cert.Status.Serial, cert.Status.NotAfter, serials["gw1"])
 	}
 
+	// Plain HTTP is redirected to HTTPS, except the ACME path.
+	noFollow := gatewayClient(c.gateways[0].httpAddr, 2*time.Second)
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	_, httpsPort, _ := net.SplitHostPort(c.gateways[0].httpsAddr)
+	resp, err := noFollow.Get("http://" + host + "/some/path?q=1")
+	if err != nil {
+		t.Fatalf("http://%s: got %v, want a redirect", host, err)
+	}
+	resp.Body.Close()
+	if want := "https://" + host + ":" + httpsPort + "/some/path?q=1"; resp.StatusCode != 308 || resp.Header.Get("Location") != want {
+		t.Fatalf("http://%s/some/path?q=1: got %d %q, want 308 %q", host, resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	if code, _, err := get(noFollow, "http://"+host+"/.well-known/acme-challenge/none"); err != nil || code != 404 {
+		t.Fatalf("ACME path over http: got %d %v, want 404 and no redirect", code, err)
+	}
+
 	// A name that is not ours gets no certificate the root vouches for.
 	if _, _, err := get(trustingClient(c.gateways[0].httpsAddr, pool), "https://not-ours.example.org/"); err == nil {
 		t.Fatalf("https://not-ours.example.org: got a trusted handshake, want a certificate error")
