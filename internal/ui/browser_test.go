@@ -195,11 +195,15 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 	if _, err := h.st.Get(context.Background(), "Tunnel", "web"); err == nil {
 		t.Errorf("after delete: the tunnel is still stored")
 	}
+	run("users page",
+		chromedp.Navigate(base+"/ui/users"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="alice"]`)),
+		shot("12-users"))
 	// A phone-sized view of the list, to look at.
 	run("phone view",
 		chromedp.EmulateViewport(390, 844),
 		chromedp.Navigate(base+"/ui/tunnels"),
 		chromedp.WaitVisible(chromedp.CSS(`h1`)),
-		shot("12-phone"))
+		shot("13-phone"))
 	t.Logf("screenshots in %s", shots)
 }

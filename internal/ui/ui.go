@@ -133,6 +133,10 @@ func (u *UI) Register(e *echo.Echo) {
 	e.GET(Prefix+"/agents", u.agents, viewer)
 	e.GET(Prefix+"/agents/new", u.addAgentPage, editor)
 	e.POST(Prefix+"/agents/new", u.addAgent, editor)
+	admin := u.need(api.RoleAdmin)
+	e.GET(Prefix+"/users", u.users, admin)
+	e.POST(Prefix+"/users", u.createUser, admin)
+	e.POST(Prefix+"/users/:name/disabled", u.setUserDisabled, admin)
 }
 
 const sessionCtx = "kakuremichi.ui.session"
@@ -186,6 +190,7 @@ type page struct {
 	Nav     string
 	Session accounts.Session
 	CanEdit bool
+	IsAdmin bool
 	Flash   string
 	Error   string
 	Data    any
@@ -198,6 +203,7 @@ func (u *UI) render(c echo.Context, code int, name string, p page) error {
 	}
 	p.Session = sessionOf(c)
 	p.CanEdit = roleRank[p.Session.Role] >= roleRank[api.RoleEditor]
+	p.IsAdmin = p.Session.Role == api.RoleAdmin
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, p); err != nil {
 		u.log.Error("render page", "page", name, "err", err)

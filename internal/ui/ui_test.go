@@ -205,6 +205,9 @@ var uiPolicy = map[string]api.Role{
 	"POST /ui/tunnels/:name/delete":  api.RoleEditor,
 	"GET /ui/agents":                 api.RoleViewer,
 	"GET /ui/agents/new":             api.RoleEditor,
+	"GET /ui/users":                  api.RoleAdmin,
+	"POST /ui/users":                 api.RoleAdmin,
+	"POST /ui/users/:name/disabled":  api.RoleAdmin,
 	"POST /ui/agents/new":            api.RoleEditor,
 }
 
@@ -230,7 +233,11 @@ func TestEveryUIRouteIsAuthorized(t *testing.T) {
 			t.Errorf("UI route %s has no entry in uiPolicy: add one and test it", key)
 			continue
 		}
-		path := strings.NewReplacer(":name", "web", "*", "app.css").Replace(r.Path)
+		name := "web"
+		if strings.HasPrefix(r.Path, Prefix+"/users/") {
+			name = "nobody" // never one of the test's own users
+		}
+		path := strings.NewReplacer(":name", name, "*", "app.css").Replace(r.Path)
 		for _, role := range []api.Role{"", api.RoleViewer, api.RoleEditor, api.RoleAdmin} {
 			resp, body := h.send(role, r.Method, path, url.Values{}, nil)
 			loc := resp.Header.Get("Location")
@@ -552,5 +559,40 @@ func TestAgentsPageAndAddingAnAgent(t *testing.T) {
 	}
 	if resp, _ := h.send(api.RoleEditor, "POST", "/ui/agents/new", url.Values{"name": {"office"}}, nil); resp.StatusCode != 409 {
 		t.Errorf("the same name again: got %d, want 409", resp.StatusCode)
+	}
+}
+
+func TestUsersPage(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	ctx := context.Background()
+	_, body := h.send(api.RoleAdmin, "GET", "/ui/users", nil, nil)
+	for _, want := range []string{`data-name="alice"`, `data-name="ed"`, `data-name="vic"`, `href="/ui/users"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("users page: got no %q", want)
+		}
+	}
+	if _, body := h.send(api.RoleEditor, "GET", "/ui/tunnels", nil, nil); strings.Contains(body, `href="/ui/users"`) {
+		t.Errorf("an editor's navigation: got a Users link, want it hidden")
+	}
+	resp, body := h.send(api.RoleAdmin, "POST", "/ui/users", url.Values{"name": {"newbie"}, "role": {"root"}, "password": {"short"}}, nil)
+	if resp.StatusCode != 422 || !strings.Contains(body, `id="role-err"`) || !strings.Contains(body, `id="password-err"`) {
+		t.Errorf("invalid user: got %d, want 422 with errors next to role and password", resp.StatusCode)
+	}
+	resp, _ = h.send(api.RoleAdmin, "POST", "/ui/users", url.Values{"name": {"newbie"}, "role": {"editor"}, "password": {"newbies passphrase"}}, nil)
+	if resp.StatusCode != 201 {
+		t.Fatalf("create a user: got %d, want 201", resp.StatusCode)
+	}
+	if u, err := h.acc.GetUser(ctx, "newbie"); err != nil || u.Role != api.RoleEditor || u.CreatedBy != "alice" {
+		t.Errorf("got user %+v, %v; want an editor made by alice", u, err)
+	}
+	if resp, _ := h.send(api.RoleAdmin, "POST", "/ui/users/vic/disabled", url.Values{"disabled": {"true"}}, nil); resp.StatusCode != 200 {
+		t.Errorf("disable vic: got %d, want 200", resp.StatusCode)
+	}
+	if resp, _ := h.send(api.RoleViewer, "GET", "/ui/tunnels", nil, nil); resp.StatusCode != 303 {
+		t.Errorf("vic's session after disabling: got %d, want 303 to the login page", resp.StatusCode)
+	}
+	if resp, _ := h.send(api.RoleAdmin, "POST", "/ui/users/alice/disabled", url.Values{"disabled": {"true"}}, nil); resp.StatusCode != 400 {
+		t.Errorf("disable oneself: got %d, want 400", resp.StatusCode)
 	}
 }
