@@ -189,6 +189,11 @@ func tableHeader(k api.KindInfo, wide bool) []string {
 		if wide {
 			h = append(h, "NODE", "DESCRIPTION", "LABELS")
 		}
+	case "Certificate":
+		h = []string{"NAME", "HOSTNAME", "STATE", "NOT-AFTER", "SERIAL", "AGE"}
+		if wide {
+			h = append(h, "RENEW-AFTER", "ISSUER", "REASON", "MESSAGE", "LABELS")
+		}
 	case "APIKey":
 		h = []string{"NAME", "ROLE", "USES", "EXPIRES", "AGE"}
 		if wide {
@@ -242,6 +247,18 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 		r := []string{name, string(o.Spec.Role), expiresColumn(o.Spec.ExpiresAt, now), created}
 		if wide {
 			r = append(r, orNone(o.Spec.Node), orNone(o.Spec.Description), labelsColumn(m.Labels))
+		}
+		return r
+	case *api.Certificate:
+		at := func(t *time.Time) string {
+			if t == nil {
+				return "<none>"
+			}
+			return t.UTC().Format(time.RFC3339)
+		}
+		r := []string{name, o.Spec.Hostname, orNone(o.Status.State), at(o.Status.NotAfter), orNone(o.Status.Serial), created}
+		if wide {
+			r = append(r, at(o.Status.RenewAfter), orNone(o.Status.Issuer), orNone(reason), orNone(message), labelsColumn(m.Labels))
 		}
 		return r
 	case *api.APIKey:
