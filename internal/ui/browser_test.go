@@ -108,11 +108,11 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 	run("log in",
 		chromedp.SendKeys(chromedp.CSS(`#password`), password),
 		chromedp.Submit(chromedp.CSS(`#password`)),
-		chromedp.WaitVisible(chromedp.CSS(`a.button.primary`)),
-		shot("03-tunnels-empty"))
+		chromedp.WaitVisible(chromedp.CSS(`.tiles`)),
+		shot("03-dashboard"))
 	loc = location()
-	if !strings.Contains(loc, "/ui/tunnels") {
-		t.Fatalf("after login: got %s, want the tunnels page (the browser must keep the %s cookie)", loc, "__Host-kkm_session")
+	if !strings.HasSuffix(loc, "/ui/") {
+		t.Fatalf("after login: got %s, want the dashboard (the browser must keep the %s cookie)", loc, "__Host-kkm_session")
 	}
 	run("add an agent: its key and the commands to start it",
 		chromedp.Navigate(base+"/ui/agents"),

@@ -186,29 +186,31 @@ func (h *harness) createTunnel(name string, annotations map[string]string) {
 // uiPolicy is, for every UI route, the weakest role that may use it (""
 // = open). A route missing here fails TestEveryUIRouteIsAuthorized.
 var uiPolicy = map[string]api.Role{
-	"GET /":                          "",
-	"GET /ui/static/*":               "",
-	"GET /ui/login":                  "",
-	"POST /ui/login":                 "",
-	"GET /ui/setup":                  "",
-	"POST /ui/setup":                 "",
-	"POST /ui/logout":                api.RoleViewer,
-	"GET /ui/":                       api.RoleViewer,
-	"GET /ui/tunnels":                api.RoleViewer,
-	"GET /ui/tunnels/events":         api.RoleViewer,
-	"GET /ui/tunnels/new":            api.RoleEditor,
-	"POST /ui/tunnels":               api.RoleEditor,
-	"GET /ui/tunnels/:name":          api.RoleViewer,
-	"POST /ui/tunnels/:name":         api.RoleEditor,
-	"POST /ui/tunnels/:name/enabled": api.RoleEditor,
-	"GET /ui/tunnels/:name/delete":   api.RoleEditor,
-	"POST /ui/tunnels/:name/delete":  api.RoleEditor,
-	"GET /ui/agents":                 api.RoleViewer,
-	"GET /ui/agents/new":             api.RoleEditor,
-	"GET /ui/users":                  api.RoleAdmin,
-	"POST /ui/users":                 api.RoleAdmin,
-	"POST /ui/users/:name/disabled":  api.RoleAdmin,
-	"POST /ui/agents/new":            api.RoleEditor,
+	"GET /":                           "",
+	"GET /ui/static/*":                "",
+	"GET /ui/login":                   "",
+	"POST /ui/login":                  "",
+	"GET /ui/setup":                   "",
+	"POST /ui/setup":                  "",
+	"POST /ui/logout":                 api.RoleViewer,
+	"GET /ui/":                        api.RoleViewer,
+	"GET /ui/tunnels":                 api.RoleViewer,
+	"GET /ui/tunnels/events":          api.RoleViewer,
+	"GET /ui/tunnels/new":             api.RoleEditor,
+	"POST /ui/tunnels":                api.RoleEditor,
+	"GET /ui/tunnels/:name":           api.RoleViewer,
+	"POST /ui/tunnels/:name":          api.RoleEditor,
+	"POST /ui/tunnels/:name/enabled":  api.RoleEditor,
+	"GET /ui/tunnels/:name/delete":    api.RoleEditor,
+	"POST /ui/tunnels/:name/delete":   api.RoleEditor,
+	"GET /ui/agents":                  api.RoleViewer,
+	"GET /ui/agents/new":              api.RoleEditor,
+	"GET /ui/gateways":                api.RoleViewer,
+	"POST /ui/gateways/:name/enabled": api.RoleEditor,
+	"GET /ui/users":                   api.RoleAdmin,
+	"POST /ui/users":                  api.RoleAdmin,
+	"POST /ui/users/:name/disabled":   api.RoleAdmin,
+	"POST /ui/agents/new":             api.RoleEditor,
 }
 
 var rank = map[api.Role]int{api.RoleViewer: 1, api.RoleEditor: 2, api.RoleAdmin: 3}
@@ -234,7 +236,7 @@ func TestEveryUIRouteIsAuthorized(t *testing.T) {
 			continue
 		}
 		name := "web"
-		if strings.HasPrefix(r.Path, Prefix+"/users/") {
+		if strings.HasPrefix(r.Path, Prefix+"/users/") || strings.HasPrefix(r.Path, Prefix+"/gateways/") {
 			name = "nobody" // never one of the test's own users
 		}
 		path := strings.NewReplacer(":name", name, "*", "app.css").Replace(r.Path)
@@ -594,5 +596,51 @@ func TestUsersPage(t *testing.T) {
 	}
 	if resp, _ := h.send(api.RoleAdmin, "POST", "/ui/users/alice/disabled", url.Values{"disabled": {"true"}}, nil); resp.StatusCode != 400 {
 		t.Errorf("disable oneself: got %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestDashboardAndGateways(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	ctx := context.Background()
+	created, err := h.st.Create(ctx, &api.Gateway{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Gateway"},
+		Metadata: api.ObjectMeta{Name: "gw-tokyo"}, Spec: api.GatewaySpec{PublicEndpoint: "gw.example.com:51820"}}, store.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := created.(*api.Gateway)
+	api.SetCondition(&gw.Status.Conditions, api.Condition{Type: api.NodeConnected, Status: api.ConditionTrue, Reason: "Heartbeating"}, time.Now())
+	gw.Status.Routes = 3
+	if _, err := h.st.UpdateStatus(ctx, gw, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.createTunnel("web", nil)
+	obj, _ := h.st.Get(ctx, "Tunnel", "web")
+	tun := obj.(*api.Tunnel)
+	api.SetCondition(&tun.Status.Conditions, api.Condition{Type: api.ConditionReady, Status: api.ConditionFalse,
+		Reason: api.ReasonAgentOffline, Message: "agent home is not connected"}, time.Now())
+	if _, err := h.st.UpdateStatus(ctx, tun, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, body := h.send(api.RoleViewer, "GET", "/ui/", nil, nil)
+	for _, want := range []string{`<span class="big">1</span> gateways online`, `<span class="big">0</span> tunnels ready`,
+		`data-name="web"`, "AgentOffline", "agent home is not connected"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("dashboard: got no %q", want)
+		}
+	}
+	_, body = h.send(api.RoleViewer, "GET", "/ui/gateways", nil, nil)
+	for _, want := range []string{`data-name="gw-tokyo"`, "online", "gw.example.com:51820"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("gateways page: got no %q", want)
+		}
+	}
+	if strings.Contains(body, ">Disable<") {
+		t.Errorf("gateways page as viewer: got a Disable button, want it hidden")
+	}
+	resp, _ := h.send(api.RoleEditor, "POST", "/ui/gateways/gw-tokyo/enabled", url.Values{"enabled": {"false"}}, nil)
+	obj, _ = h.st.Get(ctx, "Gateway", "gw-tokyo")
+	if g := obj.(*api.Gateway); resp.StatusCode != 303 || g.Spec.Enabled == nil || *g.Spec.Enabled {
+		t.Errorf("disable the gateway: got %d and enabled=%v, want 303 and false", resp.StatusCode, g.Spec.Enabled)
 	}
 }
