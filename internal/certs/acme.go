@@ -203,9 +203,14 @@ func (s httpSolver) Present(ctx context.Context, chal acme.Challenge) error {
 	return s.issuer.cfg.Store.PutSecret(ctx, challengeSecret(chal.Token), data, 0)
 }
 
-// Wait returns once every connected, enabled gateway has reported a slice
-// revision that includes the challenge (or GatewayWait passed, when the
-// gateways that answered are all the CA may reach anyway).
+// heartbeatFresh is how recent a gateway's last heartbeat must be for a
+// challenge to wait for it: nodes report every 10 s, so an older one is
+// down (its Connected condition lags by the whole node lease).
+const heartbeatFresh = 15 * time.Second
+
+// Wait returns once every enabled gateway with a fresh heartbeat has
+// reported a slice revision that includes the challenge (or GatewayWait
+// passed: the gateways that confirmed are all the CA may reach anyway).
 func (s httpSolver) Wait(ctx context.Context, chal acme.Challenge) error {
 	st := s.issuer.cfg.Store
 	_, rev, err := st.GetSecret(ctx, challengeSecret(chal.Token))
@@ -221,7 +226,8 @@ func (s httpSolver) Wait(ctx context.Context, chal acme.Challenge) error {
 		var behind []string
 		for _, o := range objs {
 			g := o.(*api.Gateway)
-			if !g.Spec.IsEnabled() || !api.IsConditionTrue(g.Status.Conditions, api.NodeConnected) {
+			hb := g.Status.LastHeartbeat
+			if !g.Spec.IsEnabled() || !api.IsConditionTrue(g.Status.Conditions, api.NodeConnected) || hb == nil || time.Since(*hb) > heartbeatFresh {
 				continue
 			}
 			if g.Status.Revision < rev {

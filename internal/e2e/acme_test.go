@@ -118,7 +118,8 @@ func pebbleCerts(t *testing.T) string {
 // through dnsAddr), and returns its directory URL and management
 // address, and a function counting the orders Pebble has taken (from its
 // log: the count is the CA's, not ours).
-func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort int) (dir, mgmt string, orders func() int) {
+// validity, when not zero, is the lifetime of what Pebble issues.
+func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort int, validity time.Duration) (dir, mgmt string, orders func() int) {
 	t.Helper()
 	bin, certs := pebbleBinary(t), pebbleCerts(t)
 	listen, mgmtAddr := fmt.Sprintf("localhost:%d", listenPort), fmt.Sprintf("localhost:%d", freePort(t))
@@ -127,6 +128,10 @@ func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort
 		"certificate": filepath.Join(certs, "localhost", "cert.pem"), "privateKey": filepath.Join(certs, "localhost", "key.pem"),
 		"httpPort": httpPort, "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
 	}}
+	if validity > 0 {
+		conf["pebble"].(map[string]any)["profiles"] = map[string]any{"default": map[string]any{
+			"description": "short-lived, to watch renewals", "validityPeriod": int(validity.Seconds())}}
+	}
 	data, _ := json.Marshal(conf)
 	tmp := t.TempDir()
 	path := filepath.Join(tmp, "pebble.json")
@@ -230,7 +235,7 @@ func TestACMEThroughAnyGateway(t *testing.T) {
 	var hp, tp int
 	fmt.Sscan(httpPort, &hp)
 	fmt.Sscan(tlsPort, &tp)
-	_, mgmt, orders := startPebble(t, pebblePort, dnsAddr, hp, tp)
+	_, mgmt, orders := startPebble(t, pebblePort, dnsAddr, hp, tp, 0)
 
 	const host = "acme-app.example.com"
 	c.applyTunnel("web", host, "home", c.apps["app-a"])
@@ -279,5 +284,87 @@ func TestACMEThroughAnyGateway(t *testing.T) {
 	code, _, err := get(gatewayClient(validator.httpAddr, 2*time.Second), "http://"+host+"/.well-known/acme-challenge/anything")
 	if err != nil || code != 404 {
 		t.Errorf("challenge path after issuance: got %d %v, want 404", code, err)
+	}
+}
+
+// acmeCluster is Control in ACME mode against a Pebble validating at the
+// third of three gateways, with an agent and an app.
+func acmeCluster(t *testing.T, validity time.Duration) (c *cluster, mgmt string, orders func() int) {
+	t.Helper()
+	pebbleBinary(t)
+	certsDir := pebbleCerts(t)
+	_, dnsAddr := startLoopbackDNS(t)
+	c = &cluster{t: t, agents: map[string]*controlProc{}, apps: map[string]string{}}
+	pebblePort := freePort(t)
+	c.control = newControl(t, "--certificates", "acme", "--acme-directory", fmt.Sprintf("https://localhost:%d/dir", pebblePort),
+		"--acme-email", "ops@example.com", "--acme-ca-file", filepath.Join(certsDir, "pebble.minica.pem"))
+	c.token = c.control.adminToken()
+	c.gwKey = c.apiKey("gateways", api.RoleGateway)
+	c.agentKey = c.apiKey("agents", api.RoleAgent)
+	for _, g := range []string{"gw1", "gw2", "gw3"} {
+		c.addGateway(g)
+	}
+	c.addApp("app-a")
+	c.addAgent("home")
+	c.waitNodesReady(30 * time.Second)
+	var hp, tp int
+	_, p, _ := net.SplitHostPort(c.gateways[2].httpAddr)
+	fmt.Sscan(p, &hp)
+	_, p, _ = net.SplitHostPort(c.gateways[2].httpsAddr)
+	fmt.Sscan(p, &tp)
+	_, mgmt, orders = startPebble(t, pebblePort, dnsAddr, hp, tp, validity)
+	return c, mgmt, orders
+}
+
+// waitSerial waits until gw serves host a certificate that pool trusts
+// and whose serial is not one of old, and returns its serial.
+func waitSerial(t *testing.T, c *cluster, gw *gatewayProc, host string, pool *x509.CertPool, within time.Duration, old ...string) string {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(within); ; {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", gw.httpsAddr, &tls.Config{ServerName: host, RootCAs: pool})
+		if err == nil {
+			s := fmt.Sprintf("%x", conn.ConnectionState().PeerCertificates[0].SerialNumber)
+			conn.Close()
+			fresh := true
+			for _, o := range old {
+				fresh = fresh && s != o
+			}
+			if fresh {
+				return s
+			}
+			err = fmt.Errorf("still serial %s", s)
+		}
+		last = err.Error()
+		if time.Now().After(deadline) {
+			_, out := c.api("GET", "/certificates/"+api.CertificateName(host), "")
+			t.Fatalf("%s: a new trusted certificate for %s: got %s after %v, want one; certificate: %s", gw.name, host, last, within, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestACMERenewalWithAGatewayDown: Pebble issues 45-second certificates;
+// with one of three gateways stopped, Control renews in the last third
+// of the lifetime and the others serve the new certificate, in one new
+// order.
+func TestACMERenewalWithAGatewayDown(t *testing.T) {
+	c, mgmt, orders := acmeCluster(t, 45*time.Second)
+	const host = "renew.example.com"
+	c.applyTunnel("web", host, "home", c.apps["app-a"])
+	pool := pebbleRoot(t, mgmt)
+	first := waitSerial(t, c, c.gateways[1], host, pool, 60*time.Second)
+	if got := waitSerial(t, c, c.gateways[2], host, pool, 10*time.Second); got != first {
+		t.Fatalf("serials: gw2 %s, gw3 %s, want the same", first, got)
+	}
+	issued := time.Now()
+	c.gateways[0].stop()
+	second := waitSerial(t, c, c.gateways[1], host, pool, 60*time.Second, first)
+	if got := waitSerial(t, c, c.gateways[2], host, pool, 10*time.Second, first); got != second {
+		t.Fatalf("renewed serials: gw2 %s, gw3 %s, want the same", second, got)
+	}
+	t.Logf("renewed %v after the first issuance with gw1 down", time.Since(issued).Round(time.Second))
+	if n := orders(); n != 2 {
+		t.Errorf("orders at the CA: got %d, want 2 (the first and one renewal)", n)
 	}
 }
