@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestBrowserRunsTheSystem is issue 5's walk through the web UI with a
+// real chromium and real processes: the first run with the bootstrap
+// token, login, "Add an agent" (whose key then starts a real agent), a
+// gateway and a demo app, a tunnel created in the UI that turns Ready on
+// the open page without a reload, opened through the gateway, then
+// disabled (503) and deleted (404) from the UI.
+func TestBrowserRunsTheSystem(t *testing.T) {
+	exe := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			exe = p
+			break
+		}
+	}
+	if exe == "" {
+		t.Skip("no chromium binary found; .ci/run installs one")
+	}
+	shots := t.TempDir()
+	if dir := os.Getenv("KAKUREMICHI_ARTIFACTS"); dir != "" {
+		shots = filepath.Join(dir, "e2e-ui")
+		if err := os.MkdirAll(shots, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCluster(t)
+	base := c.control.url()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1200, 800))
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancelTimeout()
+	shot := func(name string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
+		})
+	}
+	run := func(step string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+	}
+	const password = "a long passphrase"
+	run("first run: set up the admin with the bootstrap token",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#token`)),
+		chromedp.SendKeys(chromedp.CSS(`#token`), c.token),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), password),
+		chromedp.SendKeys(chromedp.CSS(`#password2`), password),
+		shot("01-setup"),
+		chromedp.Submit(chromedp.CSS(`#password2`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)))
+	run("log in",
+		chromedp.SendKeys(chromedp.CSS(`#password`), password),
+		chromedp.Submit(chromedp.CSS(`#password`)),
+		chromedp.WaitVisible(chromedp.CSS(`.tiles`)),
+		shot("02-dashboard"))
+	run("add an agent",
+		chromedp.Navigate(base+"/ui/agents/new"),
+		chromedp.WaitVisible(chromedp.CSS(`#name`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "home"),
+		chromedp.Submit(chromedp.CSS(`#name`)),
+		chromedp.WaitVisible(chromedp.CSS(`#cmd-binary`)),
+		shot("03-agent-key"))
+	cmd, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#cmd-binary`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`CONTROL_URL=(\S+) API_KEY=(kka_home\.\S+)`).FindStringSubmatch(cmd)
+	if m == nil || m[1] != base {
+		t.Fatalf("got command %q, want CONTROL_URL=%s and the agent's API_KEY", cmd, base)
+	}
+
+	// The agent starts with the key the page showed, as a person would.
+	state := filepath.Join(t.TempDir(), "state")
+	c.agents["home"] = c.proc("agent-home", []string{"agent", "--name", "home", "--state-dir", state, "--control-url", m[1], "--shutdown-grace", "5s"},
+		[]string{"API_KEY=" + m[2]}, "-")
+	gw := c.addGateway("gw1")
+	app := c.addApp("app")
+	c.waitNodesReady(60 * time.Second)
+
+	run("create a tunnel in the UI",
+		chromedp.Navigate(base+"/ui/tunnels/new"),
+		chromedp.WaitVisible(chromedp.CSS(`#hostname`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "web"),
+		chromedp.SendKeys(chromedp.CSS(`#hostname`), "web.example.com"),
+		chromedp.SetValue(chromedp.CSS(`#agent`), "home"),
+		chromedp.SetValue(chromedp.CSS(`#target`), app),
+		shot("04-tunnel-form"),
+		chromedp.Submit(chromedp.CSS(`#hostname`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"]`)))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload = true`)); err != nil {
+		t.Fatal(err)
+	}
+	run("the tunnel turns ready on the open page",
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.ready`)),
+		shot("05-tunnel-ready"))
+	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload === true`)); err != nil || !same {
+		t.Errorf("got a reloaded page (%v), want the row updated in place", err)
+	}
+	client := gatewayClient(gw.httpsAddr, 5*time.Second)
+	waitServing(t, client, "https://web.example.com/", 200, "Hello from app", 30*time.Second)
+
+	run("disable it",
+		chromedp.Click(chromedp.CSS(`tr[data-name="web"] td.actions button`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="web"] .state.disabled`)),
+		shot("06-tunnel-disabled"))
+	waitServing(t, client, "https://web.example.com/", 503, "", 15*time.Second)
+	run("delete it",
+		chromedp.Click(chromedp.CSS(`tr[data-name="web"] a.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.danger`)),
+		chromedp.Click(chromedp.CSS(`button.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)),
+		shot("07-deleted"))
+	waitServing(t, client, "https://web.example.com/", 404, "", 15*time.Second)
+	run("agents and gateways pages",
+		chromedp.Navigate(base+"/ui/agents"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="home"]`)),
+		shot("08-agents"),
+		chromedp.Navigate(base+"/ui/gateways"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="gw1"]`)),
+		shot("09-gateways"))
+	t.Logf("screenshots in %s", shots)
+}
