@@ -156,8 +156,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); c.watchTunnels(runCtx, poke) }()
+	wg.Add(3)
+	go func() { defer wg.Done(); c.watchKind(runCtx, "Tunnel", poke) }()
+	// A Certificate created or changed by hand is set right at once.
+	go func() { defer wg.Done(); c.watchKind(runCtx, "Certificate", poke) }()
 	go func() { defer wg.Done(); c.watchCertificates(runCtx, poke) }()
 
 	backoff = newBackoff()
@@ -226,11 +228,11 @@ func (c *Controller) passLocked(ctx context.Context, mu *concurrency.Mutex, iss 
 	return c.Pass(ctx, iss)
 }
 
-// watchTunnels pokes on every tunnel change, re-watching after errors,
-// until ctx is done.
-func (c *Controller) watchTunnels(ctx context.Context, poke func()) {
+// watchKind pokes on every change to objects of kind, re-watching after
+// errors, until ctx is done.
+func (c *Controller) watchKind(ctx context.Context, kind string, poke func()) {
 	for ctx.Err() == nil {
-		ch, err := c.cfg.Store.Watch(ctx, "Tunnel", 0)
+		ch, err := c.cfg.Store.Watch(ctx, kind, 0)
 		if err == nil {
 			poke() // changes between two watches are caught by this pass
 			for range ch {

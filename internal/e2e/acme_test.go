@@ -280,6 +280,32 @@ func TestACMEThroughAnyGateway(t *testing.T) {
 	if cert.Status.State != api.CertificateIssued || cert.Status.Serial != serials["gw1"] {
 		t.Fatalf("Certificate status: got state %q serial %q, want Issued and %s", cert.Status.State, cert.Status.Serial, serials["gw1"])
 	}
+	// Names that are not a tunnel's never reach the CA: neither a TLS
+	// handshake for one, nor a Certificate someone created by hand.
+	if _, err := servedSerial(c.gateways[0].httpsAddr, "not-ours.example.org"); err != nil {
+		t.Fatalf("handshake for a name not ours: got %v, want the gateway's fallback certificate", err)
+	}
+	evil := api.CertificateName("evil.example.org")
+	body := fmt.Sprintf(`{"apiVersion":"kakuremichi.io/v1alpha1","kind":"Certificate","metadata":{"name":%q},"spec":{"hostname":"evil.example.org"}}`, evil)
+	if code, out := c.api("POST", "/certificates", body); code != 201 {
+		t.Fatalf("create a Certificate by hand: got %d %s, want 201", code, out)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if code, _ := c.api("GET", "/certificates/"+evil, ""); code == 404 {
+			break // Control removed it
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a Certificate for a name no tunnel has: still there after 15s, want it removed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := orders(); n != 1 {
+		t.Errorf("orders at the CA after requests for names not ours: got %d, want still 1", n)
+	}
+	if n := resolver.count("evil.example.org") + resolver.count("not-ours.example.org"); n != 0 {
+		t.Errorf("CA lookups of names not ours: got %d, want 0", n)
+	}
+
 	// The challenge left the gateways once validated.
 	code, _, err := get(gatewayClient(validator.httpAddr, 2*time.Second), "http://"+host+"/.well-known/acme-challenge/anything")
 	if err != nil || code != 404 {
