@@ -131,6 +131,7 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ACME.Email, "acme-email", "", "contact email of the ACME account; setting it makes --certificates default to acme and means you agree to the CA's terms of service")
 	fs.StringVar(&cfg.ACME.CAFile, "acme-ca-file", "", "PEM roots that sign the ACME server's HTTPS certificate, for a private CA (default: system roots)")
 	fs.DurationVar(&cfg.NodeLease, "node-lease", 40*time.Second, "a node counts as offline this long after its last heartbeat")
+	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 30*24*time.Hour, "how long the audit log keeps each change made through the API or the web UI")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")
 	var withGateway bool
 	var lg control.LocalGateway

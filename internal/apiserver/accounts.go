@@ -201,6 +201,7 @@ func (s *Server) login(c echo.Context) error {
 		_ = s.accounts.Logout(c.Request().Context(), ck.Value)
 	}
 	SetSessionCookie(c, id)
+	SetActor(c, sess.User, sess.Role)
 	return c.JSON(http.StatusOK, SessionInfo{User: sess.User, Role: sess.Role, CSRFToken: sess.CSRF})
 }
 

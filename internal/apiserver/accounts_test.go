@@ -198,3 +198,54 @@ func TestTokenForTheCLIAndSetupState(t *testing.T) {
 		t.Errorf("disabled user's session: got %d, want 401", code)
 	}
 }
+
+func TestChangesAreAudited(t *testing.T) {
+	h := newHarness(t)
+	tunnel := fmt.Sprintf(tunnelJSON, "web", "web.example.com")
+	if code, out := h.do(api.RoleEditor, "POST", APIPrefix+"/tunnels", "application/json", tunnel); code != 201 {
+		t.Fatalf("create: got %d %s", code, out)
+	}
+	if code, _ := h.doSession(api.RoleViewer, "DELETE", APIPrefix+"/tunnels/web", "", ""); code != 403 {
+		t.Fatalf("delete as viewer: got %d, want 403", code)
+	}
+	h.do(api.RoleViewer, "GET", APIPrefix+"/tunnels", "", "")
+	code, out := h.do(api.RoleAdmin, "GET", "/auth/audit?limit=1000", "", "")
+	if code != 200 {
+		t.Fatalf("audit: got %d %s", code, out)
+	}
+	var list struct {
+		Items []struct {
+			User, Role, Method, Path, Addr string
+			Status                         int
+		} `json:"items"`
+	}
+	json.Unmarshal(out, &list)
+	type key struct {
+		user, method, path string
+		status             int
+	}
+	got := map[key]bool{}
+	for _, e := range list.Items {
+		got[key{e.User, e.Method, e.Path, e.Status}] = true
+		if e.Method == "GET" {
+			t.Errorf("got a read in the audit log: %+v", e)
+		}
+		if e.Addr != "127.0.0.1" {
+			t.Errorf("got address %q, want 127.0.0.1", e.Addr)
+		}
+	}
+	for _, want := range []key{
+		{"bootstrap", "POST", "/auth/setup", 201},
+		{"t-editor", "POST", APIPrefix + "/tunnels", 201},
+		{"vic", "DELETE", APIPrefix + "/tunnels/web", 403},
+		{"alice", "POST", "/auth/login", 200},
+	} {
+		if !got[want] {
+			t.Errorf("got no audit entry %+v in %+v", want, list.Items)
+		}
+	}
+	// Newest first.
+	if n := len(list.Items); n < 2 || list.Items[0].Path != APIPrefix+"/tunnels/web" {
+		t.Errorf("got first entry %+v, want the latest change (the refused delete)", list.Items[0])
+	}
+}

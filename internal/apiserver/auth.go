@@ -65,6 +65,7 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			if ok {
 				c.Set(principalKey, p)
+				SetActor(c, p.Name, p.Role)
 				return next(c)
 			}
 		}
@@ -76,6 +77,7 @@ func (s *Server) authMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		c.Set(principalKey, p)
+		SetActor(c, p.Name, p.Role)
 		return next(c)
 	}
 }

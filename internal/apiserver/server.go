@@ -15,6 +15,7 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/accounts"
+	"github.com/kakuremichi/kakuremichi/internal/audit"
 	"github.com/kakuremichi/kakuremichi/store"
 	"github.com/labstack/echo/v4"
 )
@@ -37,6 +38,9 @@ type Config struct {
 	// Accounts, when set, adds users, login sessions and the /auth routes;
 	// nil serves bearer tokens only.
 	Accounts *accounts.Service
+	// Audit, when set, records every change (API, /auth and UI) and
+	// serves GET /auth/audit to admins; nil records nothing.
+	Audit *audit.Log
 }
 
 // Server is Control's REST API.
@@ -49,6 +53,7 @@ type Server struct {
 	bookmark time.Duration
 	echo     *echo.Echo
 	accounts *accounts.Service
+	audit    *audit.Log
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when shutdown starts: watches end
@@ -65,7 +70,7 @@ const APIPrefix = "/apis/" + api.APIVersion
 // New builds the server and its routes.
 func New(cfg Config) *Server {
 	s := &Server{store: cfg.Store, log: cfg.Logger, version: cfg.Version, commit: cfg.Commit,
-		now: cfg.Now, bookmark: cfg.BookmarkInterval, accounts: cfg.Accounts, stopping: make(chan struct{})}
+		now: cfg.Now, bookmark: cfg.BookmarkInterval, accounts: cfg.Accounts, audit: cfg.Audit, stopping: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -82,6 +87,7 @@ func New(cfg Config) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.recoverMiddleware)
+	e.Use(s.auditMiddleware)
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -111,6 +117,9 @@ func New(cfg Config) *Server {
 		admin.POST("", s.createUser)
 		admin.GET("/:name", s.getUser)
 		admin.PATCH("/:name", s.updateUser)
+	}
+	if s.audit != nil {
+		authed.GET("/auth/audit", s.listAudit, requireRole(api.RoleAdmin))
 	}
 	s.echo = e
 	return s

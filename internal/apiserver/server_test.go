@@ -18,6 +18,7 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/accounts"
+	"github.com/kakuremichi/kakuremichi/internal/audit"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
@@ -50,7 +51,11 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Config{Store: st, BookmarkInterval: 200 * time.Millisecond, Accounts: acc})
+	al, err := audit.New(audit.Config{Client: st.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Config{Store: st, BookmarkInterval: 200 * time.Millisecond, Accounts: acc, Audit: al})
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	h := &harness{t: t, st: st, srv: srv, url: ts.URL, tokens: map[api.Role]string{}, sessions: map[api.Role]browserSession{}}
@@ -190,6 +195,7 @@ var routePolicy = map[string]api.Role{
 	"GET " + APIPrefix + "/:plural/:name/status":   api.RoleViewer,
 	"PUT " + APIPrefix + "/:plural/:name/status":   api.RoleAdmin,
 	"PATCH " + APIPrefix + "/:plural/:name/status": api.RoleAdmin,
+	"GET /auth/audit":                              api.RoleAdmin,
 	"GET /auth/setup":                              "",
 	"POST /auth/login":                             "",
 	"POST /auth/token":                             "",

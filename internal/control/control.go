@@ -20,6 +20,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/internal/audit"
 	"github.com/kakuremichi/kakuremichi/internal/bridgeserver"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
 	"github.com/kakuremichi/kakuremichi/internal/ui"
@@ -54,6 +55,9 @@ type Config struct {
 	// NodeLease is how long a node counts as connected after its last
 	// heartbeat; zero means 40 s.
 	NodeLease time.Duration
+	// AuditRetention is how long the audit log keeps a change; zero means
+	// 30 days.
+	AuditRetention time.Duration
 	// Ready, when set, is called once the API is serving, with its address.
 	Ready func(addr net.Addr)
 	// Certificates is how tunnel certificates are obtained:
@@ -143,8 +147,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
+	auditLog, err := audit.New(audit.Config{Client: st.Client(), Prefix: strings.TrimSuffix(accountsPrefix(scfg.Prefix), "accounts/") + "audit/",
+		Retention: cfg.AuditRetention})
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "api"),
-		Version: buildinfo.Version(), Commit: buildinfo.Commit(), Accounts: acc})
+		Version: buildinfo.Version(), Commit: buildinfo.Commit(), Accounts: acc, Audit: auditLog})
 	adapter := storeAdapter{st: st}
 	sources := map[string]reconcile.ListerWatcher{}
 	for _, k := range api.Kinds() {
@@ -156,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 	br := bridgeserver.New(bridgeserver.Config{Store: st, Sources: sources, Logger: log.With("component", "bridge")})
 	br.Register(srv.Echo())
 	srv.Echo().GET(api.CAPath, serveCA(st))
-	web, err := ui.New(ui.Config{Store: st, Accounts: acc, Logger: log.With("component", "ui")})
+	web, err := ui.New(ui.Config{Store: st, Accounts: acc, Audit: auditLog, Logger: log.With("component", "ui")})
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}

@@ -59,6 +59,7 @@ func (u *UI) login(c echo.Context) error {
 		_ = u.acc.Logout(c.Request().Context(), ck.Value)
 	}
 	apiserver.SetSessionCookie(c, id)
+	apiserver.SetActor(c, d.Username, "")
 	return c.Redirect(http.StatusSeeOther, d.Next)
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/internal/audit"
 	"github.com/kakuremichi/kakuremichi/store"
 	"github.com/labstack/echo/v4"
 )
@@ -54,6 +55,8 @@ type Config struct {
 	// AgentImage is the container image shown in the docker run line and
 	// the compose snippet; "" shows only the command for the binary.
 	AgentImage string
+	// Audit, when set, is shown to admins on the audit page.
+	Audit *audit.Log
 	// Heartbeat is how often an idle event stream gets a comment, so
 	// proxies keep it open; zero means 15 s.
 	Heartbeat time.Duration
@@ -66,6 +69,7 @@ type UI struct {
 	log        *slog.Logger
 	heartbeat  time.Duration
 	publicURL  string
+	audit      *audit.Log
 	agentImage string
 	pages      map[string]*template.Template
 
@@ -79,7 +83,7 @@ func New(cfg Config) (*UI, error) {
 		return nil, errors.New("ui: a store and accounts are required")
 	}
 	u := &UI{st: cfg.Store, acc: cfg.Accounts, log: cfg.Logger, heartbeat: cfg.Heartbeat,
-		publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), agentImage: cfg.AgentImage,
+		publicURL: strings.TrimSuffix(cfg.PublicURL, "/"), agentImage: cfg.AgentImage, audit: cfg.Audit,
 		pages: map[string]*template.Template{}, stopping: make(chan struct{})}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
@@ -139,6 +143,9 @@ func (u *UI) Register(e *echo.Echo) {
 	e.GET(Prefix+"/users", u.users, admin)
 	e.POST(Prefix+"/users", u.createUser, admin)
 	e.POST(Prefix+"/users/:name/disabled", u.setUserDisabled, admin)
+	if u.audit != nil {
+		e.GET(Prefix+"/audit", u.auditPage, admin)
+	}
 }
 
 const sessionCtx = "kakuremichi.ui.session"
@@ -178,6 +185,7 @@ func (u *UI) need(role api.Role) echo.MiddlewareFunc {
 				}
 			}
 			c.Set(sessionCtx, sess)
+			apiserver.SetActor(c, sess.User, sess.Role)
 			if roleRank[sess.Role] < roleRank[role] {
 				return u.fail(c, api.NewStatusError(api.ReasonForbidden, "your role, %s, may not do this; it needs %s", sess.Role, role))
 			}
@@ -258,4 +266,12 @@ func since(t time.Time) string {
 		return d.Round(time.Hour).String() + " ago"
 	}
 	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+func (u *UI) auditPage(c echo.Context) error {
+	entries, err := u.audit.List(c.Request().Context(), 200)
+	if err != nil {
+		return u.fail(c, err)
+	}
+	return u.render(c, http.StatusOK, "audit", page{Title: "Audit log", Nav: "audit", Data: entries})
 }

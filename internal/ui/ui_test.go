@@ -17,6 +17,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/internal/audit"
 	"github.com/kakuremichi/kakuremichi/internal/credential"
 	"github.com/kakuremichi/kakuremichi/store"
 )
@@ -51,8 +52,12 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(apiserver.Config{Store: st, Accounts: acc})
-	u, err := New(Config{Store: st, Accounts: acc, Heartbeat: 100 * time.Millisecond, AgentImage: "kakuremichi:test"})
+	al, err := audit.New(audit.Config{Client: st.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := apiserver.New(apiserver.Config{Store: st, Accounts: acc, Audit: al})
+	u, err := New(Config{Store: st, Accounts: acc, Heartbeat: 100 * time.Millisecond, AgentImage: "kakuremichi:test", Audit: al})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,6 +212,7 @@ var uiPolicy = map[string]api.Role{
 	"GET /ui/agents/new":              api.RoleEditor,
 	"GET /ui/gateways":                api.RoleViewer,
 	"POST /ui/gateways/:name/enabled": api.RoleEditor,
+	"GET /ui/audit":                   api.RoleAdmin,
 	"GET /ui/users":                   api.RoleAdmin,
 	"POST /ui/users":                  api.RoleAdmin,
 	"POST /ui/users/:name/disabled":   api.RoleAdmin,
@@ -642,5 +648,21 @@ func TestDashboardAndGateways(t *testing.T) {
 	obj, _ = h.st.Get(ctx, "Gateway", "gw-tokyo")
 	if g := obj.(*api.Gateway); resp.StatusCode != 303 || g.Spec.Enabled == nil || *g.Spec.Enabled {
 		t.Errorf("disable the gateway: got %d and enabled=%v, want 303 and false", resp.StatusCode, g.Spec.Enabled)
+	}
+}
+
+func TestChangesInTheUIAreAudited(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	h.send(api.RoleEditor, "POST", "/ui/tunnels", url.Values{"name": {"web"}, "hostname": {"web.example.com"},
+		"agent": {"home"}, "target": {"http://app:3000"}, "enabled": {"on"}}, map[string]string{"X-Forwarded-For": "203.0.113.9"})
+	_, body := h.send(api.RoleAdmin, "GET", "/ui/audit", nil, nil)
+	for _, want := range []string{"POST /ui/tunnels</code>", "ed <small>(editor)</small>", "<td>303</td>", "<td>127.0.0.1</td>", "POST /ui/setup</code>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("audit page: got no %q", want)
+		}
+	}
+	if strings.Contains(body, "203.0.113.9") {
+		t.Errorf("audit page: got the client-sent X-Forwarded-For as the address, want the TCP peer")
 	}
 }
