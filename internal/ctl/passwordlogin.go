@@ -22,21 +22,10 @@ import (
 // with the user's role (POST /auth/token), so the CLI keeps to tokens and
 // never stores a password.
 func tokenFromPassword(ctx context.Context, server, username, password, ttl, caFile string, insecure bool) (string, error) {
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // the user asked for it
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return "", fmt.Errorf("log in: read CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return "", fmt.Errorf("log in: %s holds no PEM certificate", caFile)
-		}
-		tlsConf.RootCAs = pool
+	hc, err := rawHTTPClient(caFile, insecure)
+	if err != nil {
+		return "", fmt.Errorf("log in: %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsConf
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
 	body, _ := json.Marshal(map[string]string{"username": username, "password": password, "ttl": ttl})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(server, "/")+"/auth/token", bytes.NewReader(body))
@@ -72,6 +61,35 @@ func tokenFromPassword(ctx context.Context, server, username, password, ttl, caF
 		return "", fmt.Errorf("log in to %s: the server answered without a token", server)
 	}
 	return out.Token, nil
+}
+
+// rawHTTPClient is an HTTP client with the CLI's TLS settings, for the
+// /auth endpoints the API client does not cover.
+func rawHTTPClient(caFile string, insecure bool) (*http.Client, error) {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // the user asked for it
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsConf
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
+}
+
+// statusError turns an error answer of the API into an error.
+func statusError(op string, resp *http.Response, data []byte) error {
+	var st api.Status
+	if json.Unmarshal(data, &st) != nil || st.Message == "" {
+		return fmt.Errorf("%s: the server answered %s", op, resp.Status)
+	}
+	return fmt.Errorf("%s: %w", op, &api.StatusError{Status: api.Status{Code: st.Code, Reason: st.Reason, Message: st.Message}})
 }
 
 // readPassword reads one line from in; on a terminal it prompts on

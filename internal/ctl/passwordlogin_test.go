@@ -11,14 +11,15 @@ import (
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
+	"github.com/kakuremichi/kakuremichi/internal/audit"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
-// TestLoginWithAPassword runs login --username against a real API server
-// with accounts: the password is traded for a token with the user's role,
-// and only the token is saved.
-func TestLoginWithAPassword(t *testing.T) {
-	e := newTestEnv(t)
+// realServer is Control's API with accounts and the audit log on an
+// embedded etcd, with alice (admin, by setup) and vic (viewer). It returns
+// the URL and the bootstrap token.
+func realServer(t *testing.T) (string, string) {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := store.Open(ctx, store.Config{DataDir: dir})
@@ -30,7 +31,11 @@ func TestLoginWithAPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(apiserver.New(apiserver.Config{Store: st, Accounts: acc}).Handler())
+	al, err := audit.New(audit.Config{Client: st.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(apiserver.New(apiserver.Config{Store: st, Accounts: acc, Audit: al}).Handler())
 	t.Cleanup(ts.Close)
 	path := filepath.Join(dir, "bootstrap-token")
 	if _, err := apiserver.EnsureBootstrapToken(ctx, st, path); err != nil {
@@ -43,6 +48,15 @@ func TestLoginWithAPassword(t *testing.T) {
 	if _, err := acc.CreateUser(ctx, accounts.NewUser{Name: "vic", Role: api.RoleViewer, Password: "vics passphrase"}, "alice"); err != nil {
 		t.Fatal(err)
 	}
+	return ts.URL, strings.TrimSpace(string(boot))
+}
+
+// TestLoginWithAPassword runs login --username against a real API server
+// with accounts: the password is traded for a token with the user's role,
+// and only the token is saved.
+func TestLoginWithAPassword(t *testing.T) {
+	e := newTestEnv(t)
+	server, _ := realServer(t)
 
 	for _, tc := range []struct {
 		name, stdin string
@@ -50,18 +64,18 @@ func TestLoginWithAPassword(t *testing.T) {
 		wantCode    int
 		wantErr     string
 	}{
-		{"wrong password", "not it\n", []string{"login", "--server", ts.URL, "--username", "vic"}, 1, "wrong username or password"},
-		{"unknown user", "not it\n", []string{"login", "--server", ts.URL, "--username", "nobody"}, 1, "wrong username or password"},
-		{"no password", "", []string{"login", "--server", ts.URL, "--username", "vic"}, 2, "no password"},
-		{"token and username", "", []string{"login", "--server", ts.URL, "--username", "vic", "--token", "kkm_x.y"}, 2, "not both"},
-		{"ttl alone", "", []string{"login", "--server", ts.URL, "--ttl", "1h", "--token", "kkm_x.y"}, 2, "--ttl goes with --username"},
+		{"wrong password", "not it\n", []string{"login", "--server", server, "--username", "vic"}, 1, "wrong username or password"},
+		{"unknown user", "not it\n", []string{"login", "--server", server, "--username", "nobody"}, 1, "wrong username or password"},
+		{"no password", "", []string{"login", "--server", server, "--username", "vic"}, 2, "no password"},
+		{"token and username", "", []string{"login", "--server", server, "--username", "vic", "--token", "kkm_x.y"}, 2, "not both"},
+		{"ttl alone", "", []string{"login", "--server", server, "--ttl", "1h", "--token", "kkm_x.y"}, 2, "--ttl goes with --username"},
 	} {
 		r := e.run(t, tc.stdin, tc.args...)
 		if r.code != tc.wantCode || !strings.Contains(r.stderr, tc.wantErr) {
 			t.Errorf("%s: got code %d, stderr %q; want %d mentioning %q", tc.name, r.code, r.stderr, tc.wantCode, tc.wantErr)
 		}
 	}
-	r := e.run(t, "vics passphrase\n", "login", "--server", ts.URL, "--username", "vic", "--ttl", "2h")
+	r := e.run(t, "vics passphrase\n", "login", "--server", server, "--username", "vic", "--ttl", "2h")
 	if r.code != 0 {
 		t.Fatalf("login: got code %d, stderr %q, want 0", r.code, r.stderr)
 	}
@@ -78,5 +92,28 @@ func TestLoginWithAPassword(t *testing.T) {
 	}
 	if r := e.run(t, "", "create", "token", "mine", "--role", "viewer"); r.code == 0 || !strings.Contains(r.stderr, "forbidden") && !strings.Contains(strings.ToLower(r.stderr), "may not") {
 		t.Errorf("create a token as vic: got code %d, stderr %q, want a refusal", r.code, r.stderr)
+	}
+}
+
+func TestAuditShowsChanges(t *testing.T) {
+	e := newTestEnv(t)
+	url, boot := realServer(t)
+	if r := e.run(t, "vics passphrase\n", "login", "--server", url, "--username", "vic"); r.code != 0 {
+		t.Fatalf("login: got code %d, stderr %q", r.code, r.stderr)
+	}
+	if r := e.run(t, "", "audit"); r.code == 0 || !strings.Contains(r.stderr, "admin") {
+		t.Errorf("audit as a viewer: got code %d, stderr %q, want a refusal naming the admin role", r.code, r.stderr)
+	}
+	r := e.run(t, "", "audit", "--token", boot, "--limit", "10")
+	if r.code != 0 {
+		t.Fatalf("audit as admin: got code %d, stderr %q", r.code, r.stderr)
+	}
+	for _, want := range []string{"TIME", "USER", "POST /auth/token", "201", "127.0.0.1"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("audit: got %q, want it to contain %q", r.stdout, want)
+		}
+	}
+	if r := e.run(t, "", "audit", "--limit", "0"); r.code != 2 {
+		t.Errorf("--limit 0: got code %d, want 2", r.code)
 	}
 }
