@@ -139,6 +139,11 @@ func (u *UI) Register(e *echo.Echo) {
 	e.GET(Prefix+"/agents", u.agents, viewer)
 	e.GET(Prefix+"/agents/new", u.addAgentPage, editor)
 	e.POST(Prefix+"/agents/new", u.addAgent, editor)
+	e.GET(Prefix+"/yaml/:plural/:name", u.objectYAML, viewer)
+	// API keys enrol nodes: editors manage them, viewers do not see them,
+	// as in the API.
+	e.GET(Prefix+"/apikeys", u.apiKeys, editor)
+	e.POST(Prefix+"/apikeys/:name/revoke", u.revokeAPIKey, editor)
 	admin := u.need(api.RoleAdmin)
 	e.GET(Prefix+"/users", u.users, admin)
 	e.POST(Prefix+"/users", u.createUser, admin)

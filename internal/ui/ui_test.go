@@ -212,6 +212,9 @@ var uiPolicy = map[string]api.Role{
 	"GET /ui/agents/new":              api.RoleEditor,
 	"GET /ui/gateways":                api.RoleViewer,
 	"POST /ui/gateways/:name/enabled": api.RoleEditor,
+	"GET /ui/yaml/:plural/:name":      api.RoleViewer,
+	"GET /ui/apikeys":                 api.RoleEditor,
+	"POST /ui/apikeys/:name/revoke":   api.RoleEditor,
 	"GET /ui/audit":                   api.RoleAdmin,
 	"GET /ui/users":                   api.RoleAdmin,
 	"POST /ui/users":                  api.RoleAdmin,
@@ -242,10 +245,10 @@ func TestEveryUIRouteIsAuthorized(t *testing.T) {
 			continue
 		}
 		name := "web"
-		if strings.HasPrefix(r.Path, Prefix+"/users/") || strings.HasPrefix(r.Path, Prefix+"/gateways/") {
+		if strings.HasPrefix(r.Path, Prefix+"/users/") || strings.HasPrefix(r.Path, Prefix+"/gateways/") || strings.HasPrefix(r.Path, Prefix+"/apikeys/") {
 			name = "nobody" // never one of the test's own users
 		}
-		path := strings.NewReplacer(":name", name, "*", "app.css").Replace(r.Path)
+		path := strings.NewReplacer(":plural", "tunnels", ":name", name, "*", "app.css").Replace(r.Path)
 		for _, role := range []api.Role{"", api.RoleViewer, api.RoleEditor, api.RoleAdmin} {
 			resp, body := h.send(role, r.Method, path, url.Values{}, nil)
 			loc := resp.Header.Get("Location")
@@ -664,5 +667,36 @@ func TestChangesInTheUIAreAudited(t *testing.T) {
 	}
 	if strings.Contains(body, "203.0.113.9") {
 		t.Errorf("audit page: got the client-sent X-Forwarded-For as the address, want the TCP peer")
+	}
+}
+
+func TestYAMLAndAPIKeys(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	ctx := context.Background()
+	h.createTunnel("web", nil)
+	resp, body := h.send(api.RoleViewer, "GET", "/ui/yaml/tunnels/web", nil, nil)
+	if resp.StatusCode != 200 || !strings.Contains(body, "kind: Tunnel") || !strings.Contains(body, "hostname: web.example.com") {
+		t.Errorf("tunnel as YAML: got %d, want the manifest", resp.StatusCode)
+	}
+	for _, plural := range []string{"tokens", "apikeys"} {
+		if resp, _ := h.send(api.RoleAdmin, "GET", "/ui/yaml/"+plural+"/bootstrap", nil, nil); resp.StatusCode != 404 {
+			t.Errorf("YAML of %s: got %d, want 404 (kinds with secrets are not shown)", plural, resp.StatusCode)
+		}
+	}
+	h.send(api.RoleEditor, "POST", "/ui/agents/new", url.Values{"name": {"office"}}, nil)
+	_, body = h.send(api.RoleEditor, "GET", "/ui/apikeys", nil, nil)
+	if !strings.Contains(body, `data-name="office"`) || !strings.Contains(body, "0 of 1") {
+		t.Errorf("API keys page: got no single-use key office")
+	}
+	obj, _ := h.st.Get(ctx, "APIKey", "office")
+	if hash := obj.(*api.APIKey).Spec.SecretHash; strings.Contains(body, hash) {
+		t.Errorf("API keys page: got the secret hash on the page")
+	}
+	if resp, _ := h.send(api.RoleEditor, "POST", "/ui/apikeys/office/revoke", nil, nil); resp.StatusCode != 303 {
+		t.Errorf("revoke: got %d, want 303", resp.StatusCode)
+	}
+	if _, err := h.st.Get(ctx, "APIKey", "office"); err == nil {
+		t.Errorf("after revoke: the key is still stored")
 	}
 }
