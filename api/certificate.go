@@ -194,6 +194,12 @@ type ACMEChallenge struct {
 	Token string `json:"token"`
 	// KeyAuthorization is the answer.
 	KeyAuthorization string `json:"keyAuthorization"`
+	// Type is "http-01" (also when empty) or "tls-alpn-01"; Token is then
+	// "alpn." + Hostname, which no ACME token (base64url) can be.
+	Type string `json:"type,omitempty"`
+	// CertPEM and KeyPEM are the tls-alpn-01 challenge certificate.
+	CertPEM string `json:"certPEM,omitempty"`
+	KeyPEM  string `json:"keyPEM,omitempty"`
 
 	// status is never set; it exists so GetStatus can return something.
 	status CommonStatus

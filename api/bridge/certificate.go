@@ -26,10 +26,17 @@ type Certificate struct {
 // CertificateKey is the slice key of the certificate of hostname.
 func CertificateKey(hostname string) string { return "cert/" + hostname }
 
-// Challenge is a pending ACME HTTP-01 challenge, delivered to every
-// gateway in the item "acme-http/<token>" before the CA is told to
-// validate, so that whichever gateway the CA reaches answers it.
+// Challenge is a pending ACME challenge, delivered to every gateway
+// before the CA is told to validate, so that whichever gateway the CA
+// reaches answers it: HTTP-01 in the item "acme-http/<token>", TLS-ALPN-01
+// in "acme-tls/<hostname>".
 type Challenge struct {
+	// Type is "http-01" (also when empty) or "tls-alpn-01".
+	Type string `json:"type,omitempty"`
+	// CertPEM and KeyPEM are, for tls-alpn-01, the challenge certificate
+	// served to "acme-tls/1" handshakes for Hostname.
+	CertPEM string `json:"certPEM,omitempty"`
+	KeyPEM  string `json:"keyPEM,omitempty"`
 	// Hostname is the name being validated; only requests for it get the
 	// answer.
 	Hostname string `json:"hostname"`
@@ -42,3 +49,7 @@ type Challenge struct {
 
 // ChallengeKey is the slice key of the HTTP-01 challenge with token.
 func ChallengeKey(token string) string { return "acme-http/" + token }
+
+// TLSALPNChallengeKey is the slice key of the TLS-ALPN-01 challenge of
+// hostname.
+func TLSALPNChallengeKey(hostname string) string { return "acme-tls/" + hostname }

@@ -130,6 +130,7 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ACME.Directory, "acme-directory", "", "ACME directory URL (default Let's Encrypt production; staging: https://acme-staging-v02.api.letsencrypt.org/directory)")
 	fs.StringVar(&cfg.ACME.Email, "acme-email", "", "contact email of the ACME account; setting it makes --certificates default to acme and means you agree to the CA's terms of service")
 	fs.StringVar(&cfg.ACME.CAFile, "acme-ca-file", "", "PEM roots that sign the ACME server's HTTPS certificate, for a private CA (default: system roots)")
+	fs.BoolVar(&cfg.ACME.TLSALPN, "acme-tls-alpn", false, "also offer the CA TLS-ALPN-01 challenges on the gateways' port 443 (HTTP-01 on port 80 is always offered)")
 	fs.DurationVar(&cfg.NodeLease, "node-lease", 40*time.Second, "a node counts as offline this long after its last heartbeat")
 	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 30*24*time.Hour, "how long the audit log keeps each change made through the API or the web UI")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")

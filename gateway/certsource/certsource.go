@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -49,6 +50,13 @@ type table struct {
 	items  map[string]bridge.Certificate
 	// challenges are the pending ACME HTTP-01 challenges by token.
 	challenges map[string]bridge.Challenge
+	// alpn are the TLS-ALPN-01 challenge certificates by hostname.
+	alpn map[string]*tls.Certificate
+}
+
+func newTable() *table {
+	return &table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{},
+		challenges: map[string]bridge.Challenge{}, alpn: map[string]*tls.Certificate{}}
 }
 
 // New returns a Source that serves nothing until Apply.
@@ -57,7 +65,7 @@ func New(cfg Config) *Source {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Source{log: cfg.Logger, httpsPort: cfg.HTTPSPort}
-	s.certs.Store(&table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}, challenges: map[string]bridge.Challenge{}})
+	s.certs.Store(newTable())
 	return s
 }
 
@@ -66,11 +74,20 @@ func New(cfg Config) *Source {
 // in the error; the others are still applied.
 func (s *Source) Apply(sl bridge.Slice) error {
 	old := s.certs.Load()
-	next := &table{byHost: map[string]*tls.Certificate{}, items: map[string]bridge.Certificate{}, challenges: map[string]bridge.Challenge{}}
+	next := newTable()
 	var errs []error
 	for key, it := range sl {
 		if ch := it.Challenge; ch != nil && strings.HasPrefix(key, "acme-http/") {
 			next.challenges[ch.Token] = *ch
+			continue
+		}
+		if ch := it.Challenge; ch != nil && strings.HasPrefix(key, "acme-tls/") {
+			cert, err := tls.X509KeyPair([]byte(ch.CertPEM), []byte(ch.KeyPEM))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("load tls-alpn-01 challenge of %s: %w", ch.Hostname, err))
+				continue
+			}
+			next.alpn[strings.ToLower(ch.Hostname)] = &cert
 			continue
 		}
 		c := it.Certificate
@@ -100,14 +117,27 @@ func (s *Source) Apply(sl bridge.Slice) error {
 
 // GetCertificate returns the certificate for the handshake's SNI name, or
 // nil (and no error) when there is none, so that the gateway falls back to
-// its own.
+// its own. A TLS-ALPN-01 validation (ALPN "acme-tls/1") gets the challenge
+// certificate of its name, and nothing else.
 func (s *Source) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	tbl := s.certs.Load()
+	if slices.Contains(hello.SupportedProtos, ACMETLS1Protocol) {
+		if c := tbl.alpn[name]; c != nil {
+			return c, nil
+		}
+		return nil, fmt.Errorf("no tls-alpn-01 challenge pending for %q", name)
+	}
 	if name == "" {
 		return nil, nil
 	}
-	return s.certs.Load().byHost[name], nil
+	return tbl.byHost[name], nil
 }
+
+// ACMETLS1Protocol is the ALPN protocol of TLS-ALPN-01 validations (RFC
+// 8737). The gateway's TLS configuration must offer it in NextProtos for
+// such a handshake to reach GetCertificate at all.
+const ACMETLS1Protocol = "acme-tls/1"
 
 // Serial returns the serial of the certificate served for hostname, ""
 // when there is none: what a gateway may report to show which certificate

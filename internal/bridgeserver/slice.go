@@ -145,7 +145,11 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 			continue
 		}
 		key := bridge.ChallengeKey(ch.Token)
-		s[key] = bridge.Item{Key: key, Challenge: &bridge.Challenge{Hostname: ch.Hostname, Token: ch.Token, KeyAuthorization: ch.KeyAuthorization}}
+		if ch.Type == "tls-alpn-01" {
+			key = bridge.TLSALPNChallengeKey(ch.Hostname)
+		}
+		s[key] = bridge.Item{Key: key, Challenge: &bridge.Challenge{Type: ch.Type, Hostname: ch.Hostname, Token: ch.Token,
+			KeyAuthorization: ch.KeyAuthorization, CertPEM: ch.CertPEM, KeyPEM: ch.KeyPEM}}
 	}
 	return s, true
 }

@@ -27,7 +27,9 @@ func TestCertificatesOnlyReachGatewaysWithTheirRoute(t *testing.T) {
 			tun("db", "db.example.com", "tcp://localhost:5432", 5432), tun("plain", "plain.example.com", "http://localhost:80", 0)},
 		Certificates: []api.Object{kp("web.example.com"), kp("db.example.com"), kp("gone.example.com"), kp("plain.example.com")},
 		Challenges: []api.Object{&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "t1"}, Hostname: "web.example.com", Token: "t1", KeyAuthorization: "k1"},
-			&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "t2"}, Hostname: "evil.example.org", Token: "t2", KeyAuthorization: "k2"}},
+			&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "t2"}, Hostname: "evil.example.org", Token: "t2", KeyAuthorization: "k2"},
+			&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "alpn.web.example.com"}, Type: "tls-alpn-01", Hostname: "web.example.com",
+				Token: "alpn.web.example.com", CertPEM: "c", KeyPEM: "k"}},
 	}
 	st.Tunnels[2].GetMeta().Annotations = map[string]string{api.AnnotationHTTPRedirect: "false"}
 	gs, ok := GatewaySlice(st, "gw1")
@@ -59,6 +61,9 @@ func TestCertificatesOnlyReachGatewaysWithTheirRoute(t *testing.T) {
 	}
 	if it, ok := gs[bridge.ChallengeKey("t1")]; !ok || it.Challenge == nil || it.Challenge.KeyAuthorization != "k1" {
 		t.Errorf("challenge of a routed hostname: got %+v, want it delivered", it.Challenge)
+	}
+	if it, ok := gs[bridge.TLSALPNChallengeKey("web.example.com")]; !ok || it.Challenge == nil || it.Challenge.CertPEM != "c" {
+		t.Errorf("tls-alpn-01 challenge: got %+v, want it delivered under its hostname", it.Challenge)
 	}
 	if _, ok := gs[bridge.ChallengeKey("t2")]; ok {
 		t.Errorf("challenge of a hostname no tunnel routes: got it delivered, want it kept back")

@@ -49,6 +49,10 @@ type ACMEConfig struct {
 	GatewayWait time.Duration
 	// Logger receives the issuer's logs; nil discards them.
 	Logger *slog.Logger
+	// TLSALPN also offers the CA TLS-ALPN-01 challenges, answered by
+	// every gateway's certificate source. Off (HTTP-01 only) by default:
+	// the gateways' TLS listener must offer the "acme-tls/1" protocol.
+	TLSALPN bool
 }
 
 // ACMEIssuer obtains certificates from an ACME CA with HTTP-01: the
@@ -85,6 +89,9 @@ func NewACMEIssuer(cfg ACMEConfig) *ACMEIssuer {
 	i.client = acmez.Client{
 		Client:           &acme.Client{Directory: cfg.Directory, HTTPClient: hc, UserAgent: "kakuremichi"},
 		ChallengeSolvers: map[string]acmez.Solver{acme.ChallengeTypeHTTP01: httpSolver{issuer: i}},
+	}
+	if cfg.TLSALPN {
+		i.client.ChallengeSolvers[acme.ChallengeTypeTLSALPN01] = tlsALPNSolver{httpSolver{issuer: i}}
 	}
 	return i
 }
@@ -194,6 +201,41 @@ type httpSolver struct{ issuer *ACMEIssuer }
 
 func challengeSecret(token string) string { return challengePrefix + token }
 
+// tlsALPNSolver publishes TLS-ALPN-01 challenge certificates to the
+// gateways, under the id "alpn.<hostname>" (no ACME token has a dot).
+type tlsALPNSolver struct{ http httpSolver }
+
+func alpnID(chal acme.Challenge) string { return "alpn." + chal.Identifier.Value }
+
+// Present stores the challenge certificate and its key.
+func (s tlsALPNSolver) Present(ctx context.Context, chal acme.Challenge) error {
+	cert, err := acmez.TLSALPN01ChallengeCert(chal)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(api.ACMEChallenge{Type: acme.ChallengeTypeTLSALPN01, Hostname: chal.Identifier.Value, Token: alpnID(chal),
+		CertPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})),
+		KeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))})
+	if err != nil {
+		return err
+	}
+	return s.http.issuer.cfg.Store.PutSecret(ctx, challengeSecret(alpnID(chal)), data, 0)
+}
+
+// Wait waits for the gateways as for HTTP-01.
+func (s tlsALPNSolver) Wait(ctx context.Context, chal acme.Challenge) error {
+	return s.http.waitFor(ctx, alpnID(chal), chal.Identifier.Value)
+}
+
+// CleanUp removes the challenge certificate from every gateway.
+func (s tlsALPNSolver) CleanUp(ctx context.Context, chal acme.Challenge) error {
+	return s.http.issuer.cfg.Store.DeleteSecret(ctx, challengeSecret(alpnID(chal)))
+}
+
 // Present stores the challenge; the bridge delivers it to every gateway.
 func (s httpSolver) Present(ctx context.Context, chal acme.Challenge) error {
 	data, err := json.Marshal(api.ACMEChallenge{Hostname: chal.Identifier.Value, Token: chal.Token, KeyAuthorization: chal.KeyAuthorization})
@@ -212,8 +254,12 @@ const heartbeatFresh = 15 * time.Second
 // reported a slice revision that includes the challenge (or GatewayWait
 // passed: the gateways that confirmed are all the CA may reach anyway).
 func (s httpSolver) Wait(ctx context.Context, chal acme.Challenge) error {
+	return s.waitFor(ctx, chal.Token, chal.Identifier.Value)
+}
+
+func (s httpSolver) waitFor(ctx context.Context, id, hostname string) error {
 	st := s.issuer.cfg.Store
-	_, rev, err := st.GetSecret(ctx, challengeSecret(chal.Token))
+	_, rev, err := st.GetSecret(ctx, challengeSecret(id))
 	if err != nil {
 		return err
 	}
@@ -239,7 +285,7 @@ func (s httpSolver) Wait(ctx context.Context, chal acme.Challenge) error {
 		}
 		if time.Now().After(deadline) {
 			s.issuer.cfg.Logger.Warn("acme: gateways have not confirmed the challenge; asking the CA to validate anyway",
-				"hostname", chal.Identifier.Value, "gateways", behind)
+				"hostname", hostname, "gateways", behind)
 			return nil
 		}
 		if !sleep(ctx, 200*time.Millisecond) {

@@ -1,10 +1,14 @@
 package certs
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"testing"
+
+	"github.com/mholt/acmez/v3"
+	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/kakuremichi/kakuremichi/api"
 )
@@ -47,5 +51,48 @@ func TestClassifyIssueError(t *testing.T) {
 		if reason != tt.reason || (wait > 0) != tt.atLeast {
 			t.Errorf("%v: got %s wait %v, want %s (a minimum wait: %v)", tt.err, reason, wait, tt.reason, tt.atLeast)
 		}
+	}
+}
+
+// TestChallengesArePublishedForTheBridge presents one challenge of each
+// type as acmez would and reads them back through the bridge's source.
+func TestChallengesArePublishedForTheBridge(t *testing.T) {
+	st := openStore(t)
+	iss := NewACMEIssuer(ACMEConfig{Store: st, TLSALPN: true})
+	defer iss.Close()
+	ctx := testCtx(t)
+	chal := acme.Challenge{Identifier: acme.Identifier{Type: "dns", Value: "web.example.com"}, Token: "tok_-1", KeyAuthorization: "tok_-1.thumb"}
+	solvers := []acmez.Solver{iss.client.ChallengeSolvers[acme.ChallengeTypeHTTP01], iss.client.ChallengeSolvers[acme.ChallengeTypeTLSALPN01]}
+	for _, s := range solvers {
+		if err := s.Present(ctx, chal); err != nil {
+			t.Fatalf("Present: got %v, want nil", err)
+		}
+	}
+	objs, _, err := ChallengeSource{Store: st}.List(ctx)
+	if err != nil {
+		t.Fatalf("List: got %v, want nil", err)
+	}
+	got := map[string]*api.ACMEChallenge{}
+	for _, o := range objs {
+		c := o.(*api.ACMEChallenge)
+		got[c.Type] = c
+	}
+	if h := got[""]; h == nil || h.Token != "tok_-1" || h.KeyAuthorization != "tok_-1.thumb" || h.Hostname != "web.example.com" {
+		t.Fatalf("http-01 challenge: got %+v, want token, key authorization and hostname", h)
+	}
+	a := got[acme.ChallengeTypeTLSALPN01]
+	if a == nil || a.Hostname != "web.example.com" {
+		t.Fatalf("tls-alpn-01 challenge: got %+v, want one for web.example.com", a)
+	}
+	if _, err := tls.X509KeyPair([]byte(a.CertPEM), []byte(a.KeyPEM)); err != nil {
+		t.Fatalf("tls-alpn-01 certificate: got %v, want a key pair", err)
+	}
+	for _, s := range solvers {
+		if err := s.CleanUp(ctx, chal); err != nil {
+			t.Fatalf("CleanUp: got %v, want nil", err)
+		}
+	}
+	if objs, _, _ := (ChallengeSource{Store: st}).List(ctx); len(objs) != 0 {
+		t.Fatalf("after CleanUp: got %d challenges, want none", len(objs))
 	}
 }

@@ -16,8 +16,8 @@ import (
 // secret per hostname.
 const keyPairPrefix = "certificates/"
 
-// challengePrefix is where pending HTTP-01 challenges are kept, one
-// secret per token.
+// challengePrefix is where pending challenges are kept, one secret per
+// token (HTTP-01) or per "alpn.<hostname>" (TLS-ALPN-01).
 const challengePrefix = "challenges/http-01/"
 
 func keyPairSecret(hostname string) string { return keyPairPrefix + hostname }

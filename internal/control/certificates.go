@@ -43,6 +43,9 @@ type ACMESettings struct {
 	// server's own HTTPS certificate (a private CA, or Pebble in tests);
 	// "" means the system roots.
 	CAFile string
+	// TLSALPN also offers TLS-ALPN-01 challenges (HTTP-01 is always
+	// offered). It needs gateways whose TLS listener offers "acme-tls/1".
+	TLSALPN bool
 }
 
 func checkCertificateMode(mode string, acme ACMESettings) (string, error) {
@@ -85,7 +88,7 @@ func acmeIssuer(cfg Config, st *store.Store) (*certs.ACMEIssuer, error) {
 		}
 	}
 	return certs.NewACMEIssuer(certs.ACMEConfig{Store: st, Directory: cfg.ACME.Directory, Email: cfg.ACME.Email,
-		TrustedRoots: roots, Logger: cfg.Logger}), nil
+		TrustedRoots: roots, Logger: cfg.Logger, TLSALPN: cfg.ACME.TLSALPN}), nil
 }
 
 // serveCA answers api.CAPath from the store.
