@@ -46,7 +46,7 @@ func servedSerial(addr, sni string) (string, error) {
 // restarted while Control is down serves it from its cache; once the
 // tunnel is deleted no gateway serves it any more.
 func TestInternalCACertificateOnEveryGateway(t *testing.T) {
-	c := newCluster(t)
+	c := newCluster(t, "--certificates", "internal")
 	for _, g := range []string{"gw1", "gw2", "gw3"} {
 		c.addGateway(g)
 	}

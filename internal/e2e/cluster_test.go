@@ -37,9 +37,9 @@ type gatewayProc struct {
 	wgPort    int
 }
 
-func newCluster(t testing.TB) *cluster {
+func newCluster(t testing.TB, controlArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, control: newControl(t), agents: map[string]*controlProc{}, apps: map[string]string{}}
+	c := &cluster{t: t, control: newControl(t, controlArgs...), agents: map[string]*controlProc{}, apps: map[string]string{}}
 	c.token = c.control.adminToken()
 	c.gwKey = c.apiKey("gateways", api.RoleGateway)
 	c.agentKey = c.apiKey("agents", api.RoleAgent)

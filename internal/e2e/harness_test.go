@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -78,6 +79,12 @@ type controlProc struct {
 
 func newControl(t testing.TB, extra ...string) *controlProc {
 	t.Helper()
+	// Most tests speak plain HTTP to the gateways, and once a hostname has
+	// a certificate gateways redirect it to HTTPS: certificates are off
+	// unless a test asks for a mode.
+	if !slices.Contains(extra, "--certificates") {
+		extra = append(extra, "--certificates", "off")
+	}
 	dir := t.TempDir()
 	c := &controlProc{t: t, dataDir: filepath.Join(dir, "data"), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		logPath: filepath.Join(dir, "control.log"), extra: extra}
