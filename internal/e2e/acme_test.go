@@ -116,10 +116,10 @@ func pebbleCerts(t *testing.T) string {
 // startPebble runs Pebble on listenPort, validating HTTP-01 at httpPort
 // and TLS-ALPN-01 at tlsPort of 127.0.0.1 (every name resolves there
 // through dnsAddr), and returns its directory URL and management
-// address, and a function counting the orders Pebble has taken (from its
-// log: the count is the CA's, not ours).
+// address, a function counting the orders Pebble has taken (from its
+// log: the count is the CA's, not ours), and one that stops Pebble.
 // validity, when not zero, is the lifetime of what Pebble issues.
-func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort int, validity time.Duration) (dir, mgmt string, orders func() int) {
+func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort int, validity time.Duration) (dir, mgmt string, orders func() int, stop func()) {
 	t.Helper()
 	bin, certs := pebbleBinary(t), pebbleCerts(t)
 	listen, mgmtAddr := fmt.Sprintf("localhost:%d", listenPort), fmt.Sprintf("localhost:%d", freePort(t))
@@ -151,9 +151,15 @@ func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		stop()
 		logf.Close()
 		if t.Failed() {
 			out, _ := os.ReadFile(logf.Name())
@@ -173,7 +179,7 @@ func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort
 				return dir, mgmtAddr, func() int {
 					data, _ := os.ReadFile(logf.Name())
 					return strings.Count(string(data), "Added order")
-				}
+				}, stop
 			}
 		}
 		if time.Now().After(deadline) {
@@ -235,7 +241,7 @@ func TestACMEThroughAnyGateway(t *testing.T) {
 	var hp, tp int
 	fmt.Sscan(httpPort, &hp)
 	fmt.Sscan(tlsPort, &tp)
-	_, mgmt, orders := startPebble(t, pebblePort, dnsAddr, hp, tp, 0)
+	_, mgmt, orders, _ := startPebble(t, pebblePort, dnsAddr, hp, tp, 0)
 
 	const host = "acme-app.example.com"
 	c.applyTunnel("web", host, "home", c.apps["app-a"])
@@ -315,7 +321,7 @@ func TestACMEThroughAnyGateway(t *testing.T) {
 
 // acmeCluster is Control in ACME mode against a Pebble validating at the
 // third of three gateways, with an agent and an app.
-func acmeCluster(t *testing.T, validity time.Duration) (c *cluster, mgmt string, orders func() int) {
+func acmeCluster(t *testing.T, validity time.Duration) (c *cluster, mgmt string, orders func() int, stopCA func()) {
 	t.Helper()
 	pebbleBinary(t)
 	certsDir := pebbleCerts(t)
@@ -338,8 +344,8 @@ func acmeCluster(t *testing.T, validity time.Duration) (c *cluster, mgmt string,
 	fmt.Sscan(p, &hp)
 	_, p, _ = net.SplitHostPort(c.gateways[2].httpsAddr)
 	fmt.Sscan(p, &tp)
-	_, mgmt, orders = startPebble(t, pebblePort, dnsAddr, hp, tp, validity)
-	return c, mgmt, orders
+	_, mgmt, orders, stopCA = startPebble(t, pebblePort, dnsAddr, hp, tp, validity)
+	return c, mgmt, orders, stopCA
 }
 
 // waitSerial waits until gw serves host a certificate that pool trusts
@@ -373,9 +379,11 @@ func waitSerial(t *testing.T, c *cluster, gw *gatewayProc, host string, pool *x5
 // TestACMERenewalWithAGatewayDown: Pebble issues 45-second certificates;
 // with one of three gateways stopped, Control renews in the last third
 // of the lifetime and the others serve the new certificate, in one new
-// order.
+// order. Then the CA goes away: the next renewal fails, the status says
+// CAUnreachable with a next attempt, and the gateways keep serving the
+// certificate they have.
 func TestACMERenewalWithAGatewayDown(t *testing.T) {
-	c, mgmt, orders := acmeCluster(t, 45*time.Second)
+	c, mgmt, orders, stopCA := acmeCluster(t, 45*time.Second)
 	const host = "renew.example.com"
 	c.applyTunnel("web", host, "home", c.apps["app-a"])
 	pool := pebbleRoot(t, mgmt)
@@ -392,5 +400,28 @@ func TestACMERenewalWithAGatewayDown(t *testing.T) {
 	t.Logf("renewed %v after the first issuance with gw1 down", time.Since(issued).Round(time.Second))
 	if n := orders(); n != 2 {
 		t.Errorf("orders at the CA: got %d, want 2 (the first and one renewal)", n)
+	}
+
+	stopCA()
+	var cert api.Certificate
+	for deadline := time.Now().Add(45 * time.Second); ; {
+		_, out := c.api("GET", "/certificates/"+api.CertificateName(host), "")
+		decodeJSON(t, out, &cert)
+		ready := api.FindCondition(cert.Status.Conditions, api.ConditionReady)
+		if cert.Status.Failures > 0 && ready != nil && strings.Contains(ready.Message, api.ReasonCAUnreachable) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("certificate with the CA gone: got %s after 45s, want a failed renewal saying %s", out, api.ReasonCAUnreachable)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if cert.Status.State != api.CertificateIssued || cert.Status.Serial != second || cert.Status.NextAttempt == nil {
+		t.Fatalf("status after a failed renewal: got %q %s next %v, want Issued, %s and a next attempt", cert.Status.State, cert.Status.Serial, cert.Status.NextAttempt, second)
+	}
+	for _, g := range c.gateways[1:] {
+		if got := waitSerial(t, c, g, host, pool, 5*time.Second); got != second {
+			t.Fatalf("%s with the CA gone: got serial %s, want %s still served", g.name, got, second)
+		}
 	}
 }
