@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,6 +142,21 @@ func TestBrowserRunsTheSystem(t *testing.T) {
 		shot("08-agents"),
 		chromedp.Navigate(base+"/ui/gateways"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="gw1"]`)),
-		shot("09-gateways"))
+		shot("09-gateways"),
+		chromedp.Navigate(base+"/ui/apikeys"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="home"]`)),
+		shot("10-apikeys"),
+		chromedp.Navigate(base+"/ui/audit"),
+		chromedp.WaitVisible(chromedp.CSS(`#audit`)),
+		shot("11-audit"))
+	audit, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#audit`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"POST /ui/tunnels/web/delete", "POST /ui/agents/new", "alice"} {
+		if !strings.Contains(audit, want) {
+			t.Errorf("audit page: got no %q", want)
+		}
+	}
 	t.Logf("screenshots in %s", shots)
 }
