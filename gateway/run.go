@@ -173,7 +173,10 @@ func (g *Gateway) newServer(h http.Handler, withTLS bool) *http.Server {
 		srv.TLSConfig = &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: g.certs.getCertificate,
-			NextProtos:     []string{"h2", "http/1.1"},
+			// acme-tls/1 comes last: only an ACME CA offers it, and the
+			// certificate hook answers those handshakes with the
+			// TLS-ALPN-01 challenge certificate.
+			NextProtos: []string{"h2", "http/1.1", "acme-tls/1"},
 		}
 	}
 	return srv
