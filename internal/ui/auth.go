@@ -115,6 +115,7 @@ func (u *UI) setup(c echo.Context) error {
 	case err != nil:
 		return u.fail(c, err)
 	}
+	apiserver.SetActor(c, d.Name, api.RoleAdmin)
 	return u.render(c, http.StatusCreated, "login", page{Title: "Log in",
 		Flash: "Your admin account " + strings.TrimSpace(d.Name) + " is ready. Log in with it.", Data: loginData{Username: d.Name, Next: Prefix + "/"}})
 }

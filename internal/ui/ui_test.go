@@ -660,7 +660,7 @@ func TestChangesInTheUIAreAudited(t *testing.T) {
 	h.send(api.RoleEditor, "POST", "/ui/tunnels", url.Values{"name": {"web"}, "hostname": {"web.example.com"},
 		"agent": {"home"}, "target": {"http://app:3000"}, "enabled": {"on"}}, map[string]string{"X-Forwarded-For": "203.0.113.9"})
 	_, body := h.send(api.RoleAdmin, "GET", "/ui/audit", nil, nil)
-	for _, want := range []string{"POST /ui/tunnels</code>", "ed <small>(editor)</small>", "<td>303</td>", "<td>127.0.0.1</td>", "POST /ui/setup</code>"} {
+	for _, want := range []string{"POST /ui/tunnels</code>", "ed <small>(editor)</small>", "<td>303</td>", "<td>127.0.0.1</td>", "POST /ui/setup</code>", "alice <small>(admin)</small>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("audit page: got no %q", want)
 		}
