@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,8 +32,9 @@ const (
 	// stallCheckEvery is how often a request still without progress has
 	// its agent checked again (a long poll whose agent dies later).
 	stallCheckEvery = 5 * time.Second
-	// livenessCheckTimeout bounds one check of an agent.
-	livenessCheckTimeout = time.Second
+	// livenessCheckTimeout bounds one check of an agent; generous enough
+	// for a probe queued behind a bulk transfer on a busy machine.
+	livenessCheckTimeout = 1500 * time.Millisecond
 	// livenessReuse is how long a check's result answers other requests.
 	livenessReuse = time.Second
 )
@@ -184,6 +186,21 @@ func (g *Gateway) watchStall(ctx context.Context, w *progressWriter, addr netip.
 		last = now
 		t.Reset(stallCheckEvery)
 	}
+}
+
+// countingBody counts the request body as it is read: an upload that
+// flows is progress, though the response has not begun.
+type countingBody struct {
+	io.ReadCloser
+	progress *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.progress.Add(int64(n))
+	}
+	return n, err
 }
 
 // trackedConn removes itself from its agent's stream set when closed.

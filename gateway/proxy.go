@@ -155,6 +155,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		// not cut this one (a long poll, or an upgrade that hijacks it).
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		pw := &progressWriter{ResponseWriter: w}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &countingBody{ReadCloser: r.Body, progress: &pw.progress}
+		}
 		go g.watchStall(ctx, pw, rt.agentAddr, cancel)
 		g.proxy.ServeHTTP(pw, r.WithContext(ctx))
 	}
