@@ -7,8 +7,9 @@
 # non-root user; this file only copies that context. (A multi-stage build
 # would need a Go builder image pulled from a registry.)
 #
-#   hack/image.sh            # linux/amd64, tagged kakuremichi:dev
-#   hack/image.sh arm64      # linux/arm64 binaries, tagged kakuremichi:dev-arm64
+#   hack/image.sh            # this machine's architecture, tagged kakuremichi:dev
+#   hack/image.sh arm64      # linux/arm64, tagged kakuremichi:dev-arm64 (needs buildx
+#                            # on an amd64 host; without it, only the binaries)
 #
 # Paths: /data is Control's data directory (embedded etcd, bootstrap token),
 # /state a node's state (WireGuard key, credential, last configuration),

@@ -4,20 +4,26 @@
 # certificates and a passwd/group entry for the non-root user go into a
 # temporary build context, and the root Dockerfile (FROM scratch) copies it.
 #
-#   hack/image.sh            linux/amd64 image, tagged kakuremichi:dev
-#   hack/image.sh arm64      linux/arm64 image, tagged kakuremichi:dev-arm64
+#   hack/image.sh            this machine's architecture, tagged kakuremichi:dev
+#   hack/image.sh arm64      linux/arm64 (or amd64), tagged kakuremichi:dev-arm64
+#
+# An image of another architecture than the host's needs docker buildx
+# (the legacy builder cannot build FROM scratch for another platform);
+# without it the script leaves that architecture's static binaries in
+# bin/linux-ARCH/ (the Linux binary release) and says so.
 #
 # IMAGE overrides the tag; VERSION the version stamped into the binaries
 # and the image's labels (default: git describe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-arch="${1:-amd64}"
+host_arch="$(go env GOHOSTARCH)"
+arch="${1:-$host_arch}"
 case "$arch" in
   amd64|arm64) ;;
   *) echo "usage: hack/image.sh [amd64|arm64]" >&2; exit 2 ;;
 esac
-if [ "$arch" = amd64 ]; then
+if [ "$arch" = "$host_arch" ]; then
   image="${IMAGE:-kakuremichi:dev}"
 else
   image="${IMAGE:-kakuremichi:dev-$arch}"
@@ -48,9 +54,18 @@ mkdir -p "$ctx/owned/data" "$ctx/owned/state" "$ctx/owned/keys" "$ctx/owned/home
 chmod 0700 "$ctx/owned/data" "$ctx/owned/state" "$ctx/owned/keys" "$ctx/owned/home/nonroot"
 chmod 1777 "$ctx/owned/tmp"
 
-docker build --quiet -f Dockerfile -t "$image" \
-  --platform "linux/$arch" \
-  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  "$ctx" >/dev/null
+build_args=(-f Dockerfile -t "$image"
+  --build-arg VERSION="$version" --build-arg REVISION="$revision"
+  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)")
+if [ "$arch" = "$host_arch" ]; then
+  docker build --quiet "${build_args[@]}" "$ctx" >/dev/null
+elif docker buildx version >/dev/null 2>&1; then
+  docker buildx build --quiet --load --platform "linux/$arch" "${build_args[@]}" "$ctx" >/dev/null
+else
+  mkdir -p "bin/linux-$arch"
+  cp "$ctx/kakuremichi" "$ctx/kakuremichictl" "bin/linux-$arch/"
+  echo "hack/image.sh: no docker buildx here to build a linux/$arch image; its binaries are in bin/linux-$arch/" >&2
+  echo "bin/linux-$arch"
+  exit 0
+fi
 echo "$image"
