@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
@@ -25,21 +22,9 @@ func runDemo(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&name, "name", "demo", "name shown on the hello page")
 	lf.register(fs)
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: kakuremichi demo [flags]\n\nServes a small web app (hello page, /headers, /upload, /bytes?n=, /sse, /ws) to publish through a tunnel.")
-	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return 2
+	log, code := parseCommand(fs, args, &lf, stderr)
+	if code >= 0 {
+		return code
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

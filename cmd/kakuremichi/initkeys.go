@@ -16,6 +16,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/client"
 	"github.com/kakuremichi/kakuremichi/internal/flagenv"
+	"github.com/kakuremichi/kakuremichi/internal/securefile"
 )
 
 // initKey is one API key `init-keys` makes: its object name, the role it
@@ -105,7 +106,7 @@ func initKeys(ctx context.Context, log *slog.Logger, controlURL, tokenFile strin
 		if err != nil {
 			return err
 		}
-		if err := writeSecretFile(k.file, secret); err != nil {
+		if err := securefile.Write(k.file, []byte(secret+"\n")); err != nil {
 			return fmt.Errorf("write API key %s: %w", k.name, err)
 		}
 		log.Info("API key created", "name", k.name, "role", k.role, "file", k.file)
@@ -181,30 +182,4 @@ func waitReady(ctx context.Context, controlURL string) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-// writeSecretFile writes data with mode 0600 through a rename, so a reader
-// never sees half a key.
-func writeSecretFile(path, data string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.WriteString(data + "\n"); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

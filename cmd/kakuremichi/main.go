@@ -101,6 +101,29 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	}
 }
 
+// parseCommand parses a subcommand's flags (each also read from its
+// environment variable), refuses stray arguments and builds the logger.
+// It returns the exit code to stop with, or -1 to go on.
+func parseCommand(fs *flag.FlagSet, args []string, lf *logFlags, stderr io.Writer) (*slog.Logger, int) {
+	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0
+		}
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return nil, 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return nil, 2
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return nil, 2
+	}
+	return log, -1
+}
+
 func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kakuremichi control", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -146,21 +169,9 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&lg.TCPListenHost, "gateway-tcp-listen-host", "", "in-process gateway: host tcp tunnels' ports are bound on")
 	lf.register(fs)
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: kakuremichi control [flags]\n\nRuns Control: the API, the store (embedded etcd unless --etcd-endpoints) and the controllers.")
-	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return 2
+	log, code := parseCommand(fs, args, &lf, stderr)
+	if code >= 0 {
+		return code
 	}
 	if endpoints != "" {
 		for _, e := range strings.Split(endpoints, ",") {
@@ -188,12 +199,4 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func parseDuration(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%q is not a duration such as 10s", s)
-	}
-	return d, nil
 }

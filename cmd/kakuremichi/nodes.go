@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kakuremichi/kakuremichi/agent"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
@@ -28,14 +28,14 @@ import (
 // variables a compose file sets. The API key is never a flag: process
 // arguments are visible to every user of the machine.
 type nodeFlags struct {
-	controlURL   string
-	apiKeyFile   string
-	name         string
-	stateDir     string
-	caFile       string
-	insecure     bool
-	shutdownWait string
-	log          logFlags
+	controlURL    string
+	apiKeyFile    string
+	name          string
+	stateDir      string
+	caFile        string
+	insecure      bool
+	shutdownGrace time.Duration
+	log           logFlags
 }
 
 func (n *nodeFlags) register(fs *flag.FlagSet, kind string) {
@@ -50,7 +50,7 @@ func (n *nodeFlags) register(fs *flag.FlagSet, kind string) {
 	fs.StringVar(&n.stateDir, "state-dir", "./kakuremichi-"+kind, "directory for the WireGuard key, the credential and the last configuration (0600 files)")
 	fs.StringVar(&n.caFile, "control-ca-file", "", "CA bundle that verifies Control's HTTPS certificate")
 	fs.BoolVar(&n.insecure, "control-insecure-skip-verify", false, "do not verify Control's HTTPS certificate (testing only)")
-	fs.StringVar(&n.shutdownWait, "shutdown-grace", "10s", "how long in-flight requests may take on SIGTERM")
+	fs.DurationVar(&n.shutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight requests may take on SIGTERM")
 	n.log.register(fs)
 }
 
@@ -83,24 +83,12 @@ func (n *nodeFlags) apiKey() (string, error) {
 
 // parseNodeFlags parses args and returns a logger, or an exit code.
 func parseNodeFlags(fs *flag.FlagSet, args []string, n *nodeFlags, stderr io.Writer) (*slog.Logger, int) {
-	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0
-		}
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return nil, 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return nil, 2
+	log, code := parseCommand(fs, args, &n.log, stderr)
+	if code >= 0 {
+		return nil, code
 	}
 	if n.controlURL == "" {
 		fmt.Fprintln(stderr, "error: the Control URL is required: set CONTROL_URL or --control-url")
-		return nil, 2
-	}
-	log, err := n.log.logger(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
 		return nil, 2
 	}
 	return log, -1
@@ -166,17 +154,12 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
-	grace, err := parseDuration(n.shutdownWait)
-	if err != nil {
-		fmt.Fprintf(stderr, "error: --shutdown-grace: %v\n", err)
-		return 2
-	}
 	pk, err := nodeclient.LoadOrCreateKey(n.stateDir)
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
 	}
-	a, err := agent.New(agent.Config{PrivateKey: pk, ListenPort: wgPort, ShutdownGrace: grace, Logger: log.With("component", "agent")})
+	a, err := agent.New(agent.Config{PrivateKey: pk, ListenPort: wgPort, ShutdownGrace: n.shutdownGrace, Logger: log.With("component", "agent")})
 	if err != nil {
 		log.Error("start", "err", err)
 		return 2
@@ -212,11 +195,6 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: --wireguard-listen: %q is not host:port with a port\n", wgListen)
 		return 2
 	}
-	grace, err := parseDuration(n.shutdownWait)
-	if err != nil {
-		fmt.Fprintf(stderr, "error: --shutdown-grace: %v\n", err)
-		return 2
-	}
 	pk, err := nodeclient.LoadOrCreateKey(n.stateDir)
 	if err != nil {
 		log.Error("start", "err", err)
@@ -224,7 +202,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	certs := certsource.New(certsource.Config{Logger: log.With("component", "certificates"), HTTPSPort: certsource.ListenPort(httpsListen)})
 	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: port, HTTPListen: httpListen, HTTPSListen: httpsListen,
-		TCPListenHost: tcpHost, CertFile: certFile, KeyFile: keyFile, ShutdownGrace: grace, Logger: log.With("component", "gateway"),
+		TCPListenHost: tcpHost, CertFile: certFile, KeyFile: keyFile, ShutdownGrace: n.shutdownGrace, Logger: log.With("component", "gateway"),
 		GetCertificate: certs.GetCertificate, WrapHTTP: certs.WrapHTTP})
 	if err != nil {
 		log.Error("start", "err", err)

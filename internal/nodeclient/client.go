@@ -33,6 +33,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/securefile"
 	"github.com/kakuremichi/kakuremichi/internal/wgnet"
 )
 
@@ -112,43 +113,16 @@ func LoadOrCreateKey(stateDir string) (wgnet.PrivateKey, error) {
 	if err != nil {
 		return wgnet.PrivateKey{}, err
 	}
-	if err := writeFileAtomic(path, []byte(k.Base64()+"\n")); err != nil {
+	if err := securefile.Write(path, []byte(k.Base64()+"\n")); err != nil {
 		return wgnet.PrivateKey{}, fmt.Errorf("save wireguard key: %w", err)
 	}
 	return k, nil
 }
 
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 // SaveCredential stores a credential obtained outside registration (a
 // node enrolled by Control itself) where New finds it.
 func SaveCredential(stateDir, credential string) error {
-	return writeFileAtomic(filepath.Join(stateDir, credentialFile), []byte(credential+"\n"))
+	return securefile.Write(filepath.Join(stateDir, credentialFile), []byte(credential+"\n"))
 }
 
 // savedSlice is the on-disk form of the last slice.
@@ -327,7 +301,7 @@ func (c *Client) register(ctx context.Context) error {
 	if err := json.Unmarshal(data, &out); err != nil || out.Credential == "" {
 		return fmt.Errorf("register: unreadable answer")
 	}
-	if err := writeFileAtomic(filepath.Join(c.cfg.StateDir, credentialFile), []byte(out.Credential+"\n")); err != nil {
+	if err := securefile.Write(filepath.Join(c.cfg.StateDir, credentialFile), []byte(out.Credential+"\n")); err != nil {
 		return &fatalError{fmt.Errorf("save credential: %w", err)}
 	}
 	c.mu.Lock()
@@ -447,7 +421,7 @@ func (c *Client) handle(m bridge.Message) error {
 	c.slice, c.revision = next, m.Revision
 	c.mu.Unlock()
 	data, _ := json.Marshal(savedSlice{Revision: m.Revision, Items: next.Items()})
-	if err := writeFileAtomic(filepath.Join(c.cfg.StateDir, sliceFile), data); err != nil {
+	if err := securefile.Write(filepath.Join(c.cfg.StateDir, sliceFile), data); err != nil {
 		c.log.Error("save slice", "err", err)
 	}
 	return nil
