@@ -79,12 +79,6 @@ type controlProc struct {
 
 func newControl(t testing.TB, extra ...string) *controlProc {
 	t.Helper()
-	// Most tests speak plain HTTP to the gateways, and once a hostname has
-	// a certificate gateways redirect it to HTTPS: certificates are off
-	// unless a test asks for a mode.
-	if !slices.Contains(extra, "--certificates") {
-		extra = append(extra, "--certificates", "off")
-	}
 	dir := t.TempDir()
 	c := &controlProc{t: t, dataDir: filepath.Join(dir, "data"), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		logPath: filepath.Join(dir, "control.log"), extra: extra}
@@ -108,6 +102,12 @@ func (c *controlProc) start() {
 		c.t.Fatal(err)
 	}
 	args := append([]string{"control", "--data-dir", c.dataDir, "--listen", c.addr}, c.extra...)
+	// Most tests speak plain HTTP to the gateways, and once a hostname has
+	// a certificate gateways redirect it to HTTPS: certificates are off
+	// unless a test asks for a mode.
+	if !slices.Contains(c.extra, "--certificates") {
+		args = append(args, "--certificates", "off")
+	}
 	if c.args != nil {
 		args = c.args
 	}
