@@ -168,66 +168,20 @@ func (s *Store) WatchSecrets(ctx context.Context, prefix string, fromRev int64) 
 		fromRev = rev + 1
 	}
 	base := s.prefix + secretPrefix
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	wch := s.client.Watch(wctx, base+prefix, clientv3.WithPrefix(), clientv3.WithRev(fromRev))
-	out := make(chan SecretEvent)
-	go func() {
-		defer close(out)
-		defer cancel()
-		send := func(ev SecretEvent) bool {
-			select {
-			case out <- ev:
-				return true
-			case <-ctx.Done():
-				return false
-			case <-s.done:
-				return false
+	return watchPrefix(ctx, s, op, base+prefix, fromRev, nil,
+		func(e *clientv3.Event) (SecretEvent, bool) {
+			ev := SecretEvent{Name: strings.TrimPrefix(string(e.Kv.Key), base), Revision: e.Kv.ModRevision}
+			switch {
+			case e.Type == mvccpb.DELETE:
+				ev.Type = api.Deleted
+			case e.IsCreate():
+				ev.Type, ev.Value = api.Added, e.Kv.Value
+			default:
+				ev.Type, ev.Value = api.Modified, e.Kv.Value
 			}
-		}
-		fail := func(err error) { send(SecretEvent{Type: api.Error, Err: err}) }
-		for {
-			var resp clientv3.WatchResponse
-			var ok bool
-			select {
-			case resp, ok = <-wch:
-			case <-ctx.Done():
-				return
-			case <-s.done:
-				return
-			}
-			if !ok {
-				if ctx.Err() == nil {
-					fail(fmt.Errorf("%s: %w: the watch was closed", op, api.ErrUnavailable))
-				}
-				return
-			}
-			if resp.CompactRevision != 0 {
-				fail(fmt.Errorf("%s from revision %d: %w (history starts at %d)", op, fromRev, api.ErrGone, resp.CompactRevision))
-				return
-			}
-			if err := resp.Err(); err != nil {
-				if ctx.Err() == nil {
-					fail(s.mapErr(op, err))
-				}
-				return
-			}
-			for _, e := range resp.Events {
-				ev := SecretEvent{Name: strings.TrimPrefix(string(e.Kv.Key), base), Revision: e.Kv.ModRevision}
-				switch {
-				case e.Type == mvccpb.DELETE:
-					ev.Type = api.Deleted
-				case e.IsCreate():
-					ev.Type, ev.Value = api.Added, e.Kv.Value
-				default:
-					ev.Type, ev.Value = api.Modified, e.Kv.Value
-				}
-				if !send(ev) {
-					return
-				}
-			}
-		}
-	}()
-	return out, nil
+			return ev, true
+		},
+		func(err error) SecretEvent { return SecretEvent{Type: api.Error, Err: err} }), nil
 }
 
 // DeleteSecretPrefix removes every secret whose name starts with prefix,

@@ -62,17 +62,29 @@ func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan E
 		fromRev = rev + 1
 	}
 	prefix := s.kindPrefix(k)
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(fromRev)}
+	return watchPrefix(ctx, s, op, prefix, fromRev, []clientv3.OpOption{clientv3.WithPrevKV()},
+		func(e *clientv3.Event) (Event, bool) { return s.event(k, prefix, e) },
+		func(err error) Event { return Event{Type: api.Error, Err: err} }), nil
+}
+
+// watchPrefix runs an etcd watch of every key under prefix from fromRev
+// and delivers what conv makes of each event, until ctx ends, the store
+// closes, or the watch fails; a failure (a compacted fromRev wraps
+// api.ErrGone) is delivered as errEvent before the channel closes. The
+// goroutine it starts is owned by ctx and the store.
+func watchPrefix[E any](ctx context.Context, s *Store, op, prefix string, fromRev int64, opts []clientv3.OpOption,
+	conv func(*clientv3.Event) (E, bool), errEvent func(error) E) <-chan E {
+	opts = append([]clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(fromRev)}, opts...)
 	// WithRequireLeader makes a member cut off from its cluster end the
 	// watch instead of silently serving nothing.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	wch := s.client.Watch(wctx, prefix, opts...)
-	out := make(chan Event)
+	out := make(chan E)
 	go func() {
 		defer close(out)
 		defer cancel()
 		// send delivers ev unless the watch is being abandoned.
-		send := func(ev Event) bool {
+		send := func(ev E) bool {
 			select {
 			case out <- ev:
 				return true
@@ -82,7 +94,7 @@ func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan E
 				return false
 			}
 		}
-		fail := func(err error) { send(Event{Type: api.Error, Err: err}) }
+		fail := func(err error) { send(errEvent(err)) }
 		for {
 			var resp clientv3.WatchResponse
 			var ok bool
@@ -110,7 +122,7 @@ func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan E
 				return
 			}
 			for _, e := range resp.Events {
-				ev, ok := s.event(k, prefix, e)
+				ev, ok := conv(e)
 				if !ok {
 					continue
 				}
@@ -120,7 +132,7 @@ func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan E
 			}
 		}
 	}()
-	return out, nil
+	return out
 }
 
 // event converts an etcd event; false means it was skipped.
