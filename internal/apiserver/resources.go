@@ -31,6 +31,17 @@ func (s *Server) kindOf(c echo.Context, v verb) (api.KindInfo, error) {
 	return k, nil
 }
 
+// writeTarget resolves the kind a write is for, checks that the caller may
+// do v to it, and reads ?dryRun.
+func (s *Server) writeTarget(c echo.Context, v verb) (api.KindInfo, bool, error) {
+	k, err := s.kindOf(c, v)
+	if err != nil {
+		return api.KindInfo{}, false, err
+	}
+	dry, err := dryRun(c)
+	return k, dry, err
+}
+
 func dryRun(c echo.Context) (bool, error) {
 	switch v := c.QueryParam("dryRun"); v {
 	case "":
@@ -128,11 +139,7 @@ func decodeBody(c echo.Context, k api.KindInfo, name string) (api.Object, error)
 }
 
 func (s *Server) create(c echo.Context) error {
-	k, err := s.kindOf(c, verbWrite)
-	if err != nil {
-		return err
-	}
-	dry, err := dryRun(c)
+	k, dry, err := s.writeTarget(c, verbWrite)
 	if err != nil {
 		return err
 	}
@@ -179,11 +186,7 @@ func keepSystemFields(obj, current api.Object) {
 }
 
 func (s *Server) update(c echo.Context) error {
-	k, err := s.kindOf(c, verbWrite)
-	if err != nil {
-		return err
-	}
-	dry, err := dryRun(c)
+	k, dry, err := s.writeTarget(c, verbWrite)
 	if err != nil {
 		return err
 	}
@@ -210,11 +213,7 @@ func (s *Server) update(c echo.Context) error {
 }
 
 func (s *Server) updateStatus(c echo.Context) error {
-	k, err := s.kindOf(c, verbWriteStatus)
-	if err != nil {
-		return err
-	}
-	dry, err := dryRun(c)
+	k, dry, err := s.writeTarget(c, verbWriteStatus)
 	if err != nil {
 		return err
 	}
@@ -245,11 +244,7 @@ func (s *Server) mergePatch(c echo.Context, status bool) error {
 	if status {
 		v = verbWriteStatus
 	}
-	k, err := s.kindOf(c, v)
-	if err != nil {
-		return err
-	}
-	dry, err := dryRun(c)
+	k, dry, err := s.writeTarget(c, v)
 	if err != nil {
 		return err
 	}
@@ -344,11 +339,7 @@ func applyMergePatch(target, patch any) any {
 }
 
 func (s *Server) delete(c echo.Context) error {
-	k, err := s.kindOf(c, verbWrite)
-	if err != nil {
-		return err
-	}
-	dry, err := dryRun(c)
+	k, dry, err := s.writeTarget(c, verbWrite)
 	if err != nil {
 		return err
 	}
