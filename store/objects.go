@@ -185,21 +185,9 @@ func (s *Store) Update(ctx context.Context, obj api.Object, opts WriteOptions) (
 	if err := api.Validate(o); err != nil {
 		return nil, err
 	}
-	want, err := parseResourceVersion(m.ResourceVersion)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	cur, kv, err := s.read(ctx, op, k, m.Name)
+	cur, kv, oTop, err := s.readForWrite(ctx, op, k, o)
 	if err != nil {
 		return nil, err
-	}
-	if err := checkPreconditions(op, o, cur, kv, want); err != nil {
-		return nil, err
-	}
-
-	oTop, err := topLevel(o)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	curTop, err := topLevel(cur)
 	if err != nil {
@@ -242,20 +230,9 @@ func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, opts WriteOpti
 	if err := checkName(m.Name); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	want, err := parseResourceVersion(m.ResourceVersion)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	cur, kv, err := s.read(ctx, op, k, m.Name)
+	cur, kv, oTop, err := s.readForWrite(ctx, op, k, o)
 	if err != nil {
 		return nil, err
-	}
-	if err := checkPreconditions(op, o, cur, kv, want); err != nil {
-		return nil, err
-	}
-	oTop, err := topLevel(o)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	next, err := replaceStatus(k, cur, oTop["status"])
 	if err != nil {
@@ -418,6 +395,28 @@ func (s *Store) read(ctx context.Context, op string, k api.KindInfo, name string
 // checkPreconditions applies the resourceVersion precondition of a write
 // and refuses a change of uid: an object from a deleted incarnation must
 // not overwrite its successor.
+// readForWrite reads what an update of o replaces, checks o's
+// preconditions against it, and returns o's top-level fields: the steps
+// Update and UpdateStatus share before each writes its own part.
+func (s *Store) readForWrite(ctx context.Context, op string, k api.KindInfo, o api.Object) (api.Object, *mvccpb.KeyValue, map[string]json.RawMessage, error) {
+	want, err := parseResourceVersion(o.GetMeta().ResourceVersion)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	cur, kv, err := s.read(ctx, op, k, o.GetMeta().Name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := checkPreconditions(op, o, cur, kv, want); err != nil {
+		return nil, nil, nil, err
+	}
+	oTop, err := topLevel(o)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return cur, kv, oTop, nil
+}
+
 func checkPreconditions(op string, o, cur api.Object, kv *mvccpb.KeyValue, want int64) error {
 	if want != 0 && want != kv.ModRevision {
 		return fmt.Errorf("%s: %w (stored version %d, given %d)", op, api.ErrConflict, kv.ModRevision, want)
