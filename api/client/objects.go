@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/kakuremichi/kakuremichi/api"
 )
@@ -132,29 +133,30 @@ func (c *Client) Create(ctx context.Context, obj api.Object, opts WriteOptions) 
 // precondition: a stale one fails with api.ErrConflict. The server never
 // takes status from an Update.
 func (c *Client) Update(ctx context.Context, obj api.Object, opts WriteOptions) (api.Object, error) {
-	k, name, err := objectKind(obj)
-	if err != nil {
-		return nil, fmt.Errorf("update: %w", err)
-	}
-	op := fmt.Sprintf("update %s %q", k.Singular, name)
-	if name == "" {
-		return nil, fmt.Errorf("%s: the object has no name", op)
-	}
-	return c.send(ctx, op, k, http.MethodPut, c.resourcePath(k, name, ""), obj, opts)
+	return c.put(ctx, obj, opts, "")
 }
 
 // UpdateStatus replaces obj's status and nothing else, with Update's
 // resourceVersion rules.
 func (c *Client) UpdateStatus(ctx context.Context, obj api.Object, opts WriteOptions) (api.Object, error) {
+	return c.put(ctx, obj, opts, "status")
+}
+
+// put replaces a named object, or its subresource ("status").
+func (c *Client) put(ctx context.Context, obj api.Object, opts WriteOptions, sub string) (api.Object, error) {
+	what := strings.TrimSpace("update " + sub)
 	k, name, err := objectKind(obj)
 	if err != nil {
-		return nil, fmt.Errorf("update status: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	op := fmt.Sprintf("update status of %s %q", k.Singular, name)
+	op := fmt.Sprintf("update %s %q", k.Singular, name)
+	if sub != "" {
+		op = fmt.Sprintf("update %s of %s %q", sub, k.Singular, name)
+	}
 	if name == "" {
 		return nil, fmt.Errorf("%s: the object has no name", op)
 	}
-	return c.send(ctx, op, k, http.MethodPut, c.resourcePath(k, name, "status"), obj, opts)
+	return c.send(ctx, op, k, http.MethodPut, c.resourcePath(k, name, sub), obj, opts)
 }
 
 func (c *Client) send(ctx context.Context, op string, k api.KindInfo, method, path string, obj api.Object, opts WriteOptions) (api.Object, error) {
