@@ -17,6 +17,8 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
+	"github.com/kakuremichi/kakuremichi/internal/testlog"
 	"github.com/kakuremichi/kakuremichi/internal/wgnet"
 )
 
@@ -250,12 +252,12 @@ func TestResolveEndpointSticky(t *testing.T) {
 // reaches the agent; those left out are reported by Status without
 // failing Apply.
 func TestPeers(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	echo := serveTCP(t, lineEcho)
 	fwd := bridge.Forward{Tunnel: "db", Target: "tcp://" + echo, Enabled: true}
 	gw1 := newGateway(t, "gw1", netip.MustParseAddr("100.64.0.1"))
 	gw2 := newGateway(t, "gw2", netip.MustParseAddr("100.64.0.3"))
-	a, err := New(Config{PrivateKey: mustKey(t), Resolver: loopbackResolver(), Logger: newLogger(t, "agent")})
+	a, err := New(Config{PrivateKey: mustKey(t), Resolver: loopbackResolver(), Logger: testlog.New(t, "agent")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +396,7 @@ func TestBuildKeepsLastAddress(t *testing.T) {
 // TestStatusTargets: probes report each enabled tunnel's target, follow a
 // target going down, and leave disabled tunnels out.
 func TestStatusTargets(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	upLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -444,9 +446,9 @@ func TestStatusTargets(t *testing.T) {
 // TestLifecycle: Apply before Run, a slice without self, Run only once,
 // and nothing applied after Run returns.
 func TestLifecycle(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	gw := newGateway(t, "gw1", gwAddr)
-	a, err := New(Config{PrivateKey: mustKey(t), Logger: newLogger(t, "agent")})
+	a, err := New(Config{PrivateKey: mustKey(t), Logger: testlog.New(t, "agent")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,14 +508,14 @@ func TestRestartedGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits about 15 s for WireGuard's handshake timers")
 	}
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	echo := serveTCP(t, lineEcho)
 	f := startAgent(t, Config{ProbeInterval: 200 * time.Millisecond, DialTimeout: time.Second},
 		bridge.Forward{Tunnel: "db", Target: "tcp://" + echo, Enabled: true})
 
 	port := f.gw.dev.ListenPort()
 	f.gw.dev.Close()
-	dev, err := wgnet.New(wgnet.Config{PrivateKey: f.gw.priv, Address: gwAddr, ListenPort: port, Logger: newLogger(t, "gw1-restarted")})
+	dev, err := wgnet.New(wgnet.Config{PrivateKey: f.gw.priv, Address: gwAddr, ListenPort: port, Logger: testlog.New(t, "gw1-restarted")})
 	if err != nil {
 		t.Fatalf("restarting the gateway on port %d: %v", port, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // patternReader yields n pseudo-random bytes, the same for the same seed.
@@ -33,7 +34,7 @@ func TestBulkTransfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("64 MiB transfers skipped in -short")
 	}
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	size := int64(64 << 20)
 	if raceEnabled {
 		size = 8 << 20

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // slowOrigin answers /slow only once release is closed, telling entered
@@ -50,7 +51,7 @@ func (o *slowOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // and closes what is left when the grace period is over.
 func TestDrain(t *testing.T) {
 	t.Run("in-flight response completes", func(t *testing.T) {
-		checkGoroutines(t)
+		leakcheck.Goroutines(t)
 		o, url := newSlowOrigin(t)
 		const grace = 10 * time.Second
 		f := startAgent(t, Config{ShutdownGrace: grace}, bridge.Forward{Tunnel: "web", Target: url, Enabled: true})
@@ -107,7 +108,7 @@ func TestDrain(t *testing.T) {
 	})
 
 	t.Run("idle keep-alive streams do not hold the stop", func(t *testing.T) {
-		checkGoroutines(t)
+		leakcheck.Goroutines(t)
 		o, url := newSlowOrigin(t)
 		fast := httptest.NewServer(http.HandlerFunc(origin))
 		t.Cleanup(fast.Close)
@@ -166,7 +167,7 @@ func TestDrain(t *testing.T) {
 	})
 
 	t.Run("grace period over", func(t *testing.T) {
-		checkGoroutines(t)
+		leakcheck.Goroutines(t)
 		o, url := newSlowOrigin(t)
 		const grace = 300 * time.Millisecond
 		f := startAgent(t, Config{ShutdownGrace: grace}, bridge.Forward{Tunnel: "web", Target: url, Enabled: true})

@@ -13,6 +13,8 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 	"github.com/kakuremichi/kakuremichi/gateway"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
+	"github.com/kakuremichi/kakuremichi/internal/testlog"
 )
 
 // realGateway is a running gateway.Gateway with its plain-HTTP listener
@@ -37,7 +39,7 @@ func startRealGateway(t testing.TB) *realGateway {
 		HTTPListener:  ln,
 		ShutdownGrace: time.Second,
 		ProbeInterval: 100 * time.Millisecond,
-		Logger:        newLogger(t, "gateway"),
+		Logger:        testlog.New(t, "gateway"),
 	})
 	if err != nil {
 		ln.Close()
@@ -67,13 +69,13 @@ func startRealGateway(t testing.TB) *realGateway {
 // data path finds the agent; and the agent's stop is not held up by the
 // gateway's pool of idle streams.
 func TestEndToEndWithGateway(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	app := httptest.NewServer(http.HandlerFunc(origin))
 	t.Cleanup(app.Close)
 	down := closedPort(t)
 
 	gw := startRealGateway(t)
-	a, err := New(Config{PrivateKey: mustKey(t), ShutdownGrace: 10 * time.Second, Logger: newLogger(t, "agent")})
+	a, err := New(Config{PrivateKey: mustKey(t), ShutdownGrace: 10 * time.Second, Logger: testlog.New(t, "agent")})
 	if err != nil {
 		t.Fatal(err)
 	}

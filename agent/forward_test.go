@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // get sends one HTTP/1.1 request on s and reads the response.
@@ -55,7 +56,7 @@ func origin(w http.ResponseWriter, r *http.Request) {
 // tunnel skips verification, and otherwise the stream is refused with the
 // certificate error.
 func TestForwardHTTP(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	plain := httptest.NewServer(http.HandlerFunc(origin))
 	t.Cleanup(plain.Close)
 	selfSigned := httptest.NewUnstartedServer(http.HandlerFunc(origin))
@@ -112,7 +113,7 @@ func TestForwardHTTP(t *testing.T) {
 // TestRefusals: every stream the agent will not serve is answered at
 // once with the code the gateway turns into an error page, never a hang.
 func TestRefusals(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	up := serveTCP(t, lineEcho)
 	down := closedPort(t)
 
@@ -188,7 +189,7 @@ func TestRefusals(t *testing.T) {
 // TestBadPreamble: a stream that does not start with a preamble is
 // refused as such, and one that says nothing is closed.
 func TestBadPreamble(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	f := startAgent(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -208,7 +209,7 @@ func TestBadPreamble(t *testing.T) {
 // TestTCPHalfClose: a tcp target with a line protocol, and each side
 // half-closing in turn while the other keeps talking.
 func TestTCPHalfClose(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	echo := serveTCP(t, lineEcho)
 	// greeter says hello, half-closes, and then reports what it still
 	// receives from the client until EOF. Connections that bring nothing
@@ -278,7 +279,7 @@ func TestTCPHalfClose(t *testing.T) {
 // changes nothing in WireGuard; changing its tunnel closes it, and new
 // streams get the new answer.
 func TestStreamsLive(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	echo := serveTCP(t, lineEcho)
 	other := serveTCP(t, func(c net.Conn) { io.WriteString(c, "other\n") })
 	fwd := bridge.Forward{Tunnel: "db", Target: "tcp://" + echo, Enabled: true}
@@ -359,7 +360,7 @@ func TestStreamsLive(t *testing.T) {
 // streams of the old one end (their targets see it), and the agent is
 // reached at the new one.
 func TestAddressChange(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	ended := make(chan struct{}, 1)
 	echo := serveTCP(t, func(c net.Conn) {
 		lineEcho(c)

@@ -2,22 +2,19 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/testlog"
 	"github.com/kakuremichi/kakuremichi/internal/wgnet"
 )
 
@@ -26,60 +23,6 @@ var (
 	gwAddr    = netip.MustParseAddr("100.64.0.1")
 	agentAddr = netip.MustParseAddr("100.64.0.2")
 )
-
-// logBuffer keeps every log record, printed when a test fails.
-type logBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// newLogger returns a debug logger whose records are printed if t fails,
-// or always when AGENT_TEST_LOGS is set (to study a passing run).
-func newLogger(t testing.TB, name string) *slog.Logger {
-	b := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("AGENT_TEST_LOGS") != "" {
-			t.Logf("logs of %s:\n%s", name, b)
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
-}
-
-// checkGoroutines fails t if, once everything t registered after this
-// call has been cleaned up, more goroutines run than before. Call it first
-// in a test so that its cleanup runs last.
-func checkGoroutines(t testing.TB) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines after the test: got %d, want <= %d\n%s", n, before, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
 
 // waitFor polls cond until it holds, failing t after timeout.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
@@ -115,7 +58,7 @@ type testGateway struct {
 func newGateway(t testing.TB, name string, addr netip.Addr) *testGateway {
 	t.Helper()
 	g := &testGateway{name: name, priv: mustKey(t), addr: addr}
-	dev, err := wgnet.New(wgnet.Config{PrivateKey: g.priv, Address: addr, Logger: newLogger(t, name)})
+	dev, err := wgnet.New(wgnet.Config{PrivateKey: g.priv, Address: addr, Logger: testlog.New(t, name)})
 	if err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
@@ -236,7 +179,7 @@ func startAgent(t testing.TB, cfg Config, fwds ...bridge.Forward) *fixture {
 		cfg.PrivateKey = mustKey(t)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = newLogger(t, "agent")
+		cfg.Logger = testlog.New(t, "agent")
 	}
 	a, err := New(cfg)
 	if err != nil {

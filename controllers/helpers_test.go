@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -105,24 +104,6 @@ func startInformers(t *testing.T, src *reconciletest.Source) (map[string]*reconc
 		}
 	}
 	return infs, stop
-}
-
-// checkNoLeaks fails the test if, after it and its cleanups, more
-// goroutines run than before it. Register it first.
-func checkNoLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Fatalf("goroutines: got %d, want at most %d\n%s", runtime.NumGoroutine(), before, buf[:n])
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 // eventually polls cond until it holds or 10 seconds pass.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/reconcile/reconciletest"
 )
@@ -205,7 +206,7 @@ func TestOverlayAllocatorConfirmsWithTheStore(t *testing.T) {
 // from the store's full history that every node was given exactly one
 // address, ever, and no address was given to two nodes.
 func TestOverlayAllocatorUniqueUnderConcurrency(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	const nodes = 200
 	ctx := context.Background()
 	src := reconciletest.NewSource(reconciletest.Config{})
@@ -310,7 +311,7 @@ func TestOverlayAllocatorUniqueUnderConcurrency(t *testing.T) {
 }
 
 func TestManagerOverlayAddressesEndToEnd(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})

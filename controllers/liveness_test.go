@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/reconcile/reconciletest"
 )
@@ -314,7 +315,7 @@ func TestNodeLivenessHandlers(t *testing.T) {
 // probe reaches the agent, so both are Ready; the clock passes the lease
 // without a heartbeat and both go offline; a heartbeat brings them back.
 func TestManagerNodeLivenessEndToEnd(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
 	runManagerWith(t, Config{Store: src, Workers: 2, Resync: 50 * time.Millisecond, Now: clk.Now, NodeLease: 40 * time.Second})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 	"github.com/kakuremichi/kakuremichi/reconcile/reconciletest"
 )
 
@@ -41,7 +42,7 @@ func runManagerWith(t *testing.T, cfg Config) {
 }
 
 func TestManagerHostnameOwnershipEndToEnd(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
@@ -110,7 +111,7 @@ func TestManagerHostnameOwnershipEndToEnd(t *testing.T) {
 }
 
 func TestManagerGarbageCollectsEndToEnd(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
 	runManager(t, src, clk)

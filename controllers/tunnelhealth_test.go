@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/reconcile/reconciletest"
 )
@@ -297,7 +298,7 @@ func TestGatewayChangesWakeTunnels(t *testing.T) {
 // disconnecting and back, as the Manager computes them from the bridge's
 // writes. Nothing resyncs: every step must be woken by the change itself.
 func TestManagerTunnelReadinessEndToEnd(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
@@ -357,7 +358,7 @@ func TestManagerTunnelReadinessEndToEnd(t *testing.T) {
 // when its agent's lease runs out with no write from the bridge at all
 // (Control lost it), and Ready again when heartbeats resume.
 func TestManagerTunnelFollowsTheLease(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
 	// The resync stands in for the wall-clock time RequeueAfter waits.

@@ -2,15 +2,12 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -18,60 +15,9 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/agent"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/testlog"
 	"github.com/kakuremichi/kakuremichi/internal/wgnet"
 )
-
-// checkGoroutines fails t if, once everything t registered after it has
-// been cleaned up, more goroutines run than when it was called. Call it
-// first so that its cleanup runs last.
-func checkGoroutines(t testing.TB) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines after cleanup: got %d, want <= %d\n%s", n, before, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-}
-
-// logBuffer keeps every log record, printed when a test fails.
-type logBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger(t testing.TB, name string) *slog.Logger {
-	b := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("logs of %s:\n%s", name, b)
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
-}
 
 func newKey(t testing.TB) wgnet.PrivateKey {
 	t.Helper()
@@ -117,7 +63,7 @@ func startGateway(t testing.TB, opts ...func(*Config)) *testGateway {
 		HTTPSListener: httpsLn,
 		TCPListenHost: "127.0.0.1",
 		ShutdownGrace: 5 * time.Second,
-		Logger:        testLogger(t, "gateway"),
+		Logger:        testlog.New(t, "gateway"),
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -257,7 +203,7 @@ func (a *testAgent) start(t testing.TB, gw *testGateway) {
 		// Pooled streams from the gateway stay open until it goes: do
 		// not wait long for them when the test ends.
 		ShutdownGrace: 200 * time.Millisecond,
-		Logger:        testLogger(t, a.name),
+		Logger:        testlog.New(t, a.name),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -16,13 +16,15 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
+	"github.com/kakuremichi/kakuremichi/internal/testlog"
 )
 
 // TestReapplyUnchanged: applying the same slice again changes nothing: the
 // same routing table and device, pooled streams to the agent reused, tcp
 // relays untouched.
 func TestReapplyUnchanged(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	svc := lineServer(t)
 	e.agent.forward(t, "db", "tcp://"+svc.Addr().String(), true)
@@ -66,7 +68,7 @@ func TestReapplyUnchanged(t *testing.T) {
 // TestAddressChange: a new overlay address for the gateway recreates its
 // WireGuard device on the same UDP port, and traffic flows through it.
 func TestAddressChange(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	oldDev, port := e.gw.dev.Load(), e.gw.WireGuardPort()
 	newAddr := netip.MustParseAddr("100.64.0.10")
@@ -113,7 +115,7 @@ func TestAddressChange(t *testing.T) {
 // accepting, answers its health as draining, lets in-flight requests and
 // tcp relays finish, and returns as soon as they have.
 func TestDrainOnShutdown(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t, func(c *Config) { c.ShutdownGrace = 20 * time.Second })
 	svc := lineServer(t)
 	e.agent.forward(t, "db", "tcp://"+svc.Addr().String(), true)
@@ -177,7 +179,7 @@ func TestDrainOnShutdown(t *testing.T) {
 // TestGraceExpires: what is still in flight when the grace period ends is
 // cut, and Run returns.
 func TestGraceExpires(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t, func(c *Config) { c.ShutdownGrace = 300 * time.Millisecond })
 	defer close(e.app.release)
 	failed := make(chan error, 1)
@@ -230,7 +232,7 @@ func TestGraceExpires(t *testing.T) {
 // probe per agent through the data path: OK for a live agent, failed for
 // one that never came up.
 func TestProbesAndStatus(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t, func(c *Config) {
 		c.ProbeInterval = 200 * time.Millisecond
 		c.ProbeTimeout = 500 * time.Millisecond
@@ -282,7 +284,7 @@ func TestProbesAndStatus(t *testing.T) {
 
 // TestRunTwice: Run may be called once.
 func TestRunTwice(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	gw := startGateway(t)
 	waitFor(t, "first Run started", 10*time.Second, func() bool {
 		gw.mu.Lock()
@@ -298,10 +300,10 @@ func TestRunTwice(t *testing.T) {
 // TestRunListenError: a listen address that cannot be bound fails Run, and
 // releases what Apply created.
 func TestRunListenError(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	busy := listenLoopback(t)
 	defer busy.Close()
-	g, err := New(Config{PrivateKey: newKey(t), HTTPSListen: busy.Addr().String(), Logger: testLogger(t, "gateway")})
+	g, err := New(Config{PrivateKey: newKey(t), HTTPSListen: busy.Addr().String(), Logger: testlog.New(t, "gateway")})
 	if err != nil {
 		t.Fatal(err)
 	}

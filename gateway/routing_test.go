@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
+	"github.com/kakuremichi/kakuremichi/internal/testlog"
 )
 
 // TestRouteByHost: each Host reaches its own tunnel's application through
 // its own agent, whatever the case of the Host and its port.
 func TestRouteByHost(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	agentB := newAgent(t, "agent-b", "100.64.0.3")
 	appB := startApp(t, "b")
@@ -49,7 +51,7 @@ func TestRouteByHost(t *testing.T) {
 // TestUnknownHostReachesNoAgent: a Host that no route names is answered
 // 404 by the gateway without a single stream to any agent.
 func TestUnknownHostReachesNoAgent(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	dials := e.gw.dials.Load()
 	for _, host := range []string{"nope.example.com", "127.0.0.1", "", "fuga.example.com.evil.com", "[::1]:80", "fuga"} {
@@ -71,7 +73,7 @@ func TestUnknownHostReachesNoAgent(t *testing.T) {
 // TestErrorPages: every way a tunnel can be unavailable gets its own page,
 // status and reason, as HTML for a browser and JSON when asked.
 func TestErrorPages(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	// An agent in the slice that never comes up: WireGuard never answers.
 	offline := newAgent(t, "agent-off", "100.64.0.9") // never started
@@ -162,7 +164,7 @@ func checkErrorPage(t *testing.T, c *http.Client, host, accept string, wantCode 
 
 // TestGatewayDisabled: a disabled gateway keeps its routes out of service.
 func TestGatewayDisabled(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	s := sliceOf([]*testAgent{e.agent}, httpRoute("fuga", hostA, e.agent))
 	s["self"] = selfItem(gatewayAddr, false)
@@ -184,7 +186,7 @@ func TestGatewayDisabled(t *testing.T) {
 // Forwarded or X-Real-IP is dropped; the application sees the gateway's
 // own view of the client.
 func TestForwardedHeaders(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	code, _, body := get(t, e.http, "http://x/headers",
 		"Host", hostA,
@@ -223,7 +225,7 @@ func TestForwardedHeaders(t *testing.T) {
 // TestHealth: the gateway's health answers on its own path on every Host,
 // and at /healthz only where no route claims the Host.
 func TestHealth(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	tests := []struct {
 		host, path string
@@ -246,9 +248,9 @@ func TestHealth(t *testing.T) {
 // TestHealthBeforeConfiguration: without a slice the gateway says it is
 // not ready, and requests get a clear answer rather than a hang.
 func TestHealthBeforeConfiguration(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	httpLn := listenLoopback(t)
-	g, err := New(Config{PrivateKey: newKey(t), HTTPListener: httpLn, Logger: testLogger(t, "gateway")})
+	g, err := New(Config{PrivateKey: newKey(t), HTTPListener: httpLn, Logger: testlog.New(t, "gateway")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +284,7 @@ func TestHealthBeforeConfiguration(t *testing.T) {
 // TestHugeHeaders: a header block beyond MaxHeaderBytes is refused with
 // 431, and the gateway keeps serving.
 func TestHugeHeaders(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	code, _, _ := get(t, e.http, "http://x/", "Host", hostA, "X-Big", strings.Repeat("a", 2*MaxHeaderBytes))
 	if code != http.StatusRequestHeaderFieldsTooLarge {
@@ -296,7 +298,7 @@ func TestHugeHeaders(t *testing.T) {
 // TestSlowloris: a client that trickles its headers is cut off by the
 // read-header timeout, not kept forever.
 func TestSlowloris(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t, func(c *Config) { c.ReadHeaderTimeout = 300 * time.Millisecond })
 	c, err := net.Dial("tcp", e.gw.httpAddr)
 	if err != nil {
@@ -339,7 +341,7 @@ func TestSlowloris(t *testing.T) {
 // TestWrapHTTP: the plain-HTTP hook sees every :80 request first (where
 // ACME challenges and the HTTPS redirect will go); HTTPS is not wrapped.
 func TestWrapHTTP(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t, func(c *Config) {
 		c.WrapHTTP = func(routes http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

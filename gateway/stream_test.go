@@ -22,12 +22,13 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // TestWebSocketEcho: a WebSocket upgrade passes through the gateway and the
 // tunnel, over plain HTTP and over HTTPS.
 func TestWebSocketEcho(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	tests := []struct {
 		name string
@@ -72,7 +73,7 @@ func TestWebSocketEcho(t *testing.T) {
 // application sends it; the application sends the next one only after the
 // client has read the previous, so a buffering proxy would hang here.
 func TestServerSentEvents(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	req, _ := http.NewRequest(http.MethodGet, "http://x/sse", nil)
 	req.Host = hostA
@@ -115,7 +116,7 @@ func TestServerSentEvents(t *testing.T) {
 // TestHTTPS: TLS with a self-signed certificate for the routed hostname,
 // HTTP/2 negotiated, and X-Forwarded-Proto https.
 func TestHTTPS(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t)
 	hc := tlsClient(e.gw.httpsAddr, hostA)
 	defer hc.CloseIdleConnections()
@@ -161,7 +162,7 @@ func TestHTTPS(t *testing.T) {
 // TestCertificateSources: the GetCertificate hook comes first, then the
 // certificate files, then the self-signed fallback.
 func TestCertificateSources(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	fileCert, err := selfSignedCertificate("files.example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +236,7 @@ func tlsClient(addr, name string) *http.Client {
 // intact, with no size cap. 256 MiB each way; less under the race
 // detector, whose netstack is ten times slower.
 func TestLargeTransfer(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	size := int64(256 << 20)
 	if raceEnabled || testing.Short() {
 		size = 32 << 20
@@ -348,7 +349,7 @@ func roundTrip(t testing.TB, c net.Conn, r *bufio.Reader, line string) {
 // whose server speaks first, passes half-closes on, survives a port that
 // cannot be bound next to it, and closes when the route goes.
 func TestTCPRoute(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	e := newEnv(t, func(c *Config) { c.ProbeInterval = 100 * time.Millisecond })
 	svc := lineServer(t)
 	e.agent.forward(t, "db", "tcp://"+svc.Addr().String(), true)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 	"github.com/kakuremichi/kakuremichi/internal/wgnet"
 )
 
@@ -138,7 +139,7 @@ func TestParseSlice(t *testing.T) {
 // TestPeersConfigured: each agent becomes a WireGuard peer with its /32 as
 // the only AllowedIP and no endpoint, and nothing else.
 func TestPeersConfigured(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	gw := startGateway(t)
 	a1, a2 := newAgent(t, "a1", "100.64.0.2"), newAgent(t, "a2", "100.64.0.3")
 	gw.apply(t, sliceOf([]*testAgent{a1, a2}))

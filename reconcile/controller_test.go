@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/reconcile/reconciletest"
 )
@@ -96,7 +97,7 @@ func TestControllerOutcomes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkNoLeaks(t)
+			leakcheck.Goroutines(t)
 			src := reconciletest.NewSource(reconciletest.Config{})
 			mustCreate(t, src, tunnel("a", "a.example.com"))
 			var c calls
@@ -139,7 +140,7 @@ func TestTerminalWrapsAndIsRecognised(t *testing.T) {
 // TestControllerTerminalComesBackOnChange checks that a key given up on
 // is reconciled again when its object changes.
 func TestControllerTerminalComesBackOnChange(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	src := reconciletest.NewSource(reconciletest.Config{})
 	mustCreate(t, src, tunnel("a", "a.example.com"))
@@ -160,7 +161,7 @@ func TestControllerTerminalComesBackOnChange(t *testing.T) {
 // TestControllerNeverReconcilesOneKeyTwiceAtOnce runs many workers over a
 // few objects that change all the time.
 func TestControllerNeverReconcilesOneKeyTwiceAtOnce(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	src := reconciletest.NewSource(reconciletest.Config{})
 	const objects = 3
@@ -202,7 +203,7 @@ func TestControllerNeverReconcilesOneKeyTwiceAtOnce(t *testing.T) {
 // TestControllerMapsOldAndNewState checks that a change of the field a
 // map function reads enqueues the keys of both the old and the new value.
 func TestControllerMapsOldAndNewState(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	src := reconciletest.NewSource(reconciletest.Config{})
 	mustCreate(t, src, tunnel("a", "old.example.com"))
@@ -237,7 +238,7 @@ func TestControllerMapsOldAndNewState(t *testing.T) {
 // context ends, even with a reconcile in progress that honours ctx and
 // keys still queued.
 func TestControllerStopsPromptly(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	src := reconciletest.NewSource(reconciletest.Config{})
 	for i := range 20 {
 		mustCreate(t, src, tunnel(fmt.Sprintf("t%d", i), fmt.Sprintf("t%d.example.com", i)))

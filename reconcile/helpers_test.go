@@ -2,7 +2,6 @@ package reconcile_test
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -17,25 +16,6 @@ func tunnel(name, host string) *api.Tunnel {
 		Metadata: api.ObjectMeta{Name: name},
 		Spec:     api.TunnelSpec{Hostname: host, Agent: "agent-1", Target: "http://localhost:8080"},
 	}
-}
-
-// checkNoLeaks fails the test if, after it and its cleanups, more
-// goroutines run than before it. Register it first, so that its check runs
-// after every other cleanup.
-func checkNoLeaks(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Fatalf("goroutines: got %d, want at most %d\n%s", runtime.NumGoroutine(), before, buf[:n])
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 // eventually polls cond until it holds or 5 seconds pass.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/reconcile/reconciletest"
 )
@@ -39,7 +40,7 @@ func names(objs []api.Object) string {
 }
 
 func TestInformerSyncsThenFollowsTheWatch(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	src := reconciletest.NewSource(reconciletest.Config{})
 	for _, n := range []string{"b", "a", "c"} {
@@ -101,7 +102,7 @@ func TestInformerSyncsThenFollowsTheWatch(t *testing.T) {
 // watch then fails with api.ErrGone, and it must list again and tell the
 // handlers about every difference, including the deletion it never saw.
 func TestInformerRelistsAfterCompaction(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	src := reconciletest.NewSource(reconciletest.Config{})
 	for _, n := range []string{"a", "b", "c"} {
@@ -154,7 +155,7 @@ func TestInformerRelistsAfterCompaction(t *testing.T) {
 // reason than compaction resumes from the last revision seen: nothing is
 // missed and nothing is listed again.
 func TestInformerResumesABrokenWatch(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	src := reconciletest.NewSource(reconciletest.Config{})
 	mustCreate(t, src, tunnel("a", "a.example.com"))
 	inf := newInformer(src, 0)
@@ -176,7 +177,7 @@ func TestInformerResumesABrokenWatch(t *testing.T) {
 }
 
 func TestInformerRetriesAFailingList(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	src := reconciletest.NewSource(reconciletest.Config{})
 	mustCreate(t, src, tunnel("a", "a.example.com"))
 	src.FailLists(api.ErrUnavailable)
@@ -203,7 +204,7 @@ func TestInformerWaitForSyncGivesUpWithContext(t *testing.T) {
 }
 
 func TestInformerResyncRenotifies(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	src := reconciletest.NewSource(reconciletest.Config{})
 	mustCreate(t, src, tunnel("a", "a.example.com"))
 	mustCreate(t, src, tunnel("b", "b.example.com"))
@@ -229,7 +230,7 @@ func TestInformerResyncRenotifies(t *testing.T) {
 }
 
 func TestInformerIndex(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	ctx := context.Background()
 	src := reconciletest.NewSource(reconciletest.Config{})
 	mustCreate(t, src, tunnel("a", "shared.example.com"))
@@ -266,7 +267,7 @@ func TestInformerIndex(t *testing.T) {
 }
 
 func TestInformerLateHandlerGetsTheCache(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	src := reconciletest.NewSource(reconciletest.Config{})
 	mustCreate(t, src, tunnel("a", "a.example.com"))
 	mustCreate(t, src, tunnel("b", "b.example.com"))
@@ -281,7 +282,7 @@ func TestInformerLateHandlerGetsTheCache(t *testing.T) {
 }
 
 func TestInformerRunsOnce(t *testing.T) {
-	checkNoLeaks(t)
+	leakcheck.Goroutines(t)
 	inf := newInformer(reconciletest.NewSource(reconciletest.Config{}), 0)
 	runAll(t, inf.Run)
 	eventually(t, "synced", inf.HasSynced)

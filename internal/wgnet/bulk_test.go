@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // patternReader yields n pseudo-random bytes, the same for the same seed.
@@ -50,7 +52,7 @@ func TestBulkTransfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("64 MiB transfer skipped in -short")
 	}
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	const size = 64 << 20
 	want := sha256.New()

@@ -6,13 +6,15 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // TestCloseReleasesEverything: closing a device ends blocked Accepts and
 // Reads on its netstack, makes every method fail with net.ErrClosed, and
 // leaves no goroutine behind.
 func TestCloseReleasesEverything(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	l, err := agent.dev.Listen("tcp", ":7000")
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // serveHTTP runs an HTTP server on n's overlay address and returns its
@@ -41,7 +43,7 @@ func httpClient(t testing.TB, n *node) *http.Client {
 }
 
 func TestHTTPThroughTunnel(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	port := serveHTTP(t, agent, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -79,7 +81,7 @@ func TestHTTPThroughTunnel(t *testing.T) {
 
 // TestIPv6Overlay: an overlay in IPv6 works the same way.
 func TestIPv6Overlay(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pairOn(t, "fd7a:6b6b::1", "fd7a:6b6b::2")
 	c := dialEcho(t, gw, agent, serveEcho(t, agent))
 	if got := c.LocalAddr().String(); !strings.HasPrefix(got, "[fd7a:6b6b::1]:") {
@@ -94,7 +96,7 @@ func TestIPv6Overlay(t *testing.T) {
 // goroutines at once, under the race detector; every SetPeers of the same
 // set after the first reports no change.
 func TestConcurrentUse(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	port := serveEcho(t, agent)
 	var wg sync.WaitGroup

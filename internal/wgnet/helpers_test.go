@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -47,30 +46,6 @@ type node struct {
 	addr netip.Addr
 	dev  *Device
 	logs *logBuffer
-}
-
-// checkGoroutines fails t if, after everything t registered before it has
-// been cleaned up, more goroutines run than when it was called. Call it
-// first in a test so its cleanup runs last.
-func checkGoroutines(t testing.TB) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines after close: got %d, want <= %d\n%s", n, before, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
 }
 
 // newNode starts a device with a fresh key on addr, closed when t ends.

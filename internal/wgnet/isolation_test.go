@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // These tests use the netstack's UDP directly (the package API is TCP
@@ -62,7 +64,7 @@ func readUDP(t testing.TB, c net.PacketConn, timeout time.Duration) (msg string,
 // an unassigned one, one outside the overlay — has them dropped by the
 // receiver's cryptokey routing, although they decrypt fine.
 func TestSpoofedSourceDropped(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	hub := newNode(t, "hub", "100.64.0.1")
 	a := newNode(t, "agent-a", "100.64.0.2")
 	bHost := netip.MustParsePrefix("100.64.0.3/32")
@@ -127,7 +129,7 @@ func TestSpoofedSourceDropped(t *testing.T) {
 // A cannot even address B; and if A routes the whole overlay through G,
 // G's netstack still never passes A's packets on to B.
 func TestHubDoesNotForward(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	g := newNode(t, "hub", "100.64.0.1")
 	a := newNode(t, "agent-a", "100.64.0.2")
 	b := newNode(t, "agent-b", "100.64.0.3")

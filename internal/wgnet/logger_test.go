@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // recordHandler keeps records for inspection.
@@ -105,7 +107,7 @@ func TestRedact(t *testing.T) {
 // changes, traffic and a configuration line that wireguard-go echoes in
 // its error, and finds neither private key anywhere in their logs.
 func TestKeysNeverLogged(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	dialEcho(t, gw, agent, serveEcho(t, agent))
 	p := agent.asPassive()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 // serveEcho echoes every connection accepted on n's overlay address and
@@ -86,7 +88,7 @@ func dialEcho(t testing.TB, from, to *node, port int) net.Conn {
 // host bits, duplicates), are no change, and applying them leaves a live
 // connection and the peer's session alone.
 func TestSetPeersUnchanged(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	other, err := GeneratePrivateKey()
 	if err != nil {
@@ -150,7 +152,7 @@ func TestSetPeersUnchanged(t *testing.T) {
 // TestSetPeersChanges: each kind of change is applied and reported, and a
 // peer that is only updated keeps its session.
 func TestSetPeersChanges(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	conn := dialEcho(t, gw, agent, serveEcho(t, agent))
 	hs, _ := gw.peer(t, agent.priv.PublicKey())
@@ -205,7 +207,7 @@ func equalPrefixes(a, b []netip.Prefix) bool {
 // TestRemovePeerStopsTraffic: once the gateway drops the agent, nothing
 // passes either way: not on an established connection, not on a new one.
 func TestRemovePeerStopsTraffic(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	conn := dialEcho(t, gw, agent, serveEcho(t, agent))
 

@@ -5,8 +5,10 @@ import (
 	"net/netip"
 	"testing"
 
-	"golang.zx2c4.com/wireguard/device"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // getOK fetches url through c and fails t unless it answers "ok".
@@ -72,7 +74,7 @@ func TestNATRebinding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Goroutines(t)
 			agent, gw := pair(t)
 			p := gw.asDialed()
 			p.PersistentKeepalive = keepalive
@@ -108,7 +110,7 @@ func TestNATRebinding(t *testing.T) {
 // told the new endpoint by SetPeers and is through again at once, not after
 // WireGuard's 15 s dead-session timeout.
 func TestEndpointUpdate(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	agent, gw := pair(t)
 	port := serveHTTP(t, agent, okHandler)
 

@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/leakcheck"
 )
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	priv, err := GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +43,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func TestNewPortInUse(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	first := newNode(t, "first", "100.64.0.1")
 	priv, _ := GeneratePrivateKey()
 	d, err := New(Config{PrivateKey: priv, Address: netip.MustParseAddr("100.64.0.2"), ListenPort: first.dev.ListenPort()})
@@ -56,7 +57,7 @@ func TestNewPortInUse(t *testing.T) {
 }
 
 func TestNewSettings(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	priv, _ := GeneratePrivateKey()
 	d, err := New(Config{PrivateKey: priv, Address: netip.MustParseAddr("::ffff:100.64.0.9"), MTU: 1280})
 	if err != nil {
@@ -75,7 +76,7 @@ func TestNewSettings(t *testing.T) {
 }
 
 func TestSetPeersRejectsInvalid(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	n := newNode(t, "n", "100.64.0.1")
 	k1, k2 := testKey(1), testKey(2)
 	h := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
@@ -136,7 +137,7 @@ func TestNormalisePeers(t *testing.T) {
 }
 
 func TestDialAndListenArguments(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	n := newNode(t, "n", "100.64.0.1")
 	n.setPeers(t, Peer{PublicKey: testKey(1), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.0.0/24")}})
 	dials := []struct {
