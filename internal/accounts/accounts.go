@@ -389,7 +389,14 @@ func (s *Service) ListUsers(ctx context.Context) ([]User, error) {
 
 // UpdateUser changes a user. The write is conditional on the version read,
 // so two admins editing at once get a Conflict rather than a lost change.
+// A new password or disabling the account ends every session of the user.
 func (s *Service) UpdateUser(ctx context.Context, name string, up UserUpdate) (User, error) {
+	return s.updateUser(ctx, name, up, "")
+}
+
+// updateUser is UpdateUser keeping the session keepSession ("" for none)
+// when the password changes.
+func (s *Service) updateUser(ctx context.Context, name string, up UserUpdate, keepSession string) (User, error) {
 	su, rev, err := s.readUser(ctx, name)
 	if err != nil {
 		return User{}, fmt.Errorf("update user: %w", err)
@@ -425,6 +432,12 @@ func (s *Service) UpdateUser(ctx context.Context, name string, up UserUpdate) (U
 	}
 	if !resp.Succeeded {
 		return User{}, api.NewStatusError(api.ReasonConflict, "update user %s: it changed meanwhile; read it again and retry", name)
+	}
+	if up.Password != nil || su.Disabled {
+		// Whoever knew the old password, or used the account, is out.
+		if _, err := s.EndSessions(ctx, name, keepSession); err != nil {
+			return su.User, err
+		}
 	}
 	return su.User, nil
 }
