@@ -59,7 +59,7 @@ var errInviteInvalid = api.NewStatusError(api.ReasonForbidden, "the invite is un
 // errRegistrationClosed refuses a sign-up without an invite.
 var errRegistrationClosed = api.NewStatusError(api.ReasonForbidden, "registration is by invite only; ask an admin for an invite link")
 
-func (s *Service) settingsKey() string       { return s.prefix + "settings" }
+func (s *Service) settingsKey() string        { return s.prefix + "settings" }
 func (s *Service) inviteKey(id string) string { return s.prefix + "invites/" + id }
 
 // Settings reads the account settings; never set means the defaults.
