@@ -1,0 +1,332 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The benchmark suite (bench_suite_test.go) is configured by environment
+// variables so that hack/bench.sh and a quick smoke run share one code
+// path:
+//
+//	KAKUREMICHI_BENCH_ROUNDS    rounds of every workload on every path (3)
+//	KAKUREMICHI_BENCH_BULK_MB   MiB per stream of a bulk download (256)
+//	KAKUREMICHI_BENCH_DURATION  length of each small-request measurement (3s)
+//	KAKUREMICHI_BENCH_IDLE      how long nodes sit idle before RSS is read (10s)
+//	KAKUREMICHI_BENCH_BASE_BIN  directory holding a kakuremichi binary built
+//	                            from another git ref: its tunnel is measured too
+//	KAKUREMICHI_BENCH_BASE_NAME how that binary is named in the report
+//	KAKUREMICHI_BENCH_DIR       directory the Markdown fragments are written to
+type benchConfig struct {
+	rounds   int
+	bulk     int64
+	duration time.Duration
+	idle     time.Duration
+	baseBin  string
+	baseName string
+	outDir   string
+}
+
+func loadBenchConfig(b *testing.B) benchConfig {
+	b.Helper()
+	cfg := benchConfig{rounds: 3, bulk: 256 << 20, duration: 3 * time.Second, idle: 10 * time.Second,
+		baseBin: os.Getenv("KAKUREMICHI_BENCH_BASE_BIN"), baseName: os.Getenv("KAKUREMICHI_BENCH_BASE_NAME"),
+		outDir: os.Getenv("KAKUREMICHI_BENCH_DIR")}
+	if v := os.Getenv("KAKUREMICHI_BENCH_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			b.Fatalf("KAKUREMICHI_BENCH_ROUNDS: got %q, want a whole number from 1 to 100", v)
+		}
+		cfg.rounds = n
+	}
+	if v := os.Getenv("KAKUREMICHI_BENCH_BULK_MB"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 16<<10 {
+			b.Fatalf("KAKUREMICHI_BENCH_BULK_MB: got %q, want MiB per stream from 1 to 16384", v)
+		}
+		cfg.bulk = int64(n) << 20
+	}
+	for name, d := range map[string]*time.Duration{"KAKUREMICHI_BENCH_DURATION": &cfg.duration, "KAKUREMICHI_BENCH_IDLE": &cfg.idle} {
+		if v := os.Getenv(name); v != "" {
+			x, err := time.ParseDuration(v)
+			if err != nil || x < 100*time.Millisecond || x > 10*time.Minute {
+				b.Fatalf("%s: got %q, want a duration from 100ms to 10m such as 3s", name, v)
+			}
+			*d = x
+		}
+	}
+	if cfg.baseBin != "" {
+		if st, err := os.Stat(filepath.Join(cfg.baseBin, "kakuremichi")); err != nil || st.IsDir() {
+			b.Fatalf("KAKUREMICHI_BENCH_BASE_BIN: got %q, want a directory holding a kakuremichi binary (%v)", cfg.baseBin, err)
+		}
+		if cfg.baseName == "" {
+			cfg.baseName = cfg.baseBin
+		}
+	}
+	if cfg.outDir != "" {
+		if st, err := os.Stat(cfg.outDir); err != nil || !st.IsDir() {
+			b.Fatalf("KAKUREMICHI_BENCH_DIR: got %q, want an existing directory (%v)", cfg.outDir, err)
+		}
+	}
+	return cfg
+}
+
+// writeFragment writes a Markdown fragment of the report when
+// KAKUREMICHI_BENCH_DIR is set; without it the reported metrics are the
+// output.
+func (cfg benchConfig) writeFragment(b *testing.B, name, text string) {
+	b.Helper()
+	if cfg.outDir == "" {
+		return
+	}
+	path := filepath.Join(cfg.outDir, name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("wrote %s", path)
+}
+
+// buildBenchsrv builds hack/bench/benchsrv (the app and the reverse-proxy
+// baseline) next to the package's other binaries.
+func buildBenchsrv(b *testing.B) string {
+	b.Helper()
+	out := filepath.Join(binDir, "benchsrv")
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-o", out, "../../hack/bench/benchsrv")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build benchsrv: %v\n%s", err, msg)
+	}
+	return out
+}
+
+// benchProc is a process of the suite that is not a kakuremichi node (the
+// app and the reverse proxy), killed when the benchmark ends.
+type benchProc struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+}
+
+func startBenchProc(b *testing.B, name, bin string, args ...string) *benchProc {
+	b.Helper()
+	logPath := filepath.Join(b.TempDir(), name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &benchProc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+func (p *benchProc) pid() int { return p.cmd.Process.Pid }
+
+// waitOK polls url with client until it answers 200.
+func (p *benchProc) waitOK(b *testing.B, client *http.Client, url string) {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _, err := get(client, url)
+		if err == nil && code == 200 {
+			return
+		}
+		select {
+		case <-p.done:
+			logs, _ := os.ReadFile(p.logPath)
+			b.Fatalf("%v exited during start:\n%s", p.cmd.Args, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: no 200 within 30s (last: %d %v)", url, code, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// benchClient sends every request to addr over keep-alive HTTP/1.1 (so
+// that N concurrent requests are N connections on every path), trusting
+// any certificate, with an idle pool large enough for every connection of
+// the suite.
+func benchClient(addr string) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}},
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		DisableCompression:  true,
+	}}
+}
+
+// benchBulk downloads each bytes on streams concurrent connections and
+// returns MB/s (10^6 bytes) over the wall time of all of them.
+func benchBulk(cl *http.Client, base string, streams int, each int64) (float64, error) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := cl.Get(fmt.Sprintf("%s/bytes?n=%d", base, each))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err == nil && (n != each || resp.StatusCode != 200) {
+				err = fmt.Errorf("got status %d and %d bytes, want 200 and %d", resp.StatusCode, n, each)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(streams) * float64(each) / time.Since(start).Seconds() / 1e6, nil
+}
+
+// loadResult is one small-request measurement.
+type loadResult struct {
+	requests int
+	rps      float64
+	p50, p99 float64 // milliseconds
+}
+
+// benchLoad sends small keep-alive requests to url on conns concurrent
+// connections for d. Requests/s count every request over the wall time
+// until the last one finished.
+func benchLoad(cl *http.Client, url string, conns int, d time.Duration) (loadResult, error) {
+	var mu sync.Mutex
+	var lats []time.Duration
+	var firstErr error
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, 4096)
+			var err error
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				var resp *http.Response
+				resp, err = cl.Get(url)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					break
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			lats = append(lats, mine...)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	if firstErr != nil {
+		return loadResult{}, firstErr
+	}
+	if len(lats) == 0 {
+		return loadResult{}, fmt.Errorf("no request completed in %v", d)
+	}
+	slices.Sort(lats)
+	ms := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1e6 }
+	return loadResult{requests: len(lats), rps: float64(len(lats)) / wall.Seconds(),
+		p50: ms(lats[len(lats)/2]), p99: ms(lats[len(lats)*99/100])}, nil
+}
+
+// procMemory returns a process's resident set size and its peak, in MiB,
+// from /proc/<pid>/status.
+func procMemory(pid int) (rss, peak float64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			peak = kb / 1024
+		}
+	}
+	if rss == 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
+	}
+	return rss, peak, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// withBinary runs start with the package's binary directory pointed at dir,
+// so the harness starts nodes from a binary built from another git ref.
+// Benchmarks run one at a time and the harness reads binDir only when it
+// starts a process.
+func withBinary(dir string, start func()) {
+	saved := binDir
+	binDir = dir
+	defer func() { binDir = saved }()
+	start()
+}

@@ -1,0 +1,331 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchPath is one way from the client to the app.
+type benchPath struct {
+	name   string
+	client *http.Client
+	base   string
+	// pids are the processes whose CPU time is the cost of the path
+	// (gateway and agent, or the reverse proxy); none for direct.
+	pids []int
+}
+
+// benchWorkload is one measurement, run on every path in each round.
+type benchWorkload struct {
+	key, title string
+	streams    int // bulk: concurrent downloads
+	conns      int // small requests: concurrent connections
+}
+
+// benchSample is a workload's result on one path in one round.
+type benchSample struct {
+	mbs, cpuPerGB     float64 // bulk
+	rps, p50, p99     float64 // small requests
+	cpuMsPer1k, added float64 // small requests: CPU per 1000 requests, p50 over direct
+}
+
+// BenchmarkSuite measures, in one run, the app directly, a plain TLS
+// reverse proxy in front of it (the baseline the issue's targets are
+// ratios of), the tunnel through real gateway and agent processes over
+// HTTPS, and, with KAKUREMICHI_BENCH_BASE_BIN, the same tunnel built from
+// another git ref. Every workload runs on every path in turn, in rounds,
+// the starting path rotating each round; the report holds the medians.
+// Figures are reported, never asserted. hack/bench.sh runs it and writes
+// docs/benchmarks.md; see bench_helpers_test.go for the knobs.
+func BenchmarkSuite(b *testing.B) {
+	cfg := loadBenchConfig(b)
+	srv := buildBenchsrv(b)
+
+	appAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	app := startBenchProc(b, "app", srv, "app", "-listen", appAddr)
+	direct := benchClient(appAddr)
+	app.waitOK(b, direct, "http://"+appAddr+"/healthz")
+
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	proxy := startBenchProc(b, "proxy", srv, "proxy", "-listen", proxyAddr, "-target", "http://"+appAddr)
+	proxied := benchClient(proxyAddr)
+	proxy.waitOK(b, proxied, "https://proxy.bench.example.com/healthz")
+
+	c := newCluster(b)
+	gw := c.addGateway("gw")
+	agent := c.addAgent("home")
+	var baseGW *gatewayProc
+	var baseAgent *controlProc
+	if cfg.baseBin != "" {
+		withBinary(cfg.baseBin, func() {
+			baseGW = c.addGateway("gw-base")
+			baseAgent = c.addAgent("home-base")
+		})
+	}
+	c.waitNodesReady(60 * time.Second)
+	c.applyTunnel("bench", "bench.example.com", "home", "http://"+appAddr)
+	paths := []*benchPath{
+		{name: "direct to the app (HTTP)", client: direct, base: "http://" + appAddr},
+		{name: "reverse proxy only (HTTPS, no tunnel)", client: proxied, base: "https://proxy.bench.example.com",
+			pids: []int{proxy.pid()}},
+		{name: "tunnel (HTTPS, gateway + WireGuard + agent)", client: benchClient(gw.httpsAddr), base: "https://bench.example.com",
+			pids: []int{gw.pid(), agent.pid()}},
+	}
+	if baseGW != nil {
+		c.applyTunnel("bench-base", "base.bench.example.com", "home-base", "http://"+appAddr)
+		paths = append(paths, &benchPath{name: "tunnel built from " + cfg.baseName, client: benchClient(baseGW.httpsAddr),
+			base: "https://base.bench.example.com", pids: []int{baseGW.pid(), baseAgent.pid()}})
+	}
+	for _, p := range paths {
+		waitServing(b, p.client, p.base+"/healthz", 200, "ok", 30*time.Second)
+		// Warm up: connections, certificates, buffers and the first
+		// window growth are not measured.
+		if _, err := benchBulk(p.client, p.base, 4, min(cfg.bulk, 16<<20)); err != nil {
+			b.Fatalf("%s: warm-up: %v", p.name, err)
+		}
+	}
+
+	workloads := []benchWorkload{
+		{key: "bulk1", title: "bulk, 1 stream", streams: 1},
+		{key: "bulk4", title: "bulk, 4 streams", streams: 4},
+		{key: "req1", title: "small requests, 1 connection", conns: 1},
+		{key: "req50", title: "small requests, 50 connections", conns: 50},
+	}
+	// samples[workload][path] holds one sample per round.
+	samples := map[string]map[string][]benchSample{}
+	for _, w := range workloads {
+		samples[w.key] = map[string][]benchSample{}
+	}
+	b.ResetTimer()
+	for round := range cfg.rounds {
+		for _, w := range workloads {
+			directP50 := 0.0
+			for i := range paths {
+				p := paths[(i+round)%len(paths)]
+				s := runWorkload(b, cfg, w, p)
+				if p == paths[0] {
+					directP50 = s.p50
+				}
+				samples[w.key][p.name] = append(samples[w.key][p.name], s)
+			}
+			// Added latency is paired within a round: each path against
+			// direct measured moments apart.
+			if w.conns > 0 {
+				for _, p := range paths {
+					ss := samples[w.key][p.name]
+					ss[len(ss)-1].added = ss[len(ss)-1].p50 - directP50
+				}
+			}
+			b.Logf("round %d/%d: %s done", round+1, cfg.rounds, w.title)
+		}
+	}
+	b.StopTimer()
+
+	med := map[string]map[string]benchSample{}
+	for _, w := range workloads {
+		med[w.key] = map[string]benchSample{}
+		for _, p := range paths {
+			ss := samples[w.key][p.name]
+			pick := func(f func(benchSample) float64) float64 {
+				xs := make([]float64, len(ss))
+				for i, s := range ss {
+					xs[i] = f(s)
+				}
+				return median(xs)
+			}
+			med[w.key][p.name] = benchSample{
+				mbs: pick(func(s benchSample) float64 { return s.mbs }), cpuPerGB: pick(func(s benchSample) float64 { return s.cpuPerGB }),
+				rps: pick(func(s benchSample) float64 { return s.rps }), p50: pick(func(s benchSample) float64 { return s.p50 }),
+				p99: pick(func(s benchSample) float64 { return s.p99 }), cpuMsPer1k: pick(func(s benchSample) float64 { return s.cpuMsPer1k }),
+				added: pick(func(s benchSample) float64 { return s.added }),
+			}
+		}
+	}
+	short := []string{"direct", "proxy", "tunnel", "base"}
+	for i, p := range paths {
+		m := func(k string) benchSample { return med[k][p.name] }
+		b.ReportMetric(m("bulk1").mbs, short[i]+"-1stream-MB/s")
+		b.ReportMetric(m("bulk4").mbs, short[i]+"-4streams-MB/s")
+		b.ReportMetric(m("req50").rps, short[i]+"-50conns-req/s")
+		b.ReportMetric(m("req50").p99, short[i]+"-50conns-p99-ms")
+		b.ReportMetric(m("req1").p50, short[i]+"-1conn-p50-ms")
+		if p.pids != nil {
+			b.ReportMetric(m("bulk1").cpuPerGB, short[i]+"-cpu-s/GB")
+		}
+	}
+
+	// Peak memory of the nodes after the whole run.
+	var peaks []string
+	for _, n := range []struct {
+		what string
+		pid  int
+	}{{"gateway", gw.pid()}, {"agent", agent.pid()}, {"reverse proxy", proxy.pid()}} {
+		if _, peak, err := procMemory(n.pid); err == nil {
+			peaks = append(peaks, fmt.Sprintf("%s %.0f MiB", n.what, peak))
+		}
+	}
+	cfg.writeFragment(b, "suite.md", suiteMarkdown(cfg, paths, workloads, samples, med, peaks))
+}
+
+func runWorkload(b *testing.B, cfg benchConfig, w benchWorkload, p *benchPath) benchSample {
+	b.Helper()
+	if w.streams > 0 {
+		cpu0 := cpuSeconds(p.pids)
+		mbs, err := benchBulk(p.client, p.base, w.streams, cfg.bulk)
+		if err != nil {
+			b.Fatalf("%s, %s: %v", p.name, w.title, err)
+		}
+		s := benchSample{mbs: mbs}
+		if p.pids != nil {
+			s.cpuPerGB = (cpuSeconds(p.pids) - cpu0) / (float64(w.streams) * float64(cfg.bulk) / 1e9)
+		}
+		return s
+	}
+	url := p.base + "/healthz"
+	// A short warm-up opens the connections, so dials and handshakes are
+	// not measured.
+	if _, err := benchLoad(p.client, url, w.conns, min(cfg.duration/5, 500*time.Millisecond)); err != nil {
+		b.Fatalf("%s, %s: warm-up: %v", p.name, w.title, err)
+	}
+	cpu0 := cpuSeconds(p.pids)
+	r, err := benchLoad(p.client, url, w.conns, cfg.duration)
+	if err != nil {
+		b.Fatalf("%s, %s: %v", p.name, w.title, err)
+	}
+	s := benchSample{rps: r.rps, p50: r.p50, p99: r.p99}
+	if p.pids != nil {
+		s.cpuMsPer1k = (cpuSeconds(p.pids) - cpu0) * 1e3 / float64(r.requests) * 1000
+	}
+	return s
+}
+
+func suiteMarkdown(cfg benchConfig, paths []*benchPath, workloads []benchWorkload, samples map[string]map[string][]benchSample,
+	med map[string]map[string]benchSample, peaks []string) string {
+	var sb strings.Builder
+	pf := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
+	proxy := paths[1].name
+	pct := func(x, of float64) string {
+		if of == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.0f%%", 100*x/of)
+	}
+	cpu := func(p *benchPath, x float64, format string) string {
+		if p.pids == nil {
+			return "–"
+		}
+		return fmt.Sprintf(format, x)
+	}
+
+	pf("## Method\n\n")
+	pf("One process each, all on loopback on this machine: the app (`hack/bench/benchsrv app`, bulk bodies copied from a\n")
+	pf("precomputed buffer), a plain `httputil.ReverseProxy` terminating TLS in front of it (`benchsrv proxy`, self-signed\n")
+	pf("ECDSA P-256, 256 idle connections per host to the app), and Control, one gateway and one agent of this tree with a\n")
+	pf("tunnel to the same app (gateway HTTPS with its self-signed certificate, SNI the tunnel's hostname, WireGuard on\n")
+	pf("loopback UDP). The client is the benchmark process: keep-alive HTTP/1.1, so N concurrent requests are N connections\n")
+	pf("on every path; the direct path is plain HTTP, the others HTTPS.\n\n")
+	pf("%d rounds; in each, every workload runs on every path in turn, the first path rotating each round; the tables hold\n", cfg.rounds)
+	pf("the median of the rounds. Bulk: GET `/bytes?n=%d` (%d MiB) per stream, MB/s = 10^6 bytes/s over the wall time of\n", cfg.bulk, cfg.bulk>>20)
+	pf("all streams. Small requests: GET `/healthz` (3-byte body) in a loop on each connection for %v after a short warm-up;\n", cfg.duration)
+	pf("p50/p99 of every request's latency. CPU is user+system time of the path's processes from `/proc/<pid>/stat`\n")
+	pf("(gateway+agent for a tunnel, the proxy process for the reverse proxy), measured across each workload: seconds per\n")
+	pf("10^9 bytes for bulk, milliseconds per 1000 requests for small requests. The client and the app share the same\n")
+	pf("cores, so every figure is for the whole machine busy with all of them.\n\n")
+
+	pf("## Bulk download\n\n")
+	pf("| path | 1 stream MB/s | vs proxy | CPU s/GB | 4 streams MB/s | vs proxy | CPU s/GB |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, p := range paths {
+		b1, b4 := med["bulk1"][p.name], med["bulk4"][p.name]
+		pf("| %s | %.0f | %s | %s | %.0f | %s | %s |\n", p.name, b1.mbs, pct(b1.mbs, med["bulk1"][proxy].mbs), cpu(p, b1.cpuPerGB, "%.2f"),
+			b4.mbs, pct(b4.mbs, med["bulk4"][proxy].mbs), cpu(p, b4.cpuPerGB, "%.2f"))
+	}
+	pf("\n## Small requests\n\n")
+	pf("| path | 1 conn req/s | p50 ms | p99 ms | p50 added over direct ms | 50 conns req/s | vs proxy | p50 ms | p99 ms | p99 vs proxy | CPU ms per 1000 req |\n")
+	pf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, p := range paths {
+		r1, r50 := med["req1"][p.name], med["req50"][p.name]
+		added := "–"
+		if p != paths[0] {
+			added = fmt.Sprintf("%.3f", r1.added)
+		}
+		pf("| %s | %.0f | %.3f | %.3f | %s | %.0f | %s | %.2f | %.2f | %s | %s |\n", p.name, r1.rps, r1.p50, r1.p99, added,
+			r50.rps, pct(r50.rps, med["req50"][proxy].rps), r50.p50, r50.p99, pct(r50.p99, med["req50"][proxy].p99),
+			cpu(p, r50.cpuMsPer1k, "%.0f"))
+	}
+
+	pf("\n## Targets of issue 7\n\nReported, never asserted; \"vs proxy\" is against the reverse-proxy-only path of the same run.\n\n")
+	pf("| target |")
+	tunnels := paths[2:]
+	for _, p := range tunnels {
+		pf(" %s |", p.name)
+	}
+	pf("\n|---|")
+	for range tunnels {
+		pf("---|")
+	}
+	pf("\n")
+	met := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**not met**"
+	}
+	row := func(title string, f func(p *benchPath) string) {
+		pf("| %s |", title)
+		for _, p := range tunnels {
+			pf(" %s |", f(p))
+		}
+		pf("\n")
+	}
+	row("bulk CPU (gateway+agent, 1 stream) ≤ 4.0 s/GB", func(p *benchPath) string {
+		x := med["bulk1"][p.name].cpuPerGB
+		return fmt.Sprintf("%.2f s/GB: %s", x, met(x <= 4.0))
+	})
+	row("1-stream throughput ≥ 45% of proxy", func(p *benchPath) string {
+		x := med["bulk1"][p.name].mbs / med["bulk1"][proxy].mbs
+		return fmt.Sprintf("%.0f%%: %s", 100*x, met(x >= 0.45))
+	})
+	row("50-conn requests/s ≥ 80% of proxy", func(p *benchPath) string {
+		x := med["req50"][p.name].rps / med["req50"][proxy].rps
+		return fmt.Sprintf("%.0f%%: %s", 100*x, met(x >= 0.80))
+	})
+	row("50-conn p99 ≤ 1.5× proxy p99", func(p *benchPath) string {
+		x := med["req50"][p.name].p99 / med["req50"][proxy].p99
+		return fmt.Sprintf("%.2f×: %s", x, met(x <= 1.5))
+	})
+	row("1-conn p50 added over direct < 0.3 ms", func(p *benchPath) string {
+		x := med["req1"][p.name].added
+		return fmt.Sprintf("%.3f ms: %s", x, met(x < 0.3))
+	})
+	if len(peaks) > 0 {
+		pf("\nPeak RSS after the run: %s.\n", strings.Join(peaks, ", "))
+	}
+
+	pf("\n## Every round\n\nThe main figure of each workload per round (MB/s for bulk, requests/s for small requests), to show the spread.\n\n")
+	pf("| workload | path |")
+	for r := range cfg.rounds {
+		pf(" round %d |", r+1)
+	}
+	pf("\n|---|---|")
+	for range cfg.rounds {
+		pf("---:|")
+	}
+	pf("\n")
+	for _, w := range workloads {
+		for _, p := range paths {
+			pf("| %s | %s |", w.title, p.name)
+			for _, s := range samples[w.key][p.name] {
+				if w.streams > 0 {
+					pf(" %.0f |", s.mbs)
+				} else {
+					pf(" %.0f |", s.rps)
+				}
+			}
+			pf("\n")
+		}
+	}
+	return sb.String()
+}
