@@ -22,7 +22,7 @@ import (
 // variables so that hack/bench.sh and a quick smoke run share one code
 // path:
 //
-//	KAKUREMICHI_BENCH_ROUNDS    rounds of every workload on every path (3)
+//	KAKUREMICHI_BENCH_ROUNDS    rounds of every workload on every path (5)
 //	KAKUREMICHI_BENCH_BULK_MB   MiB per stream of a bulk download (256)
 //	KAKUREMICHI_BENCH_DURATION  length of each small-request measurement (3s)
 //	KAKUREMICHI_BENCH_IDLE      how long nodes sit idle before RSS is read (10s)
@@ -42,7 +42,7 @@ type benchConfig struct {
 
 func loadBenchConfig(b *testing.B) benchConfig {
 	b.Helper()
-	cfg := benchConfig{rounds: 3, bulk: 256 << 20, duration: 3 * time.Second, idle: 10 * time.Second,
+	cfg := benchConfig{rounds: 5, bulk: 256 << 20, duration: 3 * time.Second, idle: 10 * time.Second,
 		baseBin: os.Getenv("KAKUREMICHI_BENCH_BASE_BIN"), baseName: os.Getenv("KAKUREMICHI_BENCH_BASE_NAME"),
 		outDir: os.Getenv("KAKUREMICHI_BENCH_DIR")}
 	if v := os.Getenv("KAKUREMICHI_BENCH_ROUNDS"); v != "" {

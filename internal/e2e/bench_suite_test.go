@@ -227,7 +227,7 @@ func suiteMarkdown(cfg benchConfig, paths []*benchPath, workloads []benchWorkloa
 	pf("tunnel to the same app (gateway HTTPS with its self-signed certificate, SNI the tunnel's hostname, WireGuard on\n")
 	pf("loopback UDP). The client is the benchmark process: keep-alive HTTP/1.1, so N concurrent requests are N connections\n")
 	pf("on every path; the direct path is plain HTTP, the others HTTPS.\n\n")
-	pf("%d rounds; in each, every workload runs on every path in turn, the first path rotating each round; the tables hold\n", cfg.rounds)
+	pf("Rounds: %d; in each, every workload runs on every path in turn, the first path rotating each round; the tables hold\n", cfg.rounds)
 	pf("the median of the rounds. Bulk: GET `/bytes?n=%d` (%d MiB) per stream, MB/s = 10^6 bytes/s over the wall time of\n", cfg.bulk, cfg.bulk>>20)
 	pf("all streams. Small requests: GET `/healthz` (3-byte body) in a loop on each connection for %v after a short warm-up;\n", cfg.duration)
 	pf("p50/p99 of every request's latency. CPU is user+system time of the path's processes from `/proc/<pid>/stat`\n")
