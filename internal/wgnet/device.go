@@ -16,7 +16,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/netstack"
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/kakuremichi/kakuremichi/api"
 )
@@ -62,6 +62,11 @@ type Config struct {
 	// Logger receives wireguard-go's messages (see DeviceLogger) and a
 	// debug line for every peer change. Nil discards them.
 	Logger *slog.Logger
+
+	// stockNetstack runs wireguard-go's own netstack adapter instead of
+	// this package's link: the baseline the benchmarks measure against in
+	// the same run.
+	stockNetstack bool
 }
 
 // Peer is the desired configuration of one WireGuard peer.
@@ -119,7 +124,7 @@ type Device struct {
 	pub  Key
 	port uint16
 	wg   *device.Device
-	net  *netstack.Net
+	net  overlayStack
 
 	// mu makes SetPeers' read of the live state, its diff and its write one
 	// step, and guards written.
@@ -161,7 +166,14 @@ func New(cfg Config) (*Device, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	tun, tnet, err := netstack.CreateNetTUN([]netip.Addr{addr}, nil, mtu)
+	var tnet overlayStack
+	var tun tun.Device
+	var err error
+	if cfg.stockNetstack {
+		tnet, tun, err = newStockStack(addr, mtu)
+	} else {
+		tnet, tun, err = newNetStack(addr, mtu)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating wireguard device: creating netstack: %w", err)
 	}
@@ -349,7 +361,7 @@ func (d *Device) DialContext(ctx context.Context, network, addr string) (net.Con
 	if !d.routed(ap.Addr()) {
 		return nil, fmt.Errorf("dialing %s through the tunnel: %w", ap, ErrNoRoute)
 	}
-	c, err := d.net.DialContextTCPAddrPort(ctx, ap)
+	c, err := d.net.dialTCP(ctx, ap)
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s through the tunnel: %w", ap, err)
 	}
@@ -389,7 +401,7 @@ func (d *Device) Listen(network, addr string) (net.Listener, error) {
 	if err := checkNetwork(network, d.addr); err != nil {
 		return nil, fmt.Errorf("listening on %q in the tunnel: %w", addr, err)
 	}
-	l, err := d.net.ListenTCPAddrPort(netip.AddrPortFrom(d.addr, uint16(pn)))
+	l, err := d.net.listenTCP(netip.AddrPortFrom(d.addr, uint16(pn)))
 	if err != nil {
 		return nil, fmt.Errorf("listening on %q in the tunnel: %w", addr, err)
 	}

@@ -49,17 +49,17 @@ type node struct {
 }
 
 // newNode starts a device with a fresh key on addr, closed when t ends.
-func newNode(t testing.TB, name, addr string) *node {
+func newNode(t testing.TB, name, addr string, opts ...func(*Config)) *node {
 	t.Helper()
 	priv, err := GeneratePrivateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startNode(t, name, priv, netip.MustParseAddr(addr), 0)
+	return startNode(t, name, priv, netip.MustParseAddr(addr), 0, opts...)
 }
 
 // startNode starts a device with the given identity.
-func startNode(t testing.TB, name string, priv PrivateKey, addr netip.Addr, port int) *node {
+func startNode(t testing.TB, name string, priv PrivateKey, addr netip.Addr, port int, opts ...func(*Config)) *node {
 	t.Helper()
 	n := &node{name: name, priv: priv, addr: addr, logs: &logBuffer{}}
 	t.Cleanup(func() {
@@ -67,12 +67,16 @@ func startNode(t testing.TB, name string, priv PrivateKey, addr netip.Addr, port
 			t.Logf("logs of %s:\n%s", name, n.logs)
 		}
 	})
-	dev, err := New(Config{
+	cfg := Config{
 		PrivateKey: priv,
 		Address:    addr,
 		ListenPort: port,
 		Logger:     slog.New(n.logs.handler()).With("node", name),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	dev, err := New(cfg)
 	if err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}
@@ -157,10 +161,10 @@ func pair(t testing.TB) (agent, gw *node) {
 }
 
 // pairOn is pair with the given overlay addresses.
-func pairOn(t testing.TB, gwAddr, agentAddr string) (agent, gw *node) {
+func pairOn(t testing.TB, gwAddr, agentAddr string, opts ...func(*Config)) (agent, gw *node) {
 	t.Helper()
-	gw = newNode(t, "gateway", gwAddr)
-	agent = newNode(t, "agent", agentAddr)
+	gw = newNode(t, "gateway", gwAddr, opts...)
+	agent = newNode(t, "agent", agentAddr, opts...)
 	start := time.Now().Add(-time.Second)
 	gw.setPeers(t, agent.asPassive())
 	agent.setPeers(t, gw.asDialed())

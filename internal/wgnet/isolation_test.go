@@ -20,7 +20,7 @@ const udpPort = 5353
 // listenUDP opens a UDP socket on n's overlay address, closed when t ends.
 func listenUDP(t testing.TB, n *node) net.PacketConn {
 	t.Helper()
-	c, err := n.dev.net.ListenUDPAddrPort(netip.AddrPortFrom(n.addr, udpPort))
+	c, err := n.dev.net.listenUDP(netip.AddrPortFrom(n.addr, udpPort))
 	if err != nil {
 		t.Fatalf("%s: listening on UDP: %v", n.name, err)
 	}
@@ -32,7 +32,7 @@ func listenUDP(t testing.TB, n *node) net.PacketConn {
 // dst:udpPort.
 func sendUDP(t testing.TB, n *node, dst netip.Addr, msg string) {
 	t.Helper()
-	c, err := n.dev.net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(dst, udpPort))
+	c, err := n.dev.net.dialUDP(netip.AddrPortFrom(dst, udpPort))
 	if err != nil {
 		t.Fatalf("%s: dialing UDP: %v", n.name, err)
 	}
