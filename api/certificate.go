@@ -90,6 +90,9 @@ const (
 	ReasonDNSNotPointingAtGateway = "DNSNotPointingAtGateway"
 	// ReasonCAUnreachable: Control could not reach the ACME CA.
 	ReasonCAUnreachable = "CAUnreachable"
+	// ReasonWildcardNeedsDNS01: a wildcard name is validated by an ACME
+	// CA only through DNS-01, and Control has no DNS provider.
+	ReasonWildcardNeedsDNS01 = "WildcardNeedsDNS01"
 )
 
 // GetTypeMeta implements Object.
@@ -111,7 +114,7 @@ func (c *Certificate) ValidateSpec() ErrorList {
 	if c.Spec.Hostname == "" {
 		return ErrorList{required("spec.hostname", "the DNS name the certificate covers")}
 	}
-	if msg := checkHostname(c.Spec.Hostname); msg != "" {
+	if msg := checkHostnameOrWildcard(c.Spec.Hostname); msg != "" {
 		return ErrorList{invalid("spec.hostname", "%q %s", c.Spec.Hostname, msg)}
 	}
 	return nil
@@ -123,7 +126,8 @@ func (c *Certificate) ValidateSpec() ErrorList {
 func CertificateName(hostname string) string {
 	sum := sha256.Sum256([]byte(hostname))
 	suffix := "-" + hex.EncodeToString(sum[:4])
-	base := strings.ReplaceAll(hostname, ".", "-")
+	// "*.example.com" is named "wildcard-example-com-…".
+	base := strings.ReplaceAll(strings.Replace(hostname, "*", "wildcard", 1), ".", "-")
 	if max := maxNameLength - len(suffix); len(base) > max {
 		base = strings.TrimRight(base[:max], "-")
 	}

@@ -115,7 +115,7 @@ func (t *Tunnel) ValidateSpec() ErrorList {
 	var errs ErrorList
 	if t.Spec.Hostname == "" {
 		errs = append(errs, required("spec.hostname", "the public DNS name, e.g. app.example.com"))
-	} else if msg := checkHostname(t.Spec.Hostname); msg != "" {
+	} else if msg := checkHostnameOrWildcard(t.Spec.Hostname); msg != "" {
 		errs = append(errs, invalid("spec.hostname", "%q %s", t.Spec.Hostname, msg))
 	}
 	if t.Spec.Agent == "" {

@@ -54,15 +54,28 @@ func checkHostname(h string) string {
 	if len(labels) < 2 {
 		return "must be a fully qualified DNS name such as app.example.com"
 	}
-	for i, l := range labels {
-		if i == 0 && l == "*" {
-			return "wildcard hostnames are not supported"
+	for _, l := range labels {
+		if strings.Contains(l, "*") {
+			return fmt.Sprintf("has %q: a wildcard is only allowed as the whole first label of a tunnel or certificate hostname, as in *.example.com", l)
 		}
 		if len(l) > 63 || !hostLabelRE.MatchString(l) {
 			return fmt.Sprintf("has an invalid DNS label %q", l)
 		}
 	}
 	return ""
+}
+
+// checkHostnameOrWildcard is checkHostname that also takes a wildcard,
+// "*.example.com": it covers exactly one label in front of a name of at
+// least two labels.
+func checkHostnameOrWildcard(h string) string {
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
+		if len(strings.Split(rest, ".")) < 2 {
+			return "is a wildcard over a top-level domain: it must cover a name of at least two labels, such as *.example.com"
+		}
+		return checkHostname(rest)
+	}
+	return checkHostname(h)
 }
 
 // checkQualifiedKey checks a label or annotation key: name or prefix/name.

@@ -134,7 +134,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := g.table.Load()
-	rt, routed := t.hosts[normalizeHost(r.Host)]
+	rt, routed := t.lookup(normalizeHost(r.Host))
 	switch {
 	case !routed && r.URL.Path == plainHealthPath:
 		g.serveHealth(w, r)

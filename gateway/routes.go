@@ -68,6 +68,20 @@ func (t *routeTable) equal(o *routeTable) bool {
 	return true
 }
 
+// lookup returns the http route of host: its own, else the wildcard
+// route of its parent ("*.example.com" serves a.example.com, not
+// a.b.example.com nor example.com).
+func (t *routeTable) lookup(host string) (*route, bool) {
+	if r, ok := t.hosts[host]; ok {
+		return r, true
+	}
+	if _, parent, ok := strings.Cut(host, "."); ok && strings.Contains(parent, ".") {
+		r, ok := t.hosts["*."+parent]
+		return r, ok
+	}
+	return nil, false
+}
+
 // desired is what one slice asks of the gateway, validated.
 type desired struct {
 	self    *bridge.Self

@@ -131,7 +131,19 @@ func (s *Source) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	if name == "" {
 		return nil, nil
 	}
-	return tbl.byHost[name], nil
+	if c := tbl.byHost[name]; c != nil {
+		return c, nil
+	}
+	return tbl.byHost[wildcardOf(name)], nil
+}
+
+// wildcardOf returns the wildcard name that covers name ("*.example.com"
+// for a.example.com), or "" when none can ("example.com").
+func wildcardOf(name string) string {
+	if _, parent, ok := strings.Cut(name, "."); ok && strings.Contains(parent, ".") {
+		return "*." + parent
+	}
+	return ""
 }
 
 // ACMETLS1Protocol is the ALPN protocol of TLS-ALPN-01 validations (RFC
@@ -183,7 +195,11 @@ func (s *Source) WrapHTTP(next http.Handler) http.Handler {
 		tbl := s.certs.Load()
 		token, isChallenge := strings.CutPrefix(r.URL.Path, challengePath)
 		if !isChallenge {
-			if c, ok := tbl.items[host]; ok && c.RedirectHTTP {
+			c, ok := tbl.items[host]
+			if !ok {
+				c, ok = tbl.items[wildcardOf(host)]
+			}
+			if ok && c.RedirectHTTP {
 				target := "https://" + host
 				if s.httpsPort != 0 && s.httpsPort != 443 {
 					target += ":" + strconv.Itoa(s.httpsPort)

@@ -199,3 +199,30 @@ func TestWrapHTTPRedirectsHostnamesWithACertificate(t *testing.T) {
 		t.Errorf("ListenPort(:443): got %d, want 443", got)
 	}
 }
+
+// TestWildcardCertificateServesOneLabel: a "*.example.com" certificate is
+// served for any single label under it that has no certificate of its
+// own, never for deeper names or the parent, and redirects like any
+// other.
+func TestWildcardCertificateServesOneLabel(t *testing.T) {
+	s := New(Config{})
+	wild, own := makeCert(t, "*.example.com", 7), makeCert(t, "own.example.com", 8)
+	wild.RedirectHTTP = true
+	if err := s.Apply(slice(wild, own)); err != nil {
+		t.Fatalf("Apply: got %v, want nil", err)
+	}
+	for sni, want := range map[string]string{"a.example.com": "7", "B.example.com.": "7", "own.example.com": "8",
+		"a.b.example.com": "", "example.com": "", "*.example.com": "7"} {
+		if got := served(t, s, sni); got != want {
+			t.Errorf("serial for %q: got %q, want %q", sni, got, want)
+		}
+	}
+	h := s.WrapHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(299) }))
+	for url, code := range map[string]int{"http://a.example.com/": 308, "http://a.b.example.com/": 299} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", url, nil))
+		if rec.Code != code {
+			t.Errorf("GET %s: got %d, want %d", url, rec.Code, code)
+		}
+	}
+}

@@ -53,7 +53,24 @@ type ACMEConfig struct {
 	// every gateway's certificate source. Off (HTTP-01 only) by default:
 	// the gateways' TLS listener must offer the "acme-tls/1" protocol.
 	TLSALPN bool
+	// Challenges, when not empty, are the challenge types offered for a
+	// tunnel hostname that is not a wildcard, replacing HTTP-01 (and
+	// TLSALPN): any of acme.ChallengeTypeHTTP01, ChallengeTypeTLSALPN01
+	// and, with DNS set, ChallengeTypeDNS01.
+	Challenges []string
+	// DNS, when set, answers DNS-01 challenges: always those of wildcard
+	// names (which a CA validates only by DNS-01), and others when
+	// Challenges names dns-01. Without it a wildcard cannot be ordered.
+	DNS DNSProvider
+	// ControlHostname is Control's own public name: its challenge is
+	// answered by Control's HTTPS listener (TLS-ALPN-01, see
+	// ControlALPNCertificate) or by DNS, never by gateways.
+	ControlHostname string
 }
+
+// ErrWildcardNeedsDNS01 is why a wildcard cannot be ordered from an ACME
+// CA without a DNS provider.
+var ErrWildcardNeedsDNS01 = errors.New("an ACME CA validates a wildcard name only by DNS-01, and no DNS provider is configured (--acme-dns-provider)")
 
 // ACMEIssuer obtains certificates from an ACME CA with HTTP-01: the
 // challenge goes to every gateway through the bridge, and only once the
@@ -62,7 +79,9 @@ type ACMEConfig struct {
 type ACMEIssuer struct {
 	cfg     ACMEConfig
 	storage *Storage
-	client  acmez.Client
+	// client orders tunnel hostnames, wildcard wildcards (DNS-01 only)
+	// and self Control's own name. They share one account.
+	client, wildcard, self acmez.Client
 
 	// mu guards account.
 	mu sync.Mutex
@@ -86,14 +105,51 @@ func NewACMEIssuer(cfg ACMEConfig) *ACMEIssuer {
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.TrustedRoots, MinVersion: tls.VersionTLS12}}
 	}
 	i := &ACMEIssuer{cfg: cfg, storage: NewStorage(cfg.Store)}
-	i.client = acmez.Client{
-		Client:           &acme.Client{Directory: cfg.Directory, HTTPClient: hc, UserAgent: "kakuremichi"},
-		ChallengeSolvers: map[string]acmez.Solver{acme.ChallengeTypeHTTP01: httpSolver{issuer: i}},
+	ac := &acme.Client{Directory: cfg.Directory, HTTPClient: hc, UserAgent: "kakuremichi"}
+	solvers := map[string]acmez.Solver{
+		acme.ChallengeTypeHTTP01:    httpSolver{issuer: i},
+		acme.ChallengeTypeTLSALPN01: tlsALPNSolver{httpSolver{issuer: i}},
 	}
-	if cfg.TLSALPN {
-		i.client.ChallengeSolvers[acme.ChallengeTypeTLSALPN01] = tlsALPNSolver{httpSolver{issuer: i}}
+	if cfg.DNS != nil {
+		solvers[acme.ChallengeTypeDNS01] = dnsSolver{cfg.DNS}
+	}
+	types := cfg.Challenges
+	if len(types) == 0 {
+		types = []string{acme.ChallengeTypeHTTP01}
+		if cfg.TLSALPN {
+			types = append(types, acme.ChallengeTypeTLSALPN01)
+		}
+	}
+	i.client = acmez.Client{Client: ac, ChallengeSolvers: map[string]acmez.Solver{}}
+	for _, t := range types {
+		if s := solvers[t]; s != nil {
+			i.client.ChallengeSolvers[t] = s
+		}
+	}
+	i.wildcard = acmez.Client{Client: ac, ChallengeSolvers: map[string]acmez.Solver{}}
+	i.self = acmez.Client{Client: ac, ChallengeSolvers: map[string]acmez.Solver{acme.ChallengeTypeTLSALPN01: selfALPNSolver{issuer: i}}}
+	if cfg.DNS != nil {
+		i.wildcard.ChallengeSolvers[acme.ChallengeTypeDNS01] = solvers[acme.ChallengeTypeDNS01]
+		i.self.ChallengeSolvers[acme.ChallengeTypeDNS01] = solvers[acme.ChallengeTypeDNS01]
 	}
 	return i
+}
+
+// CheckChallenges reports whether types (for ACMEConfig.Challenges) are
+// all known, dns-01 only with a provider; the error names the flag.
+func CheckChallenges(types []string, haveDNS bool) error {
+	for _, t := range types {
+		switch t {
+		case acme.ChallengeTypeHTTP01, acme.ChallengeTypeTLSALPN01:
+		case acme.ChallengeTypeDNS01:
+			if !haveDNS {
+				return errors.New("--acme-challenges dns-01: needs a DNS provider (--acme-dns-provider)")
+			}
+		default:
+			return fmt.Errorf("--acme-challenges %q: use http-01, tls-alpn-01 or dns-01, comma separated", t)
+		}
+	}
+	return nil
 }
 
 // accountKeyName is where the account key is kept, per directory.
@@ -155,6 +211,11 @@ func (i *ACMEIssuer) ensureAccount(ctx context.Context) (acme.Account, error) {
 
 // Issue implements Issuer: one order for hostname.
 func (i *ACMEIssuer) Issue(ctx context.Context, hostname string) (*api.CertificateKeyPair, error) {
+	wildcard := strings.HasPrefix(hostname, "*.")
+	if wildcard && i.cfg.DNS == nil {
+		// Known before the CA is asked: no order, no failed validation.
+		return nil, fmt.Errorf("acme order for %s: %w", hostname, ErrWildcardNeedsDNS01)
+	}
 	acct, err := i.ensureAccount(ctx)
 	if err != nil {
 		return nil, err
@@ -163,8 +224,15 @@ func (i *ACMEIssuer) Issue(ctx context.Context, hostname string) (*api.Certifica
 	if err != nil {
 		return nil, err
 	}
+	client := &i.client
+	switch {
+	case wildcard:
+		client = &i.wildcard
+	case hostname == i.cfg.ControlHostname:
+		client = &i.self
+	}
 	i.cfg.Logger.Info("ordering a certificate", "hostname", hostname, "directory", i.cfg.Directory)
-	certs, err := i.client.ObtainCertificateForSANs(ctx, acct, key, []string{hostname})
+	certs, err := client.ObtainCertificateForSANs(ctx, acct, key, []string{hostname})
 	if err != nil {
 		return nil, fmt.Errorf("acme order for %s: %w", hostname, err)
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	// Issuer obtains certificates; nil means the internal CA, loaded
 	// from (or created in) the store when Run starts.
 	Issuer Issuer
+	// Extra are hostnames that have a certificate besides those of
+	// tunnels: Control's own public name.
+	Extra []string
 	// RetryBase is the wait after a first failed attempt for a hostname;
 	// it doubles with each further failure up to MaxRetryWait. Zero
 	// means DefaultRetryBase.
@@ -270,6 +273,9 @@ func (c *Controller) Pass(ctx context.Context, iss Issuer) (time.Time, error) {
 		return time.Time{}, err
 	}
 	want := WantedHostnames(tunnels)
+	for _, h := range c.cfg.Extra {
+		want[h] = true
+	}
 	objs, _, err := st.List(ctx, "Certificate", api.Selector{})
 	if err != nil {
 		return time.Time{}, err
@@ -446,6 +452,8 @@ func classifyIssueError(err error) (string, time.Duration) {
 	msg := err.Error()
 	var nerr net.Error
 	switch {
+	case errors.Is(err, ErrWildcardNeedsDNS01):
+		return api.ReasonWildcardNeedsDNS01, 0
 	case strings.Contains(msg, "urn:ietf:params:acme:error:rateLimited"):
 		return api.ReasonRateLimited, rateLimitWait
 	case strings.Contains(msg, "urn:ietf:params:acme:error:connection"), strings.Contains(msg, "urn:ietf:params:acme:error:dns"),
