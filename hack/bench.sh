@@ -54,7 +54,9 @@ if [ -n "$base" ]; then
 	echo "building the base tunnel from $base" >&2
 	(cd "$tmp/base" && go build -o "$tmp/basebin/" ./cmd/kakuremichi)
 	export KAKUREMICHI_BENCH_BASE_BIN=$tmp/basebin
-	export KAKUREMICHI_BENCH_BASE_NAME="$base ($(git -C "$root" rev-parse --short "$base^{commit}"))"
+	short=$(git -C "$root" rev-parse --short "$base^{commit}")
+	export KAKUREMICHI_BENCH_BASE_NAME=$base
+	case $short in "$base"*) ;; *) KAKUREMICHI_BENCH_BASE_NAME="$base ($short)" ;; esac
 fi
 if [ -n "$smoke" ]; then
 	export KAKUREMICHI_BENCH_ROUNDS=${KAKUREMICHI_BENCH_ROUNDS:-1}
