@@ -144,6 +144,9 @@ type Service struct {
 	hash    HashParams
 	perUser *limiter
 	perAddr *limiter
+	// signups limits sign-ups per client address, apart from logins, so
+	// signing up does not spend an office's login attempts.
+	signups *limiter
 	hashing chan struct{} // a semaphore: one slot per running argon2id
 	// dummyHash is verified for unknown users so they take as long as
 	// known ones.
@@ -186,6 +189,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.perUser = newLimiter(orDefault(cfg.LoginPerMinute, 5), orDefault(cfg.LoginBurst, 5), 100000)
 	s.perAddr = newLimiter(orDefault(cfg.AddrPerMinute, 20), orDefault(cfg.AddrBurst, 20), 100000)
+	s.signups = newLimiter(orDefault(cfg.AddrPerMinute, 20), orDefault(cfg.AddrBurst, 20), 100000)
 	s.hashing = make(chan struct{}, orDefault(cfg.MaxConcurrentHashes, 4))
 	var err error
 	if s.dummyHash, err = HashPassword("not a password anyone has", s.hash); err != nil {

@@ -207,9 +207,9 @@ func (s *Service) CheckInvite(ctx context.Context, code string) (Invite, error) 
 // Register signs someone up: with an invite code, with the invite's role,
 // using the invite up in the same transaction that creates the user; with
 // no code, as a viewer, only while registration is open. Role in u is
-// ignored. Attempts are limited per client address like logins.
+// ignored. Attempts are limited per client address, as logins are.
 func (s *Service) Register(ctx context.Context, code string, u NewUser, addr string) (User, error) {
-	if ok, wait := s.perAddr.take(addr, s.now()); !ok {
+	if ok, wait := s.signups.take(addr, s.now()); !ok {
 		return User{}, &RateLimitedError{RetryAfter: wait}
 	}
 	if need, err := s.SetupNeeded(ctx); err != nil {

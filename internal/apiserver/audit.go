@@ -21,6 +21,13 @@ func SetActor(c echo.Context, user string, role api.Role) {
 	c.Set(auditActorKey, [2]string{user, string(role)})
 }
 
+const auditDetailKey = "kakuremichi.audit.detail"
+
+// SetAuditDetail adds to the audit entry of the request what the method
+// and path do not say (a setting's new value, a role granted); never a
+// secret.
+func SetAuditDetail(c echo.Context, detail string) { c.Set(auditDetailKey, detail) }
+
 // audited reports whether a request changes something worth recording:
 // every write through the API, the auth endpoints and the UI. Node
 // heartbeats on the bridge are not people's changes.
@@ -54,6 +61,7 @@ func (s *Server) auditMiddleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if who, ok := c.Get(auditActorKey).([2]string); ok {
 			e.User, e.Role = who[0], who[1]
 		}
+		e.Detail, _ = c.Get(auditDetailKey).(string)
 		// The request's context may end with the request; the entry must
 		// still be written.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), 5*time.Second)

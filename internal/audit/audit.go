@@ -30,6 +30,9 @@ type Entry struct {
 	// secret in one is kept.
 	Method string `json:"method"`
 	Path   string `json:"path"`
+	// Detail says what the change was when the path alone does not (a
+	// setting's new value, the role of a token made); never a secret.
+	Detail string `json:"detail,omitempty"`
 	// Status is the HTTP status of the answer.
 	Status int `json:"status"`
 	// Addr is the client's address (the TCP peer).

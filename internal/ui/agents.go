@@ -16,13 +16,28 @@ import (
 
 // agentRow is one agent as the agents page shows it.
 type agentRow struct {
-	Name     string
-	Online   bool
-	Reason   string
-	LastSeen time.Time
-	Version  string
-	Address  string
-	Gateways []string
+	Name     string    `json:"name"`
+	Online   bool      `json:"online"`
+	Reason   string    `json:"reason,omitempty"`
+	LastSeen time.Time `json:"lastSeen,omitzero"`
+	Version  string    `json:"version,omitempty"`
+	Address  string    `json:"address,omitempty"`
+	Gateways []string  `json:"gateways,omitempty"`
+}
+
+func agentRowOf(a *api.Agent) agentRow {
+	r := agentRow{Name: a.Metadata.Name, Online: api.IsConditionTrue(a.Status.Conditions, api.NodeConnected),
+		Version: a.Status.Version, Address: a.Status.OverlayAddress}
+	if cond := api.FindCondition(a.Status.Conditions, api.NodeConnected); cond != nil && !r.Online {
+		r.Reason = cond.Reason
+	}
+	if a.Status.LastHeartbeat != nil {
+		r.LastSeen = *a.Status.LastHeartbeat
+	}
+	for _, g := range a.Status.Gateways {
+		r.Gateways = append(r.Gateways, g.Name)
+	}
+	return r
 }
 
 func (u *UI) agents(c echo.Context) error {
@@ -32,22 +47,18 @@ func (u *UI) agents(c echo.Context) error {
 	}
 	rows := make([]agentRow, 0, len(objs))
 	for _, o := range objs {
-		a := o.(*api.Agent)
-		r := agentRow{Name: a.Metadata.Name, Online: api.IsConditionTrue(a.Status.Conditions, api.NodeConnected),
-			Version: a.Status.Version, Address: a.Status.OverlayAddress}
-		if cond := api.FindCondition(a.Status.Conditions, api.NodeConnected); cond != nil && !r.Online {
-			r.Reason = cond.Reason
-		}
-		if a.Status.LastHeartbeat != nil {
-			r.LastSeen = *a.Status.LastHeartbeat
-		}
-		for _, g := range a.Status.Gateways {
-			r.Gateways = append(r.Gateways, g.Name)
-		}
-		rows = append(rows, r)
+		rows = append(rows, agentRowOf(o.(*api.Agent)))
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	return u.render(c, http.StatusOK, "agents", page{Title: "Agents", Nav: "agents", Data: rows})
+}
+
+// agentEvents streams each agent's row as it changes: online, offline,
+// last seen (see live.go).
+func (u *UI) agentEvents(c echo.Context) error {
+	return u.stream(c, u.rowSource(c, "Agent", "agents", func(o api.Object) (string, any) {
+		return o.GetMeta().Name, agentRowOf(o.(*api.Agent))
+	}))
 }
 
 // addAgentForm asks for the agent's name and makes its enrolment key.

@@ -14,6 +14,8 @@ import (
 type loginData struct {
 	Username string
 	Next     string
+	// Open says registration is open, so the page links to sign-up.
+	Open bool
 }
 
 func nextOf(c echo.Context) string {
@@ -35,7 +37,11 @@ func (u *UI) loginPage(c echo.Context) error {
 	if need {
 		return c.Redirect(http.StatusSeeOther, Prefix+"/setup")
 	}
-	return u.render(c, http.StatusOK, "login", page{Title: "Log in", Data: loginData{Next: nextOf(c)}})
+	st, err := u.acc.Settings(c.Request().Context())
+	if err != nil {
+		return u.fail(c, err)
+	}
+	return u.render(c, http.StatusOK, "login", page{Title: "Log in", Data: loginData{Next: nextOf(c), Open: st.OpenRegistration}})
 }
 
 func (u *UI) login(c echo.Context) error {

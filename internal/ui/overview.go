@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"sort"
@@ -13,16 +14,16 @@ import (
 
 // gatewayRow is one gateway as the gateways page shows it.
 type gatewayRow struct {
-	Name      string
-	Enabled   bool
-	Online    bool
-	Reason    string
-	LastSeen  time.Time
-	Endpoint  string
-	Version   string
-	Routes    int
-	Agents    int
-	ManagedBy string
+	Name      string    `json:"name"`
+	Enabled   bool      `json:"enabled"`
+	Online    bool      `json:"online"`
+	Reason    string    `json:"reason,omitempty"`
+	LastSeen  time.Time `json:"lastSeen,omitzero"`
+	Endpoint  string    `json:"endpoint,omitempty"`
+	Version   string    `json:"version,omitempty"`
+	Routes    int       `json:"routes"`
+	Agents    int       `json:"agents"`
+	ManagedBy string    `json:"managedBy,omitempty"`
 }
 
 func gatewayRowOf(g *api.Gateway) gatewayRow {
@@ -64,6 +65,13 @@ func (u *UI) gateways(c echo.Context) error {
 	return u.render(c, http.StatusOK, "gateways", page{Title: "Gateways", Nav: "gateways", Flash: flash, Data: rows})
 }
 
+// gatewayEvents streams each gateway's row as it changes (see live.go).
+func (u *UI) gatewayEvents(c echo.Context) error {
+	return u.stream(c, u.rowSource(c, "Gateway", "gateways", func(o api.Object) (string, any) {
+		return o.GetMeta().Name, gatewayRowOf(o.(*api.Gateway))
+	}))
+}
+
 func (u *UI) setGatewayEnabled(c echo.Context) error {
 	obj, err := u.st.Get(c.Request().Context(), "Gateway", c.Param("name"))
 	if err != nil {
@@ -91,15 +99,19 @@ type dashboardData struct {
 	GatewaysOnline, GatewaysOffline int
 	TunnelsReady                    int
 	NotReady                        []tunnelRow
+	CertsIssued                     int
+	// CertsAttention are the certificates that fail, are still pending,
+	// or expire within certSoon.
+	CertsAttention []certRow
 }
 
-func (u *UI) dashboard(c echo.Context) error {
-	ctx := c.Request().Context()
+// summary reads what the dashboard shows.
+func (u *UI) summary(ctx context.Context) (dashboardData, error) {
 	var d dashboardData
 	for kind, on := range map[string][2]*int{"Agent": {&d.AgentsOnline, &d.AgentsOffline}, "Gateway": {&d.GatewaysOnline, &d.GatewaysOffline}} {
 		objs, _, err := u.st.List(ctx, kind, api.Selector{})
 		if err != nil {
-			return u.fail(c, err)
+			return d, err
 		}
 		for _, o := range objs {
 			var conds []api.Condition
@@ -118,7 +130,7 @@ func (u *UI) dashboard(c echo.Context) error {
 	}
 	objs, _, err := u.st.List(ctx, "Tunnel", api.Selector{})
 	if err != nil {
-		return u.fail(c, err)
+		return d, err
 	}
 	for _, o := range objs {
 		r := rowOf(o.(*api.Tunnel))
@@ -130,5 +142,47 @@ func (u *UI) dashboard(c echo.Context) error {
 		}
 	}
 	sort.Slice(d.NotReady, func(i, j int) bool { return d.NotReady[i].Name < d.NotReady[j].Name })
+	certs, err := u.certRows(ctx)
+	if err != nil {
+		return d, err
+	}
+	for _, r := range certs {
+		if r.State == api.CertificateIssued {
+			d.CertsIssued++
+		}
+		if r.Attention {
+			d.CertsAttention = append(d.CertsAttention, r)
+		}
+	}
+	return d, nil
+}
+
+func (u *UI) dashboard(c echo.Context) error {
+	d, err := u.summary(c.Request().Context())
+	if err != nil {
+		return u.fail(c, err)
+	}
 	return u.render(c, http.StatusOK, "dashboard", page{Title: "Dashboard", Nav: "dashboard", Data: d})
+}
+
+// dashboardEvents sends the dashboard's summary again after each burst
+// of changes to what it counts (see live.go).
+func (u *UI) dashboardEvents(c echo.Context) error {
+	p := u.fill(c, page{})
+	return u.stream(c, liveSource{
+		Kinds:    []string{"Agent", "Gateway", "Tunnel", "Certificate"},
+		Coalesce: 300 * time.Millisecond,
+		Snapshot: func(ctx context.Context, out *sse) error {
+			d, err := u.summary(ctx)
+			if err != nil {
+				return err
+			}
+			p.Data = d
+			html, err := u.fragment("dashboard", "summary", p)
+			if err != nil {
+				return err
+			}
+			return out.send("replace", map[string]any{"html": html, "summary": d})
+		},
+	})
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // yamlKinds are the kinds whose YAML the UI shows: those without secrets.
-var yamlKinds = map[string]string{"tunnels": "Tunnel", "agents": "Agent", "gateways": "Gateway"}
+var yamlKinds = map[string]string{"tunnels": "Tunnel", "agents": "Agent", "gateways": "Gateway", "certificates": "Certificate"}
 
 // yamlView is one object as the manifest a GitOps repository would hold,
 // with its status.
@@ -23,7 +23,7 @@ type yamlView struct {
 func (u *UI) objectYAML(c echo.Context) error {
 	kind, ok := yamlKinds[c.Param("plural")]
 	if !ok {
-		return u.fail(c, api.NewStatusError(api.ReasonNotFound, "the UI shows YAML of tunnels, agents and gateways only"))
+		return u.fail(c, api.NewStatusError(api.ReasonNotFound, "the UI shows YAML of tunnels, agents, gateways and certificates only"))
 	}
 	obj, err := u.st.Get(c.Request().Context(), kind, c.Param("name"))
 	if err != nil {

@@ -1,7 +1,6 @@
 package ui
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/store"
@@ -27,7 +25,6 @@ type tunnelRow struct {
 	Reason    string `json:"reason"`
 	Message   string `json:"message"`
 	ManagedBy string `json:"managedBy,omitempty"`
-	Deleted   bool   `json:"deleted,omitempty"`
 }
 
 func rowOf(t *api.Tunnel) tunnelRow {
@@ -60,62 +57,12 @@ func (u *UI) tunnels(c echo.Context) error {
 	return u.render(c, http.StatusOK, "tunnels", page{Title: "Tunnels", Nav: "tunnels", Flash: flashOf(c), Data: rows})
 }
 
-// tunnelEvents streams each change of a tunnel as a server-sent event
-// "tunnel" with a tunnelRow, so the list updates without a reload. It
-// lists first and watches from that revision, so nothing in between is
-// missed; if the watch ends the browser's EventSource reconnects.
+// tunnelEvents streams each change of a tunnel as a "row" event (see
+// live.go), so the list updates without a reload.
 func (u *UI) tunnelEvents(c echo.Context) error {
-	ctx := c.Request().Context()
-	_, rev, err := u.st.List(ctx, "Tunnel", api.Selector{})
-	if err != nil {
-		return u.fail(c, err)
-	}
-	ch, err := u.st.Watch(ctx, "Tunnel", rev+1)
-	if err != nil {
-		return u.fail(c, err)
-	}
-	// The server's write timeout is for ordinary requests; a stream lives
-	// until the page closes.
-	rc := http.NewResponseController(c.Response().Writer)
-	_ = rc.SetWriteDeadline(time.Time{})
-	h := c.Response().Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	c.Response().WriteHeader(http.StatusOK)
-	w := c.Response()
-	fmt.Fprint(w, "retry: 2000\n\n")
-	w.Flush()
-	tick := time.NewTicker(u.heartbeat)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-u.stopping:
-			return nil
-		case <-tick.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
-				return nil
-			}
-			w.Flush()
-		case ev, ok := <-ch:
-			if !ok || ev.Type == api.Error {
-				return nil
-			}
-			t, ok := ev.Object.(*api.Tunnel)
-			if !ok {
-				continue
-			}
-			row := rowOf(t)
-			row.Deleted = ev.Type == api.Deleted
-			data, _ := json.Marshal(row)
-			if _, err := fmt.Fprintf(w, "event: tunnel\ndata: %s\n\n", data); err != nil {
-				return nil
-			}
-			w.Flush()
-		}
-	}
+	return u.stream(c, u.rowSource(c, "Tunnel", "tunnels", func(o api.Object) (string, any) {
+		return o.GetMeta().Name, rowOf(o.(*api.Tunnel))
+	}))
 }
 
 // tunnelForm is the create and edit form with its field errors.

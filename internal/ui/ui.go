@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -95,7 +96,8 @@ func New(cfg Config) (*UI, error) {
 	if err != nil {
 		return nil, err
 	}
-	funcs := template.FuncMap{"since": since}
+	funcs := template.FuncMap{"since": since, "until": until,
+		"row": func(p page, r any) rowData { return rowData{P: p, Row: r} }}
 	for _, n := range names {
 		if n == "templates/layout.html" {
 			continue
@@ -122,10 +124,16 @@ func (u *UI) Register(e *echo.Echo) {
 	e.POST(Prefix+"/login", u.login)
 	e.GET(Prefix+"/setup", u.setupPage)
 	e.POST(Prefix+"/setup", u.setup)
+	e.GET(Prefix+"/signup", u.signupPage)
+	e.POST(Prefix+"/signup", u.signup)
 	viewer, editor := u.need(api.RoleViewer), u.need(api.RoleEditor)
 	e.POST(Prefix+"/logout", u.logout, viewer)
+	e.GET(Prefix+"/account", u.accountPage, viewer)
+	e.POST(Prefix+"/account/password", u.changePassword, viewer)
 	e.GET(Prefix+"/", u.dashboard, viewer)
+	e.GET(Prefix+"/events", u.dashboardEvents, viewer)
 	e.GET(Prefix+"/gateways", u.gateways, viewer)
+	e.GET(Prefix+"/gateways/events", u.gatewayEvents, viewer)
 	e.POST(Prefix+"/gateways/:name/enabled", u.setGatewayEnabled, editor)
 	e.GET(Prefix+"/tunnels", u.tunnels, viewer)
 	e.GET(Prefix+"/tunnels/events", u.tunnelEvents, viewer)
@@ -136,7 +144,10 @@ func (u *UI) Register(e *echo.Echo) {
 	e.POST(Prefix+"/tunnels/:name/enabled", u.setEnabled, editor)
 	e.GET(Prefix+"/tunnels/:name/delete", u.confirmDelete, editor)
 	e.POST(Prefix+"/tunnels/:name/delete", u.deleteTunnel, editor)
+	e.GET(Prefix+"/certificates", u.certificates, viewer)
+	e.GET(Prefix+"/certificates/events", u.certificateEvents, viewer)
 	e.GET(Prefix+"/agents", u.agents, viewer)
+	e.GET(Prefix+"/agents/events", u.agentEvents, viewer)
 	e.GET(Prefix+"/agents/new", u.addAgentPage, editor)
 	e.POST(Prefix+"/agents/new", u.addAgent, editor)
 	e.GET(Prefix+"/yaml/:plural/:name", u.objectYAML, viewer)
@@ -145,9 +156,20 @@ func (u *UI) Register(e *echo.Echo) {
 	e.GET(Prefix+"/apikeys", u.apiKeys, editor)
 	e.POST(Prefix+"/apikeys/:name/revoke", u.revokeAPIKey, editor)
 	admin := u.need(api.RoleAdmin)
+	// Tokens grant access: admins only, as in the API.
+	e.GET(Prefix+"/tokens", u.tokens, admin)
+	e.POST(Prefix+"/tokens", u.createToken, admin)
+	e.GET(Prefix+"/tokens/:name/revoke", u.confirmRevokeToken, admin)
+	e.POST(Prefix+"/tokens/:name/revoke", u.revokeToken, admin)
 	e.GET(Prefix+"/users", u.users, admin)
 	e.POST(Prefix+"/users", u.createUser, admin)
+	e.GET(Prefix+"/users/:name", u.userPage, admin)
 	e.POST(Prefix+"/users/:name/disabled", u.setUserDisabled, admin)
+	e.POST(Prefix+"/users/:name/password", u.resetPassword, admin)
+	e.GET(Prefix+"/settings", u.settingsPage, admin)
+	e.POST(Prefix+"/settings/registration", u.setRegistration, admin)
+	e.POST(Prefix+"/settings/invites", u.createInvite, admin)
+	e.POST(Prefix+"/settings/invites/:id/revoke", u.revokeInvite, admin)
 	if u.audit != nil {
 		e.GET(Prefix+"/audit", u.auditPage, admin)
 	}
@@ -216,9 +238,7 @@ func (u *UI) render(c echo.Context, code int, name string, p page) error {
 	if !ok {
 		return api.NewStatusError(api.ReasonInternalError, "no template %q", name)
 	}
-	p.Session = sessionOf(c)
-	p.CanEdit = roleRank[p.Session.Role] >= roleRank[api.RoleEditor]
-	p.IsAdmin = p.Session.Role == api.RoleAdmin
+	p = u.fill(c, p)
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, p); err != nil {
 		u.log.Error("render page", "page", name, "err", err)
@@ -230,6 +250,14 @@ func (u *UI) render(c echo.Context, code int, name string, p page) error {
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	return c.HTMLBlob(code, buf.Bytes())
+}
+
+// fill sets what every page knows of the session.
+func (u *UI) fill(c echo.Context, p page) page {
+	p.Session = sessionOf(c)
+	p.CanEdit = roleRank[p.Session.Role] >= roleRank[api.RoleEditor]
+	p.IsAdmin = p.Session.Role == api.RoleAdmin
+	return p
 }
 
 // fail shows an error as a page with the API's status code.
@@ -271,6 +299,21 @@ func since(t time.Time) string {
 		return d.Round(time.Hour).String() + " ago"
 	}
 	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// until says how far off t is, for expiry dates: "in 3 days", "in 5h0m0s",
+// or "expired".
+func until(t time.Time) string {
+	d := time.Until(t)
+	switch {
+	case d <= 0:
+		return "expired"
+	case d < time.Hour:
+		return "in " + d.Round(time.Minute).String()
+	case d < 48*time.Hour:
+		return "in " + d.Round(time.Hour).String()
+	}
+	return fmt.Sprintf("in %d days", int(d.Hours()/24))
 }
 
 func (u *UI) auditPage(c echo.Context) error {

@@ -191,35 +191,54 @@ func (h *harness) createTunnel(name string, annotations map[string]string) {
 // uiPolicy is, for every UI route, the weakest role that may use it (""
 // = open). A route missing here fails TestEveryUIRouteIsAuthorized.
 var uiPolicy = map[string]api.Role{
-	"GET /":                           "",
-	"GET /ui/static/*":                "",
-	"GET /ui/login":                   "",
-	"POST /ui/login":                  "",
-	"GET /ui/setup":                   "",
-	"POST /ui/setup":                  "",
-	"POST /ui/logout":                 api.RoleViewer,
-	"GET /ui/":                        api.RoleViewer,
-	"GET /ui/tunnels":                 api.RoleViewer,
-	"GET /ui/tunnels/events":          api.RoleViewer,
-	"GET /ui/tunnels/new":             api.RoleEditor,
-	"POST /ui/tunnels":                api.RoleEditor,
-	"GET /ui/tunnels/:name":           api.RoleViewer,
-	"POST /ui/tunnels/:name":          api.RoleEditor,
-	"POST /ui/tunnels/:name/enabled":  api.RoleEditor,
-	"GET /ui/tunnels/:name/delete":    api.RoleEditor,
-	"POST /ui/tunnels/:name/delete":   api.RoleEditor,
-	"GET /ui/agents":                  api.RoleViewer,
-	"GET /ui/agents/new":              api.RoleEditor,
-	"GET /ui/gateways":                api.RoleViewer,
-	"POST /ui/gateways/:name/enabled": api.RoleEditor,
-	"GET /ui/yaml/:plural/:name":      api.RoleViewer,
-	"GET /ui/apikeys":                 api.RoleEditor,
-	"POST /ui/apikeys/:name/revoke":   api.RoleEditor,
-	"GET /ui/audit":                   api.RoleAdmin,
-	"GET /ui/users":                   api.RoleAdmin,
-	"POST /ui/users":                  api.RoleAdmin,
-	"POST /ui/users/:name/disabled":   api.RoleAdmin,
-	"POST /ui/agents/new":             api.RoleEditor,
+	"GET /":                                "",
+	"GET /ui/static/*":                     "",
+	"GET /ui/login":                        "",
+	"POST /ui/login":                       "",
+	"GET /ui/setup":                        "",
+	"POST /ui/setup":                       "",
+	"POST /ui/logout":                      api.RoleViewer,
+	"GET /ui/":                             api.RoleViewer,
+	"GET /ui/tunnels":                      api.RoleViewer,
+	"GET /ui/tunnels/events":               api.RoleViewer,
+	"GET /ui/tunnels/new":                  api.RoleEditor,
+	"POST /ui/tunnels":                     api.RoleEditor,
+	"GET /ui/tunnels/:name":                api.RoleViewer,
+	"POST /ui/tunnels/:name":               api.RoleEditor,
+	"POST /ui/tunnels/:name/enabled":       api.RoleEditor,
+	"GET /ui/tunnels/:name/delete":         api.RoleEditor,
+	"POST /ui/tunnels/:name/delete":        api.RoleEditor,
+	"GET /ui/agents":                       api.RoleViewer,
+	"GET /ui/agents/new":                   api.RoleEditor,
+	"GET /ui/gateways":                     api.RoleViewer,
+	"POST /ui/gateways/:name/enabled":      api.RoleEditor,
+	"GET /ui/yaml/:plural/:name":           api.RoleViewer,
+	"GET /ui/apikeys":                      api.RoleEditor,
+	"POST /ui/apikeys/:name/revoke":        api.RoleEditor,
+	"GET /ui/audit":                        api.RoleAdmin,
+	"GET /ui/users":                        api.RoleAdmin,
+	"POST /ui/users":                       api.RoleAdmin,
+	"POST /ui/users/:name/disabled":        api.RoleAdmin,
+	"POST /ui/agents/new":                  api.RoleEditor,
+	"GET /ui/signup":                       "",
+	"POST /ui/signup":                      "",
+	"GET /ui/account":                      api.RoleViewer,
+	"POST /ui/account/password":            api.RoleViewer,
+	"GET /ui/events":                       api.RoleViewer,
+	"GET /ui/agents/events":                api.RoleViewer,
+	"GET /ui/gateways/events":              api.RoleViewer,
+	"GET /ui/certificates":                 api.RoleViewer,
+	"GET /ui/certificates/events":          api.RoleViewer,
+	"GET /ui/tokens":                       api.RoleAdmin,
+	"POST /ui/tokens":                      api.RoleAdmin,
+	"GET /ui/tokens/:name/revoke":          api.RoleAdmin,
+	"POST /ui/tokens/:name/revoke":         api.RoleAdmin,
+	"GET /ui/users/:name":                  api.RoleAdmin,
+	"POST /ui/users/:name/password":        api.RoleAdmin,
+	"GET /ui/settings":                     api.RoleAdmin,
+	"POST /ui/settings/registration":       api.RoleAdmin,
+	"POST /ui/settings/invites":            api.RoleAdmin,
+	"POST /ui/settings/invites/:id/revoke": api.RoleAdmin,
 }
 
 var rank = map[api.Role]int{api.RoleViewer: 1, api.RoleEditor: 2, api.RoleAdmin: 3}
@@ -232,6 +251,11 @@ func TestEveryUIRouteIsAuthorized(t *testing.T) {
 	h := newHarness(t)
 	h.setUp()
 	h.createTunnel("web", nil)
+	// Open, so the sign-up routes answer as open routes do (closed, they
+	// refuse everyone alike: see TestSignUpAndInvites).
+	if _, err := h.acc.SetOpenRegistration(context.Background(), true, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	seen := map[string]bool{}
 	for _, r := range h.srv.Routes() {
 		key := r.Method + " " + r.Path
@@ -245,10 +269,10 @@ func TestEveryUIRouteIsAuthorized(t *testing.T) {
 			continue
 		}
 		name := "web"
-		if strings.HasPrefix(r.Path, Prefix+"/users/") || strings.HasPrefix(r.Path, Prefix+"/gateways/") || strings.HasPrefix(r.Path, Prefix+"/apikeys/") {
+		if strings.HasPrefix(r.Path, Prefix+"/users/") || strings.HasPrefix(r.Path, Prefix+"/gateways/") || strings.HasPrefix(r.Path, Prefix+"/apikeys/") || strings.HasPrefix(r.Path, Prefix+"/tokens/") {
 			name = "nobody" // never one of the test's own users
 		}
-		path := strings.NewReplacer(":plural", "tunnels", ":name", name, "*", "app.css").Replace(r.Path)
+		path := strings.NewReplacer(":plural", "tunnels", ":name", name, ":id", "0123456789abcdef", "*", "app.css").Replace(r.Path)
 		for _, role := range []api.Role{"", api.RoleViewer, api.RoleEditor, api.RoleAdmin} {
 			resp, body := h.send(role, r.Method, path, url.Values{}, nil)
 			loc := resp.Header.Get("Location")

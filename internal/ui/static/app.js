@@ -1,48 +1,70 @@
-// Live status: the tunnels table listens to server-sent events and
-// updates its rows in place. Without JavaScript the page still works; it
-// only needs a reload to show changes.
+// Live pages: an element with data-live listens to server-sent events
+// and updates in place with HTML the server rendered from the page's own
+// templates. "row" events replace, add or remove one <tr data-name> of a
+// table; "replace" events swap a summary's content. Without JavaScript
+// every page still works; it only needs a reload to show changes.
+//
+// Copy buttons: a button with data-copy="#id" copies that element's text.
 "use strict";
 (function () {
-  const table = document.querySelector("table[data-live]");
-  if (!table || !window.EventSource) return;
-  const tbody = table.tBodies[0];
-  function setStatus(tr, t) {
-    const cell = tr.querySelector("td.status");
-    if (!cell) return;
-    cell.textContent = "";
-    const state = document.createElement("span");
-    state.className = "state " + t.state;
-    state.textContent = t.state;
-    cell.append(state, " ");
-    const reason = document.createElement("span");
-    reason.className = "reason";
-    const msg = document.createElement("div");
-    msg.className = "message";
-    if (t.state !== "ready") { reason.textContent = t.reason; msg.textContent = t.message; }
-    cell.append(reason, msg);
+  function fromHTML(html) {
+    const t = document.createElement("template");
+    t.innerHTML = html.trim();
+    return t.content.firstElementChild;
   }
-  function addRow(t) {
-    const tr = document.createElement("tr");
-    tr.dataset.name = t.name;
-    const name = document.createElement("td");
-    const a = document.createElement("a");
-    a.href = "/ui/tunnels/" + encodeURIComponent(t.name);
-    a.textContent = t.name;
-    name.append(a);
-    const host = document.createElement("td"); host.className = "host"; host.textContent = t.hostname;
-    const target = document.createElement("td"); target.className = "target"; target.textContent = t.agent + " → " + t.target;
-    const status = document.createElement("td"); status.className = "status";
-    tr.append(name, host, target, status);
-    tbody.append(tr);
+  function onRow(table, d) {
+    const tbody = table.tBodies[0];
+    const tr = tbody.querySelector('tr[data-name="' + CSS.escape(d.name) + '"]');
+    if (d.deleted) { if (tr) tr.remove(); return; }
+    const next = fromHTML(d.html);
+    if (!next) return;
+    if (tr) {
+      // Unchanged rows stay, so a click on one is never lost to a
+      // redraw of the same thing.
+      if (tr.outerHTML !== next.outerHTML) tr.replaceWith(next);
+      return;
+    }
+    // A new row goes in name order, as the server lists them.
+    let before = null;
+    for (const r of tbody.rows) {
+      if (r.dataset.name > d.name) { before = r; break; }
+    }
+    tbody.insertBefore(next, before);
     table.hidden = false;
-    return tr;
+    const empty = table.closest(".table-wrap");
+    if (empty && empty.previousElementSibling && empty.previousElementSibling.classList.contains("empty")) {
+      empty.previousElementSibling.hidden = true;
+    }
   }
-  const es = new EventSource(table.dataset.live);
-  es.addEventListener("tunnel", function (ev) {
-    const t = JSON.parse(ev.data);
-    let tr = tbody.querySelector('tr[data-name="' + CSS.escape(t.name) + '"]');
-    if (t.deleted) { if (tr) tr.remove(); return; }
-    if (!tr) tr = addRow(t);
-    setStatus(tr, t);
-  });
+  const shown = new WeakMap(); // element → the HTML it shows
+  function onReplace(el, d) {
+    if (shown.get(el) === d.html) return;
+    shown.set(el, d.html);
+    el.innerHTML = d.html;
+  }
+  if (window.EventSource) {
+    for (const el of document.querySelectorAll("[data-live]")) {
+      const es = new EventSource(el.dataset.live);
+      es.addEventListener("row", function (ev) { onRow(el, JSON.parse(ev.data)); });
+      es.addEventListener("replace", function (ev) { onReplace(el, JSON.parse(ev.data)); });
+    }
+  }
+
+  for (const b of document.querySelectorAll("button[data-copy]")) {
+    b.addEventListener("click", function () {
+      const src = document.querySelector(b.dataset.copy);
+      if (!src) return;
+      const text = src.textContent.trim();
+      const done = function (ok) {
+        b.textContent = ok ? "Copied" : "Select and copy";
+        if (!ok) window.getSelection().selectAllChildren(src);
+        setTimeout(function () { b.textContent = "Copy"; }, 2500);
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(false); });
+      } else {
+        done(false);
+      }
+    });
+  }
 })();
