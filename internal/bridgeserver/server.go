@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -55,7 +56,24 @@ type Server struct {
 	mu    sync.Mutex // guards conns and rev
 	conns map[*conn]struct{}
 	rev   int64 // highest revision the caches have seen
+
+	// The current view, rebuilt when a change a slice reads marks it
+	// dirty: by Run's loop at most once per coalesce interval, or by a
+	// connection that finds its node missing from it.
+	buildMu sync.Mutex // serialises rebuild
+	view    atomic.Pointer[view]
+	dirty   atomic.Bool
+	dirtyCh chan struct{} // capacity 1: signals coalesce
+
+	// keyMu serialises the use counts of one API key (by name), so that
+	// a fleet enrolling at once does not fail on write conflicts.
+	keyMu sync.Map
 }
+
+// coalesce is the least time between two views built by Run's loop: a
+// burst of changes (a fleet enrolling) costs one view per interval
+// instead of one per change.
+const coalesce = 20 * time.Millisecond
 
 // New builds the bridge; nothing runs until Run.
 func New(cfg Config) *Server {
@@ -74,7 +92,8 @@ func New(cfg Config) *Server {
 	if cfg.KeepaliveSeconds == 0 {
 		cfg.KeepaliveSeconds = 15
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, informers: map[string]*reconcile.Informer{}, conns: map[*conn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, informers: map[string]*reconcile.Informer{}, conns: map[*conn]struct{}{},
+		dirtyCh: make(chan struct{}, 1)}
 	kinds := []string{"Agent", "Gateway", "Tunnel", "Token"}
 	for _, k := range []string{api.CertificateKeyPairKind, api.ACMEChallengeKind} {
 		if _, ok := cfg.Sources[k]; ok {
@@ -110,6 +129,11 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.rebuildLoop(ctx)
+	}()
 	<-ctx.Done()
 	s.mu.Lock()
 	for c := range s.conns {
@@ -163,9 +187,118 @@ func (s *Server) changed(kind string, ch reconcile.Change) {
 		// A heartbeat's status write or a condition: no slice reads it.
 		return
 	}
-	for c := range s.conns {
-		c.wake()
+	s.dirty.Store(true)
+	select {
+	case s.dirtyCh <- struct{}{}:
+	default:
 	}
+}
+
+// rebuildLoop builds a new view after changes, at most once per
+// coalesce interval, until ctx is done.
+func (s *Server) rebuildLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.dirtyCh:
+		}
+		if s.synced() {
+			s.rebuild()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(coalesce):
+		}
+	}
+}
+
+// rebuild builds a new view if a change marked the current one dirty (or
+// there is none) and wakes the connections whose slice changed; it
+// returns the current view.
+func (s *Server) rebuild() *view {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	prev := s.view.Load()
+	if prev != nil && !s.dirty.Load() {
+		return prev
+	}
+	// Cleared before the caches are read: a change that lands during the
+	// build marks the next view dirty again.
+	s.dirty.Store(false)
+	s.mu.Lock()
+	rev := s.rev
+	s.mu.Unlock()
+	v := buildView(s.state(), rev, prev)
+	s.view.Store(v)
+	// Connections register before they read the view, so every one that
+	// holds an older view is in conns now.
+	gw, ag, nodes := wakeSet(prev, v)
+	s.mu.Lock()
+	for c := range s.conns {
+		isGW := c.principal.Role == api.RoleGateway
+		if (isGW && gw) || (!isGW && ag) || nodes[nodeID{isGW, c.principal.Node}] {
+			c.wake()
+		}
+	}
+	s.mu.Unlock()
+	return v
+}
+
+// currentView returns the latest view holding p's node, rebuilding when
+// the node is not in it yet (it registered a moment ago); the bool is
+// false when the node does not exist.
+func (s *Server) currentView(p credential.Principal) (*view, nodeSlice, bool) {
+	v := s.view.Load()
+	if v != nil {
+		if ns, ok := v.sliceOf(p); ok {
+			return v, ns, true
+		}
+	}
+	v = s.rebuild()
+	ns, ok := v.sliceOf(p)
+	return v, ns, ok
+}
+
+// nodeID names a node in a view: its kind (gateway or not) and name.
+type nodeID struct {
+	gateway bool
+	name    string
+}
+
+// wakeSet says whose slices differ between prev and v: every gateway's,
+// every agent's, and those of the nodes listed.
+func wakeSet(prev, v *view) (gateways, agents bool, nodes map[nodeID]bool) {
+	if prev == nil {
+		return true, true, nil
+	}
+	nodes = map[nodeID]bool{}
+	selves := func(gw bool, a, b map[string]*entry) {
+		for name, e := range b {
+			if a[name] != e {
+				nodes[nodeID{gw, name}] = true
+			}
+		}
+		for name := range a {
+			if _, ok := b[name]; !ok {
+				nodes[nodeID{gw, name}] = true
+			}
+		}
+	}
+	selves(true, prev.gwSelf, v.gwSelf)
+	selves(false, prev.agSelf, v.agSelf)
+	for name, p := range v.agForwards {
+		if prev.agForwards[name] != p {
+			nodes[nodeID{false, name}] = true
+		}
+	}
+	for name := range prev.agForwards {
+		if _, ok := v.agForwards[name]; !ok {
+			nodes[nodeID{false, name}] = true
+		}
+	}
+	return prev.gwShared != v.gwShared, prev.agPeers != v.agPeers, nodes
 }
 
 // sliceInput is what of an object the slices are computed from: its spec,
@@ -215,22 +348,6 @@ func (s *Server) state() State {
 		st.Challenges = inf.List()
 	}
 	return st
-}
-
-// sliceFor computes a node's current slice and the revision it reflects.
-func (s *Server) sliceFor(p credential.Principal) (bridge.Slice, int64, bool) {
-	s.mu.Lock()
-	rev := s.rev
-	s.mu.Unlock()
-	st := s.state()
-	var sl bridge.Slice
-	var ok bool
-	if p.Role == api.RoleGateway {
-		sl, ok = GatewaySlice(st, p.Node)
-	} else {
-		sl, ok = AgentSlice(st, p.Node)
-	}
-	return sl, rev, ok
 }
 
 // nodeTokenName names a node's credential: stable per node, within the
@@ -337,6 +454,9 @@ func cutBearer(h string) (string, bool) {
 // consumeKey counts a use; the write carries the key's resourceVersion so
 // two concurrent registrations cannot both take a single-use key's last use.
 func (s *Server) consumeKey(ctx context.Context, key *api.APIKey) error {
+	mu, _ := s.keyMu.LoadOrStore(key.Metadata.Name, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	for attempt := 0; attempt < 5; attempt++ {
 		if key.Spec.MaxUses > 0 && key.Status.Uses >= key.Spec.MaxUses {
 			return api.NewStatusError(api.ReasonForbidden, "the API key %q has been used %d of %d times", key.Metadata.Name, key.Status.Uses, key.Spec.MaxUses)

@@ -88,18 +88,31 @@ func protocolOf(target string) string {
 // with its key of every http route that has one. It returns false when
 // the gateway does not exist.
 func GatewaySlice(st State, name string) (bridge.Slice, bool) {
-	var self *api.Gateway
-	for _, o := range st.Gateways {
-		if o.GetMeta().Name == name {
-			self = o.(*api.Gateway)
-		}
-	}
-	if self == nil {
+	self, ok := gatewaySelf(st.Gateways)[name]
+	if !ok {
 		return nil, false
 	}
+	s := gatewayShared(st, owners(st.Tunnels))
+	s["self"] = self
+	return s, true
+}
+
+// gatewaySelf returns the "self" item of every gateway, by name.
+func gatewaySelf(gateways []api.Object) map[string]bridge.Item {
+	out := make(map[string]bridge.Item, len(gateways))
+	for _, o := range gateways {
+		g := o.(*api.Gateway)
+		out[g.Metadata.Name] = bridge.Item{Key: "self", Self: &bridge.Self{Name: g.Metadata.Name,
+			Address: overlayAddr(g.Status.OverlayAddress), Enabled: g.Spec.IsEnabled()}}
+	}
+	return out
+}
+
+// gatewayShared computes what every gateway's slice holds besides its
+// self: it depends on no gateway, so it is computed once for all of them.
+// owned is owners(st.Tunnels).
+func gatewayShared(st State, owned []*api.Tunnel) bridge.Slice {
 	s := bridge.Slice{}
-	s["self"] = bridge.Item{Key: "self", Self: &bridge.Self{Name: name,
-		Address: overlayAddr(self.Status.OverlayAddress), Enabled: self.Spec.IsEnabled()}}
 	agents := map[string]*api.Agent{}
 	for _, o := range st.Agents {
 		a := o.(*api.Agent)
@@ -111,7 +124,7 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 		key := "peer/" + a.Metadata.Name
 		s[key] = bridge.Item{Key: key, Peer: &bridge.Peer{Name: a.Metadata.Name, PublicKey: a.Spec.PublicKey, Address: addr}}
 	}
-	for _, t := range owners(st.Tunnels) {
+	for _, t := range owned {
 		r := &bridge.Route{Tunnel: t.Metadata.Name, Hostname: t.Spec.Hostname, Protocol: protocolOf(t.Spec.Target),
 			PublicPort: t.Spec.PublicPort, Agent: t.Spec.Agent, Enabled: t.Spec.IsEnabled()}
 		if a, ok := agents[t.Spec.Agent]; ok {
@@ -127,7 +140,7 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 	// left behind by a deleted tunnel never reaches a gateway, even
 	// before Control removes it from the store.
 	redirect := map[string]bool{}
-	for _, t := range owners(st.Tunnels) {
+	for _, t := range owned {
 		redirect[t.Spec.Hostname] = t.Metadata.Annotations[api.AnnotationHTTPRedirect] != "false"
 	}
 	for _, o := range st.Certificates {
@@ -151,7 +164,7 @@ func GatewaySlice(st State, name string) (bridge.Slice, bool) {
 		s[key] = bridge.Item{Key: key, Challenge: &bridge.Challenge{Type: ch.Type, Hostname: ch.Hostname, Token: ch.Token,
 			KeyAuthorization: ch.KeyAuthorization, CertPEM: ch.CertPEM, KeyPEM: ch.KeyPEM}}
 	}
-	return s, true
+	return s
 }
 
 // AgentSlice computes the slice of the named agent: every usable gateway
@@ -167,13 +180,31 @@ func AgentSlice(st State, name string) (bridge.Slice, bool) {
 		return nil, false
 	}
 	s := bridge.Slice{}
-	s["self"] = bridge.Item{Key: "self", Self: &bridge.Self{Name: name,
-		Address: overlayAddr(self.Status.OverlayAddress), Enabled: self.Spec.IsEnabled(),
-		KeepaliveSeconds: st.KeepaliveSeconds}}
+	s["self"] = agentSelf(self, st.KeepaliveSeconds)
 	if !self.Spec.IsEnabled() {
 		return s, true
 	}
-	for _, o := range st.Gateways {
+	for k, it := range agentPeers(st.Gateways) {
+		s[k] = it
+	}
+	for _, it := range agentForwards(owners(st.Tunnels))[name] {
+		s[it.Key] = it
+	}
+	return s, true
+}
+
+// agentSelf is an agent's "self" item.
+func agentSelf(a *api.Agent, keepalive int) bridge.Item {
+	return bridge.Item{Key: "self", Self: &bridge.Self{Name: a.Metadata.Name,
+		Address: overlayAddr(a.Status.OverlayAddress), Enabled: a.Spec.IsEnabled(),
+		KeepaliveSeconds: keepalive}}
+}
+
+// agentPeers computes the peers every enabled agent's slice holds: the
+// usable gateways.
+func agentPeers(gateways []api.Object) bridge.Slice {
+	s := bridge.Slice{}
+	for _, o := range gateways {
 		g := o.(*api.Gateway)
 		addr := overlayAddr(g.Status.OverlayAddress)
 		if !g.Spec.IsEnabled() || g.Spec.PublicKey == "" || g.Spec.PublicEndpoint == "" || !addr.IsValid() || g.Metadata.DeletionTimestamp != nil {
@@ -183,13 +214,17 @@ func AgentSlice(st State, name string) (bridge.Slice, bool) {
 		s[key] = bridge.Item{Key: key, Peer: &bridge.Peer{Name: g.Metadata.Name, PublicKey: g.Spec.PublicKey,
 			Address: addr, Endpoint: g.Spec.PublicEndpoint}}
 	}
-	for _, t := range owners(st.Tunnels) {
-		if t.Spec.Agent != name {
-			continue
-		}
+	return s
+}
+
+// agentForwards returns the forward items of every agent that serves an
+// owned tunnel, by agent name. owned is owners(tunnels).
+func agentForwards(owned []*api.Tunnel) map[string][]bridge.Item {
+	out := map[string][]bridge.Item{}
+	for _, t := range owned {
 		key := "forward/" + t.Metadata.Name
-		s[key] = bridge.Item{Key: key, Forward: &bridge.Forward{Tunnel: t.Metadata.Name, Target: t.Spec.Target,
-			InsecureSkipVerify: t.Spec.InsecureSkipVerify, Enabled: t.Spec.IsEnabled()}}
+		out[t.Spec.Agent] = append(out[t.Spec.Agent], bridge.Item{Key: key, Forward: &bridge.Forward{Tunnel: t.Metadata.Name,
+			Target: t.Spec.Target, InsecureSkipVerify: t.Spec.InsecureSkipVerify, Enabled: t.Spec.IsEnabled()}})
 	}
-	return s, true
+	return out
 }

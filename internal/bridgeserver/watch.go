@@ -54,7 +54,7 @@ func (s *Server) watch(c echo.Context) error {
 	if !s.synced() {
 		return writeStatus(c, api.NewStatusError(api.ReasonUnavailable, "control is starting; retry"))
 	}
-	if _, _, ok := s.sliceFor(p); !ok {
+	if _, _, ok := s.currentView(p); !ok {
 		return writeStatus(c, api.NewStatusError(api.ReasonNotFound, "%s %q does not exist (deleted?); register again", p.Role.NodeKind(), p.Node))
 	}
 	var since int64
@@ -110,6 +110,10 @@ func send(ctx context.Context, ws *websocket.Conn, m bridge.Message) error {
 	if err != nil {
 		return err
 	}
+	return sendRaw(ctx, ws, data)
+}
+
+func sendRaw(ctx context.Context, ws *websocket.Conn, data []byte) error {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return ws.Write(wctx, websocket.MessageText, data)
@@ -118,40 +122,44 @@ func send(ctx context.Context, ws *websocket.Conn, m bridge.Message) error {
 // writeLoop sends the first slice (or UpToDate when the node already has
 // it), then a delta each time the node's slice changes.
 func (s *Server) writeLoop(ctx context.Context, c *conn, digest string) {
-	sl, rev, ok := s.sliceFor(c.principal)
+	v, last, ok := s.currentView(c.principal)
 	if !ok {
 		send(ctx, c.ws, bridge.Message{Type: bridge.Error, Message: "node deleted"})
 		return
 	}
 	var err error
-	if digest != "" && digest == sl.Digest() {
-		err = send(ctx, c.ws, bridge.Message{Type: bridge.UpToDate, Revision: rev, Digest: digest})
+	if d := v.digest(c.principal, last); digest != "" && digest == d {
+		err = send(ctx, c.ws, bridge.Message{Type: bridge.UpToDate, Revision: v.rev, Digest: digest})
 	} else {
-		err = send(ctx, c.ws, bridge.Message{Type: bridge.Snapshot, Revision: rev, Digest: sl.Digest(), Items: sl.Items()})
+		err = sendRaw(ctx, c.ws, encodeMessage(bridge.Snapshot, v.rev, d, last.entries(), nil))
 	}
 	if err != nil {
 		return
 	}
-	last := sl
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.wakeCh:
 		}
-		next, rev, ok := s.sliceFor(c.principal)
+		next := s.view.Load()
+		if next == v {
+			continue
+		}
+		v = next
+		ns, ok := v.sliceOf(c.principal)
 		if !ok {
 			send(ctx, c.ws, bridge.Message{Type: bridge.Error, Message: "node deleted"})
 			return
 		}
-		up, del := last.Diff(next)
+		up, del := diffSlices(last, ns)
+		last = ns
 		if len(up) == 0 && len(del) == 0 {
 			continue
 		}
-		if err := send(ctx, c.ws, bridge.Message{Type: bridge.Delta, Revision: rev, Digest: next.Digest(), Items: up, Deleted: del}); err != nil {
+		if err := sendRaw(ctx, c.ws, encodeMessage(bridge.Delta, v.rev, v.digest(c.principal, ns), up, del)); err != nil {
 			return
 		}
-		last = next
 	}
 }
 

@@ -73,6 +73,9 @@ type Config struct {
 	Apply func(bridge.Slice) error
 	// Status returns the node's status for heartbeats. Required.
 	Status func() bridge.NodeStatus
+	// Synced, when set, is called after each Snapshot, Delta or UpToDate
+	// is handled: the node then holds Control's slice as of revision.
+	Synced func(revision int64)
 	// HeartbeatInterval is how often status is sent; zero means 10 s.
 	HeartbeatInterval time.Duration
 	// MaxBackoff caps the wait between reconnections; zero means 30 s.
@@ -229,9 +232,15 @@ func (c *Client) Run(ctx context.Context) error {
 			c.sleep(ctx, attempt)
 			continue
 		}
-		err := c.session(ctx)
+		established, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if established {
+			// A connection that was up and then ended starts the backoff
+			// over: a fleet whose Control restarts comes back within the
+			// first steps, not after the backoff of failures long past.
+			attempt = 0
 		}
 		var fatal *fatalError
 		if errors.As(err, &fatal) {
@@ -319,8 +328,9 @@ func statusMessage(code int, body []byte) string {
 	return fmt.Sprintf("%d %s", code, http.StatusText(code))
 }
 
-// session runs one bridge connection until it ends.
-func (c *Client) session(ctx context.Context) error {
+// session runs one bridge connection until it ends; established says
+// whether the WebSocket was open.
+func (c *Client) session(ctx context.Context) (established bool, err error) {
 	c.mu.Lock()
 	cred, rev, digest := c.credential, c.revision, ""
 	if c.slice != nil {
@@ -335,9 +345,9 @@ func (c *Client) session(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusNotFound) {
-			return &fatalError{fmt.Errorf("connect: %s", http.StatusText(resp.StatusCode))}
+			return false, &fatalError{fmt.Errorf("connect: %s", http.StatusText(resp.StatusCode))}
 		}
-		return fmt.Errorf("connect: %w", err)
+		return false, fmt.Errorf("connect: %w", err)
 	}
 	ws.SetReadLimit(bridge.MaxMessageBytes)
 	defer ws.CloseNow()
@@ -360,19 +370,19 @@ func (c *Client) session(ctx context.Context) error {
 		if err != nil {
 			var ce websocket.CloseError
 			if errors.As(err, &ce) && ce.Code == websocket.StatusPolicyViolation {
-				return &fatalError{fmt.Errorf("control closed the connection: %s", ce.Reason)}
+				return true, &fatalError{fmt.Errorf("control closed the connection: %s", ce.Reason)}
 			}
-			return err
+			return true, err
 		}
 		if typ != websocket.MessageText {
 			continue
 		}
 		var m bridge.Message
 		if err := json.Unmarshal(data, &m); err != nil {
-			return fmt.Errorf("decode message: %w", err)
+			return true, fmt.Errorf("decode message: %w", err)
 		}
 		if err := c.handle(m); err != nil {
-			return err
+			return true, err
 		}
 	}
 }
@@ -390,6 +400,7 @@ func (c *Client) handle(m bridge.Message) error {
 		c.mu.Lock()
 		c.revision = m.Revision
 		c.mu.Unlock()
+		c.synced(m.Revision)
 		return nil
 	case bridge.Snapshot, bridge.Delta:
 	case bridge.Error:
@@ -424,7 +435,14 @@ func (c *Client) handle(m bridge.Message) error {
 	if err := securefile.Write(filepath.Join(c.cfg.StateDir, sliceFile), data); err != nil {
 		c.log.Error("save slice", "err", err)
 	}
+	c.synced(m.Revision)
 	return nil
+}
+
+func (c *Client) synced(rev int64) {
+	if c.cfg.Synced != nil {
+		c.cfg.Synced(rev)
+	}
 }
 
 func (c *Client) heartbeats(ctx context.Context, ws *websocket.Conn) {

@@ -1,0 +1,385 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/nodeclient"
+	"github.com/kakuremichi/kakuremichi/internal/wgnet"
+)
+
+// TestControlScaleSmall connects 200 simulated agents and 20 simulated
+// gateways, each a real nodeclient speaking the bridge protocol, to one
+// Control, and checks that every node gets its whole slice, that a tunnel
+// reaches every gateway, and that after a Control restart every node is
+// back with nothing left behind. It asserts correctness only; the timed
+// run at full size is BenchmarkControlScale.
+func TestControlScaleSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Control and 220 simulated nodes")
+	}
+	r := runControlScale(t, 200, 20, 1)
+	t.Logf("%s", r)
+}
+
+// BenchmarkControlScale measures Control with a fleet of simulated nodes
+// (real nodeclients in this process, one WebSocket each): how long a new
+// tunnel takes from the API's acknowledgement to the delta carrying its
+// route at every gateway, how long the fleet takes to settle after a
+// Control restart, and Control's memory and CPU. Sizes come from
+// KAKUREMICHI_SCALE_AGENTS and KAKUREMICHI_SCALE_GATEWAYS (10000 and 1000
+// by default), rounds of tunnel propagation from KAKUREMICHI_SCALE_ROUNDS
+// (3). Run it with:
+//
+//	go test -run XXX -bench ControlScale -benchtime 1x -timeout 60m ./internal/e2e
+func BenchmarkControlScale(b *testing.B) {
+	agents := envInt("KAKUREMICHI_SCALE_AGENTS", 10000)
+	gateways := envInt("KAKUREMICHI_SCALE_GATEWAYS", 1000)
+	rounds := envInt("KAKUREMICHI_SCALE_ROUNDS", 3)
+	for i := 0; i < b.N; i++ {
+		r := runControlScale(b, agents, gateways, rounds)
+		b.Logf("%s", r)
+		b.ReportMetric(ms(r.propagation[len(r.propagation)/2]), "p50-ms")
+		b.ReportMetric(ms(r.propagation[len(r.propagation)*99/100]), "p99-ms")
+		b.ReportMetric(ms(r.propagation[len(r.propagation)-1]), "max-ms")
+		b.ReportMetric(r.settle.Seconds(), "settle-s")
+		b.ReportMetric(float64(r.rssKiB)/1024, "control-rss-MiB")
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// raiseFileLimit lifts this process's open-file limit to its hard limit;
+// processes it starts inherit it.
+func raiseFileLimit(tb testing.TB, need int) {
+	tb.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		tb.Fatal(err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		tb.Fatal(err)
+	}
+	if lim.Cur < uint64(need) {
+		tb.Skipf("the open-file limit is %d; this run needs %d", lim.Cur, need)
+	}
+}
+
+// simNode is one simulated node: a real nodeclient whose Apply keeps the
+// slice and notes when watched routes arrive.
+type simNode struct {
+	kind, name string
+	client     *nodeclient.Client
+
+	mu        sync.Mutex
+	peers     int       // peer items in the last slice
+	addressed bool      // the slice's self has an address
+	routes    []string  // route keys in the last slice, for gateways
+	syncedAt  time.Time // last Snapshot, Delta or UpToDate
+	firstSync chan struct{}
+	seen      map[string]time.Time // watched route key -> first seen
+}
+
+func (n *simNode) apply(sl bridge.Slice, watched func() []string) error {
+	now := time.Now()
+	peers := 0
+	var routes []string
+	for k := range sl {
+		switch {
+		case strings.HasPrefix(k, "peer/"):
+			peers++
+		case strings.HasPrefix(k, "route/"):
+			routes = append(routes, k)
+		}
+	}
+	self := sl["self"].Self
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.peers, n.routes = peers, routes
+	n.addressed = self != nil && self.Address.IsValid()
+	for _, k := range watched() {
+		if _, ok := n.seen[k]; !ok {
+			if _, ok := sl[k]; ok {
+				n.seen[k] = now
+			}
+		}
+	}
+	return nil
+}
+
+func (n *simNode) synced(int64) {
+	n.mu.Lock()
+	first := n.syncedAt.IsZero()
+	n.syncedAt = time.Now()
+	n.mu.Unlock()
+	if first {
+		close(n.firstSync)
+	}
+}
+
+type scaleResult struct {
+	agents, gateways int
+	enrol            time.Duration   // all nodes registered and holding a full slice
+	propagation      []time.Duration // per gateway per round, sorted
+	settle           time.Duration   // restart to the last node's resync
+	settleFromReady  time.Duration   // Control ready to the last node's resync
+	rssKiB           int             // Control, after the restart settled
+	rssBeforeKiB     int             // Control, before the restart
+	cpuEnrol         float64         // Control CPU seconds while the fleet enrolled
+	cpuSettle        float64         // Control CPU seconds from restart to settled
+}
+
+func (r scaleResult) String() string {
+	q := func(p int) time.Duration { return r.propagation[min(len(r.propagation)-1, len(r.propagation)*p/100)] }
+	return fmt.Sprintf("%d agents, %d gateways: enrolled in %v (control CPU %.1fs); tunnel from its apply request to every gateway p50 %v p99 %v max %v (%d samples); "+
+		"restart settled in %v (%v after ready, control CPU %.1fs); control RSS %d MiB before restart, %d MiB after",
+		r.agents, r.gateways, r.enrol.Round(time.Millisecond), r.cpuEnrol, q(50), q(99), r.propagation[len(r.propagation)-1],
+		len(r.propagation), r.settle.Round(time.Millisecond), r.settleFromReady.Round(time.Millisecond), r.cpuSettle,
+		r.rssBeforeKiB/1024, r.rssKiB/1024)
+}
+
+// runControlScale runs the whole scenario and fails tb on any node left
+// without its slice.
+func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
+	raiseFileLimit(tb, 2*(agents+gateways)+1000)
+	res := scaleResult{agents: agents, gateways: gateways}
+	c := newControl(tb)
+	token := c.adminToken()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { cancel(); wg.Wait() })
+
+	apiKey := func(name, role string) string {
+		code, out, err := request(ctx, "POST", c.url()+prefix+"/apikeys", token,
+			fmt.Sprintf(`{"apiVersion":"kakuremichi.io/v1alpha1","kind":"APIKey","metadata":{"name":%q},"spec":{"role":%q}}`, name, role))
+		if err != nil || code != 201 {
+			tb.Fatalf("create apikey: %d %v %s", code, err, out)
+		}
+		var k struct {
+			Status struct{ Secret string }
+		}
+		decodeJSON(tb, out, &k)
+		return k.Status.Secret
+	}
+	keys := map[string]string{"Agent": apiKey("scale-agents", "agent"), "Gateway": apiKey("scale-gateways", "gateway")}
+
+	// State directories on tmpfs when there is one: the slice files are
+	// the nodes' business, not what this measures.
+	base := os.TempDir()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		base = "/dev/shm"
+	}
+	stateRoot, err := os.MkdirTemp(base, "kakuremichi-scale-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(stateRoot) })
+
+	var watchMu sync.Mutex
+	var watchedKeys []string
+	watched := func() []string {
+		watchMu.Lock()
+		defer watchMu.Unlock()
+		return watchedKeys
+	}
+
+	var nodes []*simNode
+	for i := 0; i < gateways; i++ {
+		nodes = append(nodes, &simNode{kind: "Gateway", name: fmt.Sprintf("gw-%05d", i)})
+	}
+	for i := 0; i < agents; i++ {
+		nodes = append(nodes, &simNode{kind: "Agent", name: fmt.Sprintf("agent-%05d", i)})
+	}
+	cpu0 := cpuSeconds([]int{c.pid()})
+	start := time.Now()
+	// Enrol at most this many at once: a fleet is not installed in one
+	// instant, and registration is not what is measured.
+	sem := make(chan struct{}, 200)
+	for i, n := range nodes {
+		n.firstSync = make(chan struct{})
+		n.seen = map[string]time.Time{}
+		key, err := wgnet.GeneratePrivateKey()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		dir := fmt.Sprintf("%s/%s", stateRoot, n.name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		cfg := nodeclient.Config{ControlURL: c.url(), APIKey: keys[n.kind], Kind: n.kind, Name: n.name,
+			PublicKey: key.PublicKey(), StateDir: dir, Version: "scale",
+			Apply:  func(sl bridge.Slice) error { return n.apply(sl, watched) },
+			Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
+			Synced: n.synced, MaxBackoff: 10 * time.Second}
+		if n.kind == "Gateway" {
+			cfg.PublicEndpoint = fmt.Sprintf("192.0.2.%d:%d", 1+i%250, 51820+i/250)
+		}
+		n.client, err = nodeclient.New(cfg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			go func() {
+				select {
+				case <-n.firstSync:
+				case <-ctx.Done():
+				}
+				<-sem
+			}()
+			if err := n.client.Run(ctx); err != nil {
+				tb.Errorf("%s %s: %v", n.kind, n.name, err)
+			}
+		}()
+	}
+	// Every node holds its whole slice: its address, and every node of
+	// the other kind as a peer.
+	complete := func() (int, *simNode) {
+		missing := 0
+		var first *simNode
+		for _, n := range nodes {
+			want := agents
+			if n.kind == "Agent" {
+				want = gateways
+			}
+			n.mu.Lock()
+			ok := n.addressed && n.peers == want
+			n.mu.Unlock()
+			if !ok {
+				missing++
+				if first == nil {
+					first = n
+				}
+			}
+		}
+		return missing, first
+	}
+	waitComplete := func(what string, timeout time.Duration) {
+		deadline := time.Now().Add(timeout)
+		for {
+			missing, first := complete()
+			if missing == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				first.mu.Lock()
+				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v\n%s",
+					what, missing, timeout, first.kind, first.name, first.peers, first.addressed, tail(c.logs(), 3000))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	waitComplete("enrolment", time.Duration(30+(agents+gateways)/50)*time.Second)
+	res.enrol = time.Since(start)
+	res.cpuEnrol = cpuSeconds([]int{c.pid()}) - cpu0
+
+	// Propagation: each round applies a tunnel and times, at every
+	// gateway, the delta that carries its route.
+	for r := 0; r < rounds; r++ {
+		host := fmt.Sprintf("scale-%d.example.com", r)
+		key := "route/" + host
+		watchMu.Lock()
+		watchedKeys = append(slices.Clone(watchedKeys), key)
+		watchMu.Unlock()
+		body := fmt.Sprintf(`{"apiVersion":"kakuremichi.io/v1alpha1","kind":"Tunnel","metadata":{"name":"scale-%d"},"spec":{"hostname":%q,"agent":"agent-%05d","target":"http://127.0.0.1:8080"}}`, r, host, r%agents)
+		// Timed from the request's start: a gateway may get the route
+		// before this process has read the acknowledgement.
+		sent := time.Now()
+		code, out, err := request(ctx, "POST", c.url()+prefix+"/tunnels", token, body)
+		if err != nil || code != 201 {
+			tb.Fatalf("create tunnel: %d %v %s", code, err, out)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var lat []time.Duration
+			for _, n := range nodes[:gateways] {
+				n.mu.Lock()
+				if at, ok := n.seen[key]; ok {
+					lat = append(lat, at.Sub(sent))
+				}
+				n.mu.Unlock()
+			}
+			if len(lat) == gateways {
+				res.propagation = append(res.propagation, lat...)
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("round %d: %d of %d gateways got the route within 60s", r, len(lat), gateways)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	slices.Sort(res.propagation)
+	res.rssBeforeKiB = rssKiB(c.pid())
+
+	// Restart: every node must reconnect and be told its slice again (an
+	// UpToDate when nothing changed), none left behind.
+	c.stop()
+	restarted := time.Now()
+	c.start()
+	ready := time.Now()
+	cpu1 := cpuSeconds([]int{c.pid()})
+	deadline := restarted.Add(time.Duration(120+(agents+gateways)/100) * time.Second)
+	for {
+		behind := 0
+		var last time.Time
+		var example *simNode
+		for _, n := range nodes {
+			n.mu.Lock()
+			at := n.syncedAt
+			n.mu.Unlock()
+			if at.Before(restarted) || !n.client.Connected() {
+				behind++
+				example = n
+			} else if at.After(last) {
+				last = at
+			}
+		}
+		if behind == 0 {
+			res.settle, res.settleFromReady = last.Sub(restarted), last.Sub(ready)
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after the restart %d nodes have not resynced (e.g. %s %s)\n%s", behind, example.kind, example.name, tail(c.logs(), 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res.cpuSettle = cpuSeconds([]int{c.pid()}) - cpu1
+	waitComplete("after the restart", 30*time.Second)
+	for _, n := range nodes[:gateways] {
+		n.mu.Lock()
+		got := len(n.routes)
+		n.mu.Unlock()
+		if got != rounds {
+			tb.Fatalf("gateway %s serves %d routes after the restart, want %d", n.name, got, rounds)
+		}
+	}
+	res.rssKiB = rssKiB(c.pid())
+	return res
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
