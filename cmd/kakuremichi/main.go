@@ -154,6 +154,23 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ACME.Email, "acme-email", "", "contact email of the ACME account; setting it makes --certificates default to acme and means you agree to the CA's terms of service")
 	fs.StringVar(&cfg.ACME.CAFile, "acme-ca-file", "", "PEM roots that sign the ACME server's HTTPS certificate, for a private CA (default: system roots)")
 	fs.BoolVar(&cfg.ACME.TLSALPN, "acme-tls-alpn", false, "also offer the CA TLS-ALPN-01 challenges on the gateways' port 443 (HTTP-01 on port 80 is always offered)")
+	fs.Func("acme-challenges", "challenge types for tunnel hostnames that are not wildcards, comma separated: http-01, tls-alpn-01, dns-01 (default http-01, plus tls-alpn-01 with --acme-tls-alpn); wildcards always use dns-01", func(v string) error {
+		cfg.ACME.Challenges = nil
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				cfg.ACME.Challenges = append(cfg.ACME.Challenges, t)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&cfg.ACME.DNS.Provider, "acme-dns-provider", "", "DNS provider for DNS-01 challenges (needed for wildcard certificates): rfc2136 (DNS UPDATE signed with TSIG)")
+	fs.StringVar(&cfg.ACME.DNS.Server, "acme-dns-server", "", "rfc2136: host:port of the primary name server that takes updates")
+	fs.StringVar(&cfg.ACME.DNS.Zone, "acme-dns-zone", "", "rfc2136: zone to update (default: found from the server's SOA for each name)")
+	fs.StringVar(&cfg.ACME.DNS.TSIGKey, "acme-dns-tsig-key", "", "rfc2136: name of the TSIG key that signs updates")
+	fs.StringVar(&cfg.ACME.DNS.TSIGSecretFile, "acme-dns-tsig-secret-file", "", "rfc2136: file holding the TSIG key's base64 secret")
+	fs.StringVar(&cfg.ACME.DNS.TSIGAlgorithm, "acme-dns-tsig-algorithm", "hmac-sha256", "rfc2136: TSIG algorithm (hmac-sha256, hmac-sha512, ...)")
+	fs.DurationVar(&cfg.ACME.DNS.PropagationTimeout, "acme-dns-propagation-timeout", 2*time.Minute, "how long to wait for a DNS-01 record to be visible at the name server")
+	fs.StringVar(&cfg.PublicHostname, "public-hostname", "", "the name nodes and browsers reach Control by; with --certificates internal or acme (and no --tls-cert-file) Control obtains a certificate for it and serves HTTPS")
 	fs.DurationVar(&cfg.NodeLease, "node-lease", 40*time.Second, "a node counts as offline this long after its last heartbeat")
 	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 30*24*time.Hour, "how long the audit log keeps each change made through the API or the web UI")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", control.DefaultShutdownGrace, "how long in-flight requests may take on shutdown")

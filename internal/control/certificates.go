@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/internal/certs"
@@ -46,6 +48,97 @@ type ACMESettings struct {
 	// TLSALPN also offers TLS-ALPN-01 challenges (HTTP-01 is always
 	// offered). It needs gateways whose TLS listener offers "acme-tls/1".
 	TLSALPN bool
+	// Challenges, when set, are the challenge types of tunnel hostnames
+	// that are not wildcards (http-01, tls-alpn-01, dns-01), replacing
+	// HTTP-01 and TLSALPN.
+	Challenges []string
+	// DNS configures DNS-01.
+	DNS DNSSettings
+}
+
+// DNSSettings configure the DNS provider of DNS-01 challenges: the only
+// way an ACME CA validates a wildcard name.
+type DNSSettings struct {
+	// Provider is "" (none) or "rfc2136".
+	Provider string
+	// Server is the host:port of the name server that takes updates.
+	Server string
+	// Zone is the zone to update; "" asks Server for each name's SOA.
+	Zone string
+	// TSIGKey is the TSIG key's name; TSIGSecretFile holds its base64
+	// secret (never a flag value: process arguments are public).
+	TSIGKey, TSIGSecretFile string
+	// TSIGAlgorithm is hmac-sha256 (the default) or another HMAC.
+	TSIGAlgorithm string
+	// PropagationTimeout bounds the wait for the record to be visible
+	// at Server; zero means two minutes.
+	PropagationTimeout time.Duration
+}
+
+// ownCertificate reports whether Control obtains a certificate for its
+// own name and serves HTTPS with it.
+func ownCertificate(cfg Config) bool {
+	return cfg.PublicHostname != "" && cfg.TLSCertFile == "" && cfg.TLSKeyFile == "" &&
+		(cfg.Certificates == CertificatesInternal || cfg.Certificates == CertificatesACME)
+}
+
+// checkCertificateConfig checks the public hostname and the ACME
+// settings at start, so that a mistake stops Control with the flag named
+// instead of failing later in the certificates loop.
+func checkCertificateConfig(cfg *Config) error {
+	if h := cfg.PublicHostname; h != "" {
+		cfg.PublicHostname = strings.ToLower(strings.TrimSuffix(h, "."))
+		c := api.Certificate{Spec: api.CertificateSpec{Hostname: cfg.PublicHostname}}
+		if errs := c.ValidateSpec(); len(errs) > 0 || strings.HasPrefix(cfg.PublicHostname, "*") {
+			detail := "a wildcard cannot name one server"
+			if len(errs) > 0 {
+				detail = errs[0].Detail
+			}
+			return fmt.Errorf("control: --public-hostname %q: %s", h, strings.TrimPrefix(detail, fmt.Sprintf("%q ", cfg.PublicHostname)))
+		}
+	}
+	if cfg.Certificates != CertificatesACME {
+		return nil
+	}
+	p, err := dnsProvider(cfg.ACME.DNS)
+	if err != nil {
+		return err
+	}
+	if err := certs.CheckChallenges(cfg.ACME.Challenges, p != nil); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	return nil
+}
+
+// dnsProvider builds the DNS provider of s; nil when none is configured.
+func dnsProvider(s DNSSettings) (certs.DNSProvider, error) {
+	switch s.Provider {
+	case "":
+		if s.Server != "" || s.TSIGKey != "" || s.TSIGSecretFile != "" {
+			return nil, errors.New("control: --acme-dns-server and --acme-dns-tsig-* need --acme-dns-provider rfc2136")
+		}
+		return nil, nil
+	case "rfc2136":
+	default:
+		return nil, fmt.Errorf("control: --acme-dns-provider %q: the provider is rfc2136 (DNS UPDATE with TSIG: BIND, Knot, PowerDNS...)", s.Provider)
+	}
+	var secret string
+	if s.TSIGSecretFile != "" {
+		data, err := os.ReadFile(s.TSIGSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("control: --acme-dns-tsig-secret-file: %w", err)
+		}
+		secret = strings.TrimSpace(string(data))
+		if secret == "" {
+			return nil, fmt.Errorf("control: --acme-dns-tsig-secret-file %s: the file is empty", s.TSIGSecretFile)
+		}
+	}
+	p, err := certs.NewRFC2136(certs.RFC2136Config{Server: s.Server, Zone: s.Zone, TSIGKey: s.TSIGKey, TSIGSecret: secret,
+		TSIGAlgorithm: s.TSIGAlgorithm, PropagationTimeout: s.PropagationTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	return p, nil
 }
 
 func checkCertificateMode(mode string, acme ACMESettings) (string, error) {
@@ -87,8 +180,20 @@ func acmeIssuer(cfg Config, st *store.Store) (*certs.ACMEIssuer, error) {
 			return nil, fmt.Errorf("control: --acme-ca-file %s: no PEM certificate in it", f)
 		}
 	}
-	return certs.NewACMEIssuer(certs.ACMEConfig{Store: st, Directory: cfg.ACME.Directory, Email: cfg.ACME.Email,
-		TrustedRoots: roots, Logger: cfg.Logger, TLSALPN: cfg.ACME.TLSALPN}), nil
+	dns, err := dnsProvider(cfg.ACME.DNS)
+	if err != nil {
+		return nil, err
+	}
+	acfg := certs.ACMEConfig{Store: st, Directory: cfg.ACME.Directory, Email: cfg.ACME.Email,
+		TrustedRoots: roots, Logger: cfg.Logger, TLSALPN: cfg.ACME.TLSALPN, Challenges: cfg.ACME.Challenges}
+	if dns != nil {
+		// An interface holding a nil pointer would not be nil.
+		acfg.DNS = dns
+	}
+	if ownCertificate(cfg) {
+		acfg.ControlHostname = cfg.PublicHostname
+	}
+	return certs.NewACMEIssuer(acfg), nil
 }
 
 // serveCA answers api.CAPath from the store.

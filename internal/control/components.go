@@ -17,10 +17,14 @@ func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(c
 	out := map[string]func(context.Context) error{
 		"controllers": mgr.Run,
 	}
+	var extra []string
+	if ownCertificate(cfg) {
+		extra = []string{cfg.PublicHostname}
+	}
 	switch cfg.Certificates {
 	case CertificatesInternal:
 		out["certificates"] = certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"),
-			Lifetime: cfg.CertificateLifetime}).Run
+			Lifetime: cfg.CertificateLifetime, Extra: extra}).Run
 	case CertificatesACME:
 		out["certificates"] = func(ctx context.Context) error {
 			cfg.Logger = log.With("component", "acme")
@@ -29,7 +33,7 @@ func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(c
 				return err
 			}
 			defer iss.Close()
-			return certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"), Issuer: iss}).Run(ctx)
+			return certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"), Issuer: iss, Extra: extra}).Run(ctx)
 		}
 	}
 	return out

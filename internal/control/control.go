@@ -23,6 +23,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/internal/audit"
 	"github.com/kakuremichi/kakuremichi/internal/bridgeserver"
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
+	"github.com/kakuremichi/kakuremichi/internal/certs"
 	"github.com/kakuremichi/kakuremichi/internal/ui"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/store"
@@ -68,6 +69,10 @@ type Config struct {
 	CertificateLifetime time.Duration
 	// ACME configures CertificatesACME.
 	ACME ACMESettings
+	// PublicHostname is the name nodes and browsers reach Control by.
+	// With certificates internal or acme and no TLSCertFile, Control
+	// obtains and renews a certificate for it and serves HTTPS with it.
+	PublicHostname string
 }
 
 // BootstrapTokenFile is the name of the file in the data directory that
@@ -105,6 +110,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	cfg.Certificates = certMode
+	if err := checkCertificateConfig(&cfg); err != nil {
+		return err
+	}
 	scfg := cfg.Store
 	if scfg.DataDir == "" {
 		scfg.DataDir = cfg.DataDir
@@ -126,6 +134,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("control: open store: %w", err)
 	}
 	defer st.Close()
+	var own *certs.OwnCertificate
+	if tlsConfig == nil && ownCertificate(cfg) {
+		if own, err = certs.NewOwnCertificate(st, cfg.PublicHostname, log.With("component", "control-certificate")); err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		tlsConfig = own.TLSConfig()
+	}
 
 	tokenPath := filepath.Join(cfg.DataDir, BootstrapTokenFile)
 	created, err := apiserver.EnsureBootstrapToken(ctx, st, tokenPath)
@@ -198,6 +213,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		self := scheme + "://" + loopbackAddr(ln.Addr())
 		start("gateway", func(ctx context.Context) error { return runLocalGateway(ctx, cfg, br, self, log) })
+	}
+	if own != nil {
+		start("control-certificate", own.Run)
 	}
 	for name, fn := range components(st, cfg, log) {
 		start(name, fn)

@@ -121,6 +121,14 @@ func pebbleCerts(t *testing.T) string {
 // validity, when not zero, is the lifetime of what Pebble issues.
 func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort int, validity time.Duration) (dir, mgmt string, orders func() int, stop func()) {
 	t.Helper()
+	dir, mgmt, orders, stop, _ = startPebbleLog(t, listenPort, dnsAddr, httpPort, tlsPort, validity)
+	return dir, mgmt, orders, stop
+}
+
+// startPebbleLog is startPebble that also returns the path of Pebble's
+// log.
+func startPebbleLog(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort int, validity time.Duration) (dir, mgmt string, orders func() int, stop func(), logPath string) {
+	t.Helper()
 	bin, certs := pebbleBinary(t), pebbleCerts(t)
 	listen, mgmtAddr := fmt.Sprintf("localhost:%d", listenPort), fmt.Sprintf("localhost:%d", freePort(t))
 	conf := map[string]any{"pebble": map[string]any{
@@ -179,7 +187,7 @@ func startPebble(t *testing.T, listenPort int, dnsAddr string, httpPort, tlsPort
 				return dir, mgmtAddr, func() int {
 					data, _ := os.ReadFile(logf.Name())
 					return strings.Count(string(data), "Added order")
-				}, stop
+				}, stop, logf.Name()
 			}
 		}
 		if time.Now().After(deadline) {
@@ -323,13 +331,45 @@ func TestACMEThroughAnyGateway(t *testing.T) {
 // third of three gateways, with an agent and an app.
 func acmeCluster(t *testing.T, validity time.Duration) (c *cluster, mgmt string, orders func() int, stopCA func()) {
 	t.Helper()
+	p := startACMECluster(t, acmeOptions{validity: validity})
+	return p.c, p.mgmt, p.orders, p.stopCA
+}
+
+// acmeOptions vary startACMECluster.
+type acmeOptions struct {
+	// validity, when not zero, is the lifetime of what Pebble issues.
+	validity time.Duration
+	// controlArgs are added to Control's command line.
+	controlArgs []string
+	// dnsAddr is the DNS server Pebble asks; "" starts a loopbackDNS.
+	dnsAddr string
+	// closedHTTP points Pebble's HTTP-01 port at a port nobody listens
+	// on: only another challenge type can succeed.
+	closedHTTP bool
+}
+
+// acmeRun is a started ACME cluster.
+type acmeRun struct {
+	c      *cluster
+	mgmt   string
+	orders func() int
+	stopCA func()
+	// log returns Pebble's log so far.
+	log func() string
+}
+
+func startACMECluster(t *testing.T, o acmeOptions) acmeRun {
+	t.Helper()
 	pebbleBinary(t)
 	certsDir := pebbleCerts(t)
-	_, dnsAddr := startLoopbackDNS(t)
-	c = &cluster{t: t, agents: map[string]*controlProc{}, apps: map[string]string{}}
+	if o.dnsAddr == "" {
+		_, o.dnsAddr = startLoopbackDNS(t)
+	}
+	c := &cluster{t: t, agents: map[string]*controlProc{}, apps: map[string]string{}}
 	pebblePort := freePort(t)
-	c.control = newControl(t, "--certificates", "acme", "--acme-directory", fmt.Sprintf("https://localhost:%d/dir", pebblePort),
-		"--acme-email", "ops@example.com", "--acme-ca-file", filepath.Join(certsDir, "pebble.minica.pem"))
+	args := append([]string{"--certificates", "acme", "--acme-directory", fmt.Sprintf("https://localhost:%d/dir", pebblePort),
+		"--acme-email", "ops@example.com", "--acme-ca-file", filepath.Join(certsDir, "pebble.minica.pem")}, o.controlArgs...)
+	c.control = newControl(t, args...)
 	c.token = c.control.adminToken()
 	c.gwKey = c.apiKey("gateways", api.RoleGateway)
 	c.agentKey = c.apiKey("agents", api.RoleAgent)
@@ -344,8 +384,14 @@ func acmeCluster(t *testing.T, validity time.Duration) (c *cluster, mgmt string,
 	fmt.Sscan(p, &hp)
 	_, p, _ = net.SplitHostPort(c.gateways[2].httpsAddr)
 	fmt.Sscan(p, &tp)
-	_, mgmt, orders, stopCA = startPebble(t, pebblePort, dnsAddr, hp, tp, validity)
-	return c, mgmt, orders, stopCA
+	if o.closedHTTP {
+		hp = freePort(t)
+	}
+	r := acmeRun{c: c}
+	var logPath string
+	_, r.mgmt, r.orders, r.stopCA, logPath = startPebbleLog(t, pebblePort, o.dnsAddr, hp, tp, o.validity)
+	r.log = func() string { data, _ := os.ReadFile(logPath); return string(data) }
+	return r
 }
 
 // waitSerial waits until gw serves host a certificate that pool trusts
@@ -423,5 +469,40 @@ func TestACMERenewalWithAGatewayDown(t *testing.T) {
 		if got := waitSerial(t, c, g, host, pool, 5*time.Second); got != second {
 			t.Fatalf("%s with the CA gone: got serial %s, want %s still served", g.name, got, second)
 		}
+	}
+}
+
+// TestACMETLSALPNThroughAnyGateway: Control offers only TLS-ALPN-01, and
+// Pebble's HTTP-01 port leads nowhere; Pebble validates on the HTTPS port
+// of the third gateway, which Control never talks to: the challenge
+// certificate reached it through the bridge, its TLS listener offered
+// acme-tls/1, and one order gives every gateway a trusted certificate.
+func TestACMETLSALPNThroughAnyGateway(t *testing.T) {
+	r := startACMECluster(t, acmeOptions{controlArgs: []string{"--acme-challenges", "tls-alpn-01"}, closedHTTP: true})
+	c := r.c
+	const host = "alpn.example.com"
+	c.applyTunnel("web", host, "home", c.apps["app-a"])
+	pool := pebbleRoot(t, r.mgmt)
+	first := waitSerial(t, c, c.gateways[0], host, pool, 60*time.Second)
+	for _, g := range c.gateways[1:] {
+		if got := waitSerial(t, c, g, host, pool, 10*time.Second); got != first {
+			t.Fatalf("%s: serial %s, want %s as on gw1", g.name, got, first)
+		}
+	}
+	if code, body, err := get(trustingClient(c.gateways[1].httpsAddr, pool), "https://"+host+"/"); err != nil || code != 200 || !strings.Contains(body, "Hello from app-a") {
+		t.Fatalf("https://%s trusted by Pebble's root: got %d %v, want 200 from app-a", host, code, err)
+	}
+	if n := r.orders(); n != 1 {
+		t.Errorf("orders at the CA: got %d, want 1 (a failed validation would have needed another)", n)
+	}
+	if strings.Contains(r.log(), "Attempting to validate w/ HTTP") {
+		t.Errorf("pebble log: an HTTP-01 validation was attempted, want TLS-ALPN-01 only")
+	}
+	// Afterwards no gateway answers acme-tls/1 for the name any more.
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", c.gateways[2].httpsAddr,
+		&tls.Config{ServerName: host, NextProtos: []string{"acme-tls/1"}, InsecureSkipVerify: true})
+	if err == nil {
+		conn.Close()
+		t.Errorf("acme-tls/1 handshake after issuance: got a certificate, want the challenge gone")
 	}
 }
