@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -188,4 +189,104 @@ func TestInternalCACertificateOnEveryGateway(t *testing.T) {
 		t.Fatalf("%s restarted with Control down: verified handshake got %v, want nil", gw.name, err)
 	}
 	conn.Close()
+}
+
+// startHTTPSControl starts Control on a port chosen beforehand (addr),
+// serving HTTPS: the harness's plain-HTTP readiness check does not
+// apply, so this one waits for /readyz over TLS without verifying.
+func startHTTPSControl(t *testing.T, addr string, extra ...string) *controlProc {
+	t.Helper()
+	dir := t.TempDir()
+	cp := &controlProc{t: t, dataDir: filepath.Join(dir, "data"), addr: addr, logPath: filepath.Join(dir, "control.log"),
+		extra: extra, readyURL: "-"}
+	cp.start()
+	t.Cleanup(cp.kill)
+	insecure := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if code, _, err := get(insecure, "https://"+addr+"/readyz"); err == nil && code == 200 {
+			return cp
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("control over HTTPS at %s: not ready after 30s:\n%s", addr, cp.logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitControlTrusted waits until Control, reached by hostname (mapped to
+// its loopback address), presents a certificate pool trusts, then checks
+// an authenticated API call over it, and returns the certificate's
+// serial and the client.
+func waitControlTrusted(t *testing.T, cp *controlProc, hostname string, pool *x509.CertPool, within time.Duration) (string, *http.Client) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(cp.addr)
+	client := trustingClient(cp.addr, pool)
+	base := "https://" + hostname + ":" + port
+	var last string
+	for deadline := time.Now().Add(within); ; {
+		code, _, err := get(client, base+"/readyz")
+		if err == nil && code == 200 {
+			break
+		}
+		last = fmt.Sprintf("%d %v", code, err)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz trusting only the exported root: got %s after %v, want 200\ncontrol log:\n%s", base, last, within, cp.logs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	req, _ := http.NewRequest("GET", base+prefix+"/certificates/"+api.CertificateName(hostname), nil)
+	req.Header.Set("Authorization", "Bearer "+cp.adminToken())
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET the certificate of %s over HTTPS: got %v, want 200", hostname, err)
+	}
+	defer resp.Body.Close()
+	var cert api.Certificate
+	if err := json.NewDecoder(resp.Body).Decode(&cert); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET the certificate of %s over HTTPS: got %d %v, want 200 and the Certificate", hostname, resp.StatusCode, err)
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", cp.addr, &tls.Config{ServerName: hostname, RootCAs: pool})
+	if err != nil {
+		t.Fatalf("verified handshake with %s: got %v, want nil", hostname, err)
+	}
+	serial := fmt.Sprintf("%x", conn.ConnectionState().PeerCertificates[0].SerialNumber)
+	conn.Close()
+	if cert.Status.State != api.CertificateIssued || cert.Status.Serial != serial {
+		t.Fatalf("Certificate of %s: got state %q serial %q, want Issued and the served %s", hostname, cert.Status.State, cert.Status.Serial, serial)
+	}
+	return serial, client
+}
+
+// TestControlServesItsOwnCertificate: with --public-hostname and the
+// internal CA, Control serves its API over HTTPS with a certificate for
+// that name, and a client that trusts only the root exported by
+// `kakuremichictl get ca -o pem` reaches the API by the name. After a
+// restart the same certificate is served (it lives in the store).
+func TestControlServesItsOwnCertificate(t *testing.T) {
+	const hostname = "control.example.test"
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cp := startHTTPSControl(t, addr, "--certificates", "internal", "--public-hostname", hostname)
+
+	// The root is public; fetching it is the one step that cannot verify
+	// anything yet, exactly like `curl -k .../certificates/v1/ca.pem`.
+	home := t.TempDir()
+	tokenFile := filepath.Join(home, "token")
+	if err := os.WriteFile(tokenFile, []byte(cp.adminToken()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rootPEM, errOut, code := ctl(t, home, "", "--server", "https://"+addr, "--insecure-skip-tls-verify", "--token-file", tokenFile, "get", "ca", "-o", "pem")
+	if code != 0 {
+		t.Fatalf("kakuremichictl get ca -o pem: got exit %d %s, want 0", code, errOut)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(rootPEM)) {
+		t.Fatalf("get ca -o pem: got %q, want a PEM certificate", rootPEM)
+	}
+	serial, _ := waitControlTrusted(t, cp, hostname, pool, 15*time.Second)
+
+	cp.stop()
+	cp.start()
+	if got, _ := waitControlTrusted(t, cp, hostname, pool, 15*time.Second); got != serial {
+		t.Fatalf("after a restart: serial %s, want the stored %s", got, serial)
+	}
 }
