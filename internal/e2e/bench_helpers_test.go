@@ -30,6 +30,9 @@ import (
 //	                            from another git ref: its tunnel is measured too
 //	KAKUREMICHI_BENCH_BASE_NAME how that binary is named in the report
 //	KAKUREMICHI_BENCH_DIR       directory the Markdown fragments are written to
+//
+// BenchmarkGatewayScale adds KAKUREMICHI_BENCH_PEERS and
+// KAKUREMICHI_BENCH_CONNS (bench_scale_test.go).
 type benchConfig struct {
 	rounds   int
 	bulk     int64
