@@ -94,13 +94,41 @@ func TestBrowserRunsTheSystem(t *testing.T) {
 		t.Fatalf("got command %q, want CONTROL_URL=%s and the agent's API_KEY", cmd, base)
 	}
 
+	// The agents page is open before the agent exists; the agent then
+	// appears on it, online, without a reload.
+	run("open the agents page",
+		chromedp.Navigate(base+"/ui/agents"),
+		chromedp.WaitVisible(chromedp.CSS(`a.button.primary`)))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload = true`)); err != nil {
+		t.Fatal(err)
+	}
 	// The agent starts with the key the page showed, as a person would.
 	state := filepath.Join(t.TempDir(), "state")
 	c.agents["home"] = c.proc("agent-home", []string{"agent", "--name", "home", "--state-dir", state, "--control-url", m[1], "--shutdown-grace", "5s"},
 		[]string{"API_KEY=" + m[2]}, "-")
+	run("the agent comes online on the open page",
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="home"] .state.ready`)),
+		shot("03b-agent-online-live"))
+	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload === true`)); err != nil || !same {
+		t.Errorf("agents page: got a reloaded page (%v), want the agent's row added in place", err)
+	}
+	run("open the dashboard",
+		chromedp.Navigate(base+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS(`.tiles`)))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload = true`)); err != nil {
+		t.Fatal(err)
+	}
 	gw := c.addGateway("gw1")
 	app := c.addApp("app")
 	c.waitNodesReady(60 * time.Second)
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector('a.tile[href="/ui/gateways"] .big').textContent === "1"`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the gateway online on the open dashboard: %v", err)
+	}
+	run("the dashboard counts the gateway", shot("03c-dashboard-live"))
+	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload === true`)); err != nil || !same {
+		t.Errorf("dashboard: got a reloaded page (%v), want the counts updated in place", err)
+	}
 
 	run("create a tunnel in the UI",
 		chromedp.Navigate(base+"/ui/tunnels/new"),
@@ -146,9 +174,21 @@ func TestBrowserRunsTheSystem(t *testing.T) {
 		chromedp.Navigate(base+"/ui/apikeys"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="home"]`)),
 		shot("10-apikeys"),
+		chromedp.Navigate(base+"/ui/tokens"),
+		chromedp.WaitVisible(chromedp.CSS(`#node-tokens`)),
+		shot("11-tokens"),
+		chromedp.Navigate(base+"/ui/certificates"),
+		chromedp.WaitVisible(chromedp.CSS(`h1`)),
+		shot("12-certificates"),
+		chromedp.Navigate(base+"/ui/settings"),
+		chromedp.WaitVisible(chromedp.CSS(`#invite-role`)),
+		shot("13-settings"),
+		chromedp.Navigate(base+"/ui/account"),
+		chromedp.WaitVisible(chromedp.CSS(`#current`)),
+		shot("14-account"),
 		chromedp.Navigate(base+"/ui/audit"),
 		chromedp.WaitVisible(chromedp.CSS(`#audit`)),
-		shot("11-audit"))
+		shot("15-audit"))
 	audit, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#audit`)))
 	if err != nil {
 		t.Fatal(err)

@@ -199,7 +199,7 @@ func (u *UI) createInvite(c echo.Context) error {
 	}
 	apiserver.SetAuditDetail(c, fmt.Sprintf("invite %s, role %s, %d days", inv.ID, inv.Role, days))
 	link := u.controlURL(c) + Prefix + "/signup?invite=" + url.QueryEscape(code)
-	return u.showSettings(c, http.StatusCreated, settingsData{Link: link}, "Invite made for a "+string(inv.Role)+".")
+	return u.showSettings(c, http.StatusCreated, settingsData{Link: link}, "Invite made: whoever signs up with it becomes "+string(inv.Role)+".")
 }
 
 func (u *UI) revokeInvite(c echo.Context) error {

@@ -199,11 +199,117 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 		chromedp.Navigate(base+"/ui/users"),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="alice"]`)),
 		shot("12-users"))
-	// A phone-sized view of the list, to look at.
+	run("a user's page",
+		chromedp.Click(chromedp.CSS(`tr[data-name="alice"] a`)),
+		chromedp.WaitVisible(chromedp.CSS(`.facts`)),
+		shot("12b-user-self"))
+
+	run("create an API token: its secret once, with a copy button",
+		chromedp.Navigate(base+"/ui/tokens"),
+		chromedp.WaitVisible(chromedp.CSS(`#name`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "ci-deploy"),
+		chromedp.SetValue(chromedp.CSS(`#role`), "editor"),
+		chromedp.SendKeys(chromedp.CSS(`#description`), "deploys from CI"),
+		chromedp.Submit(chromedp.CSS(`#name`)),
+		chromedp.WaitVisible(chromedp.CSS(`#token-secret`)),
+		chromedp.Click(chromedp.CSS(`button.copy`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="ci-deploy"]`)),
+		shot("13-token-created"))
+	secret, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#token-secret`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(secret, api.TokenPrefix+"ci-deploy.") {
+		t.Errorf("got token secret %q, want kkm_ci-deploy.…", secret)
+	}
+	run("revoke it after confirming",
+		chromedp.Click(chromedp.CSS(`tr[data-name="ci-deploy"] a.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.danger`)),
+		shot("14-token-revoke"),
+		chromedp.Click(chromedp.CSS(`button.danger`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)))
+
+	// Certificates, and the dashboard following a failure live.
+	now := time.Now()
+	h.certificate("web", api.CertificateIssued, now.Add(60*24*time.Hour), "", "")
+	h.certificate("shop", api.CertificateIssued, now.Add(6*24*time.Hour), "", "")
+	run("open the dashboard",
+		chromedp.Navigate(base+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS(`#certs-attention li[data-name="shop"]`)))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload = true`)); err != nil {
+		t.Fatal(err)
+	}
+	h.certificate("api", api.CertificateFailed, time.Time{}, api.ReasonDNSNotPointingAtGateway, "the CA could not fetch the challenge from api.example.com")
+	run("a failing certificate appears on the open dashboard",
+		chromedp.WaitVisible(chromedp.CSS(`#certs-attention li[data-name="api"]`)),
+		shot("15-dashboard-live"))
+	if same, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.kkmNoReload === true`)); err != nil || !same {
+		t.Errorf("dashboard: got a reloaded page (%v), want it updated in place", err)
+	}
+	run("certificates page",
+		chromedp.Navigate(base+"/ui/certificates"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-name="api"]`)),
+		shot("16-certificates"))
+
+	run("settings: make an invite link",
+		chromedp.Navigate(base+"/ui/settings"),
+		chromedp.WaitVisible(chromedp.CSS(`#invite-role`)),
+		chromedp.SetValue(chromedp.CSS(`#invite-role`), "editor"),
+		chromedp.Submit(chromedp.CSS(`#days`)),
+		chromedp.WaitVisible(chromedp.CSS(`#invite-link`)),
+		shot("17-settings-invite"))
+	link, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#invite-link`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("account page: change the password",
+		chromedp.Navigate(base+"/ui/account"),
+		chromedp.WaitVisible(chromedp.CSS(`#current`)),
+		chromedp.SendKeys(chromedp.CSS(`#current`), "not my password"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "alices new passphrase"),
+		chromedp.SendKeys(chromedp.CSS(`#password2`), "alices new passphrase"),
+		chromedp.Submit(chromedp.CSS(`#current`)),
+		chromedp.WaitVisible(chromedp.CSS(`#current-err`)),
+		shot("18-account-error"),
+		chromedp.SendKeys(chromedp.CSS(`#current`), password),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "alices new passphrase"),
+		chromedp.SendKeys(chromedp.CSS(`#password2`), "alices new passphrase"),
+		chromedp.Submit(chromedp.CSS(`#current`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)))
+
+	// A phone-sized view of some pages, to look at.
 	run("phone view",
 		chromedp.EmulateViewport(390, 844),
 		chromedp.Navigate(base+"/ui/tunnels"),
 		chromedp.WaitVisible(chromedp.CSS(`h1`)),
-		shot("13-phone"))
+		shot("19-phone-tunnels"),
+		chromedp.Navigate(base+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS(`.tiles`)),
+		shot("20-phone-dashboard"),
+		chromedp.Navigate(base+"/ui/tokens"),
+		chromedp.WaitVisible(chromedp.CSS(`#tokens`)),
+		shot("21-phone-tokens"))
+
+	run("log out and sign up with the invite",
+		chromedp.Click(chromedp.CSS(`.who button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.Navigate(link),
+		chromedp.WaitVisible(chromedp.CSS(`#name`)),
+		chromedp.SendKeys(chromedp.CSS(`#name`), "bob"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "bobs passphrase"),
+		chromedp.SendKeys(chromedp.CSS(`#password2`), "bobs passphrase"),
+		shot("22-phone-signup"),
+		chromedp.Submit(chromedp.CSS(`#name`)),
+		chromedp.WaitVisible(chromedp.CSS(`.flash`)),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "bobs passphrase"),
+		chromedp.Submit(chromedp.CSS(`#password`)),
+		chromedp.WaitVisible(chromedp.CSS(`.tiles`)))
+	who, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`.who`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(who, "bob") || !strings.Contains(who, "editor") {
+		t.Errorf("after signing up with an editor's invite: got %q in the header, want bob (editor)", who)
+	}
 	t.Logf("screenshots in %s", shots)
 }

@@ -177,7 +177,7 @@ func TestCertificatesPageAndDashboardAttention(t *testing.T) {
 	h.certificate("soon", api.CertificateIssued, now.Add(5*24*time.Hour), "", "")
 	h.certificate("broken", api.CertificateFailed, time.Time{}, api.ReasonCAUnreachable, "dial tcp: connection refused")
 	_, body := h.send(api.RoleViewer, "GET", "/ui/certificates", nil, nil)
-	for _, want := range []string{`data-name="healthy"`, `data-name="soon" id="cert-soon" class="attention"`, "in 4 days",
+	for _, want := range []string{`data-name="healthy"`, `data-name="soon" id="cert-soon" class="attention"`, "in 5 days",
 		`<span class="state failed">Failed</span>`, "CAUnreachable", "dial tcp: connection refused", "3 failed attempts"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("certificates page: got no %q", want)

@@ -313,7 +313,7 @@ func until(t time.Time) string {
 	case d < 48*time.Hour:
 		return "in " + d.Round(time.Hour).String()
 	}
-	return fmt.Sprintf("in %d days", int(d.Hours()/24))
+	return fmt.Sprintf("in %d days", int(d.Hours()/24+0.5))
 }
 
 func (u *UI) auditPage(c echo.Context) error {
