@@ -21,6 +21,7 @@ type auditEntry struct {
 	Path   string    `json:"path"`
 	Status int       `json:"status"`
 	Addr   string    `json:"addr"`
+	Detail string    `json:"detail,omitempty"`
 }
 
 // runAudit prints the latest changes from the audit log (admins only).
@@ -80,7 +81,7 @@ func runAudit(ctx context.Context, c *cli, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tUSER\tROLE\tREQUEST\tSTATUS\tFROM")
+	fmt.Fprintln(tw, "TIME\tUSER\tROLE\tREQUEST\tSTATUS\tFROM\tDETAIL")
 	for _, e := range list.Items {
 		user, role := e.User, e.Role
 		if user == "" {
@@ -89,7 +90,7 @@ func runAudit(ctx context.Context, c *cli, args []string) error {
 		if role == "" {
 			role = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%d\t%s\n", e.Time.UTC().Format(time.RFC3339), user, role, e.Method, e.Path, e.Status, e.Addr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%d\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), user, role, e.Method, e.Path, e.Status, e.Addr, e.Detail)
 	}
 	return tw.Flush()
 }
