@@ -61,7 +61,10 @@ func main() {
 	}
 }
 
-func serveApp(listen string) error {
+func serveApp(listen string) error { return serve(listen, appHandler(), nil) }
+
+// appHandler serves /healthz and /bytes?n=.
+func appHandler() http.Handler {
 	// 251 is prime: the pattern (0..250 repeated) shows a shifted or
 	// dropped byte, and the buffer holds whole periods so that copies of
 	// it join seamlessly.
@@ -87,7 +90,7 @@ func serveApp(listen string) error {
 			n -= k
 		}
 	})
-	return serve(listen, mux, nil)
+	return mux
 }
 
 func serveProxy(listen, target string) error {
@@ -121,7 +124,8 @@ func serve(listen string, h http.Handler, tc *tls.Config) error {
 		return err
 	}
 	log.Printf("listening on %s", ln.Addr())
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tc}
+	// No write timeout: a bulk download of many GiB is one response.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, TLSConfig: tc}
 	if tc != nil {
 		err = srv.ServeTLS(ln, "", "")
 	} else {

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestAppBytes(t *testing.T) {
+	srv := httptest.NewServer(appHandler())
+	defer srv.Close()
+	for _, tc := range []struct {
+		n    string
+		code int
+		size int64
+	}{
+		{"0", 200, 0},
+		{"1", 200, 1},
+		{"1028096", 200, 251 * 4096}, // exactly one buffer
+		{"3000001", 200, 3000001},    // several buffers and a part
+		{"-1", 400, 0}, {"x", 400, 0}, {"", 400, 0},
+		{"68719476737", 400, 0}, // over 64 GiB
+	} {
+		resp, err := srv.Client().Get(srv.URL + "/bytes?n=" + tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tc.code {
+			t.Fatalf("n=%q: got status %d, want %d", tc.n, resp.StatusCode, tc.code)
+		}
+		if tc.code != 200 {
+			if !strings.Contains(string(body), "n: got") {
+				t.Errorf("n=%q: got %q, want an error naming n and its value", tc.n, body)
+			}
+			continue
+		}
+		if int64(len(body)) != tc.size {
+			t.Fatalf("n=%q: got %d bytes, want %d", tc.n, len(body), tc.size)
+		}
+		for i, c := range body {
+			if c != byte(i%251) {
+				t.Fatalf("n=%q: byte %d: got %d, want %d", tc.n, i, c, i%251)
+			}
+		}
+	}
+}
+
+func TestProxyTargetMustBeHTTP(t *testing.T) {
+	for _, target := range []string{"", "https://x", "127.0.0.1:80", "http://"} {
+		err := serveProxy("127.0.0.1:0", target)
+		if err == nil || !strings.Contains(err.Error(), "-target") {
+			t.Errorf("target %q: got %v, want an error naming -target", target, err)
+		}
+	}
+}

@@ -1,0 +1,41 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestSuiteMarkdownMarksTargets: the report's target rows compare the
+// tunnel with the reverse proxy of the same run, and with direct for added
+// latency, and say met or not met on the right side of each threshold.
+func TestSuiteMarkdownMarksTargets(t *testing.T) {
+	paths := []*benchPath{{name: "direct"}, {name: "proxy", pids: []int{1}}, {name: "tunnel", pids: []int{2, 3}}}
+	workloads := []benchWorkload{{key: "bulk1", title: "b1", streams: 1}, {key: "bulk4", title: "b4", streams: 4},
+		{key: "req1", title: "r1", conns: 1}, {key: "req50", title: "r50", conns: 50}}
+	med := map[string]map[string]benchSample{
+		"bulk1": {"direct": {mbs: 3000}, "proxy": {mbs: 1000, cpuPerGB: 1}, "tunnel": {mbs: 450, cpuPerGB: 4.0}},
+		"bulk4": {"direct": {mbs: 3000}, "proxy": {mbs: 1000}, "tunnel": {mbs: 100}},
+		"req1":  {"direct": {rps: 10000, p50: 0.1}, "proxy": {rps: 5000, p50: 0.2, added: 0.1}, "tunnel": {rps: 2000, p50: 0.45, added: 0.35}},
+		"req50": {"direct": {rps: 30000, p99: 5}, "proxy": {rps: 10000, p99: 10}, "tunnel": {rps: 7900, p99: 15}},
+	}
+	samples := map[string]map[string][]benchSample{}
+	for k, m := range med {
+		samples[k] = map[string][]benchSample{}
+		for p, s := range m {
+			samples[k][p] = []benchSample{s}
+		}
+	}
+	md := suiteMarkdown(benchConfig{rounds: 1, bulk: 1 << 20, duration: 1}, paths, workloads, samples, med, nil)
+	for _, want := range []string{
+		"| bulk CPU (gateway+agent, 1 stream) ≤ 4.0 s/GB | 4.00 s/GB: met |",
+		"| 1-stream throughput ≥ 45% of proxy | 45%: met |",
+		"| 50-conn requests/s ≥ 80% of proxy | 79%: **not met** |",
+		"| 50-conn p99 ≤ 1.5× proxy p99 | 1.50×: met |",
+		"| 1-conn p50 added over direct < 0.3 ms | 0.350 ms: **not met** |",
+		"| direct | 3000 | 300% | – |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q; got:\n%s", want, md)
+		}
+	}
+}
