@@ -33,6 +33,36 @@ const (
 	maxMTU = 65535 - 80
 )
 
+// Backend is how a Device's TCP connections reach WireGuard.
+type Backend string
+
+const (
+	// BackendNetstack runs TCP/IP in the process (gVisor's netstack, with
+	// this package's segmentation offload): no privilege, no interface,
+	// nothing visible to the host. The default.
+	BackendNetstack Backend = "netstack"
+	// BackendTUN uses the kernel's TCP/IP through a TUN interface, with
+	// the segmentation offload wireguard-go negotiates with the kernel.
+	// Linux only; needs CAP_NET_ADMIN and /dev/net/tun. For gateways that
+	// may use the kernel.
+	BackendTUN Backend = "tun"
+)
+
+// DefaultInterface is the TUN interface BackendTUN creates unless told
+// another name.
+const DefaultInterface = "kakuremichi0"
+
+// ParseBackend checks a backend name as given on a command line.
+func ParseBackend(s string) (Backend, error) {
+	switch b := Backend(s); b {
+	case "", BackendNetstack:
+		return BackendNetstack, nil
+	case BackendTUN:
+		return b, nil
+	}
+	return "", fmt.Errorf("wireguard backend %q: want %q or %q: %w", s, BackendNetstack, BackendTUN, api.ErrInvalid)
+}
+
 // ErrNoRoute means no peer's AllowedIPs contain the address dialled, so the
 // packets would have nowhere to go: DialContext says so at once instead of
 // timing out.
@@ -62,6 +92,14 @@ type Config struct {
 	// Logger receives wireguard-go's messages (see DeviceLogger) and a
 	// debug line for every peer change. Nil discards them.
 	Logger *slog.Logger
+
+	// Backend is the data path: BackendNetstack (the default) or
+	// BackendTUN.
+	Backend Backend
+
+	// Interface names the TUN interface of BackendTUN; empty means
+	// DefaultInterface. At most 15 bytes.
+	Interface string
 
 	// stockNetstack runs wireguard-go's own netstack adapter instead of
 	// this package's link: the baseline the benchmarks measure against in
@@ -125,6 +163,9 @@ type Device struct {
 	port uint16
 	wg   *device.Device
 	net  overlayStack
+	// kernel is the TUN interface of BackendTUN; nil for netstack.
+	kernel  *kernelStack
+	backend Backend
 
 	// mu makes SetPeers' read of the live state, its diff and its write one
 	// step, and guards written.
@@ -166,16 +207,27 @@ func New(cfg Config) (*Device, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	backend, err := ParseBackend(string(cfg.Backend))
+	if err != nil {
+		return nil, fmt.Errorf("creating wireguard device: %w", err)
+	}
+	if len(cfg.Interface) > 15 {
+		return nil, fmt.Errorf("creating wireguard device: interface name %q longer than 15 bytes: %w", cfg.Interface, api.ErrInvalid)
+	}
 	var tnet overlayStack
 	var tun tun.Device
-	var err error
-	if cfg.stockNetstack {
+	var kernel *kernelStack
+	switch {
+	case cfg.stockNetstack:
 		tnet, tun, err = newStockStack(addr, mtu)
-	} else {
+	case backend == BackendTUN:
+		kernel, tun, err = newKernelStack(cfg.Interface, addr, mtu)
+		tnet = kernel
+	default:
 		tnet, tun, err = newNetStack(addr, mtu)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("creating wireguard device: creating netstack: %w", err)
+		return nil, fmt.Errorf("creating wireguard device: %w", err)
 	}
 	wg := device.NewDevice(tun, conn.NewDefaultBind(), DeviceLogger(log))
 	d := &Device{
@@ -184,6 +236,8 @@ func New(cfg Config) (*Device, error) {
 		pub:     cfg.PrivateKey.PublicKey(),
 		wg:      wg,
 		net:     tnet,
+		kernel:  kernel,
+		backend: backend,
 		written: make(map[Key]netip.AddrPort),
 	}
 	d.routes.Store(&[]netip.Prefix{})
@@ -203,12 +257,15 @@ func New(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("creating wireguard device: %w", err)
 	}
 	d.port = st.listenPort
-	log.Debug("wireguard device up", "address", addr, "public_key", d.pub.Short(), "listen_port", d.port, "mtu", mtu)
+	log.Debug("wireguard device up", "address", addr, "public_key", d.pub.Short(), "listen_port", d.port, "mtu", mtu, "backend", backend)
 	return d, nil
 }
 
 // Address returns this node's overlay address.
 func (d *Device) Address() netip.Addr { return d.addr }
+
+// Backend returns the data path the device runs on.
+func (d *Device) Backend() Backend { return d.backend }
 
 // PublicKey returns this node's public key.
 func (d *Device) PublicKey() Key { return d.pub }
@@ -254,7 +311,12 @@ func (d *Device) SetPeers(peers []Peer) (changed bool, err error) {
 	}
 	setErr := d.wg.IpcSet(text)
 	// Whatever part was applied, routes must describe the device as it is.
-	d.refreshRoutes()
+	routes := d.refreshRoutes()
+	if d.kernel != nil {
+		if err := d.kernel.syncRoutes(routes); err != nil {
+			setErr = errors.Join(setErr, err)
+		}
+	}
 	if setErr != nil {
 		// written is left as it was, so the next call rewrites endpoints.
 		return true, fmt.Errorf("setting wireguard peers: %w", redactedError{setErr})
@@ -269,17 +331,20 @@ func (d *Device) SetPeers(peers []Peer) (changed bool, err error) {
 	return true, nil
 }
 
-func (d *Device) refreshRoutes() {
+// refreshRoutes records every peer's AllowedIPs as the device runs them,
+// and returns them.
+func (d *Device) refreshRoutes() []netip.Prefix {
 	st, err := d.state()
 	if err != nil {
 		d.log.Warn("wireguard: refreshing routes", "err", err)
-		return
+		return *d.routes.Load()
 	}
 	var routes []netip.Prefix
 	for _, p := range st.peers {
 		routes = append(routes, p.AllowedIPs...)
 	}
 	d.routes.Store(&routes)
+	return routes
 }
 
 // normalisePeers validates peers and returns a copy sorted by key, with
