@@ -724,3 +724,49 @@ func TestYAMLAndAPIKeys(t *testing.T) {
 		t.Errorf("after revoke: the key is still stored")
 	}
 }
+
+// TestEveryUIStateChangeNeedsTheCSRFToken posts to every state-changing
+// UI route as an admin without the session's CSRF token, and to the
+// routes without a session (login, setup, sign-up) from another site:
+// each must be refused with 403, whatever the route.
+func TestEveryUIStateChangeNeedsTheCSRFToken(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	if _, err := h.acc.SetOpenRegistration(context.Background(), true, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	h.createTunnel("web", nil)
+	n := 0
+	for _, r := range h.srv.Routes() {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.Path, Prefix) {
+			continue
+		}
+		n++
+		path := strings.NewReplacer(":name", "web", ":id", "0123456789abcdef").Replace(r.Path)
+		form := url.Values{"name": {"x"}, "role": {"viewer"}, "enabled": {"false"}, "disabled": {"true"}, "registration": {"invite"}}
+		if uiPolicy[r.Method+" "+r.Path] == "" {
+			resp, _ := h.send("", "POST", path, form, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"})
+			if resp.StatusCode != 403 {
+				t.Errorf("POST %s from another site: got %d, want 403", path, resp.StatusCode)
+			}
+			continue
+		}
+		form.Set(apiserver.CSRFField, "")
+		if resp, _ := h.send(api.RoleAdmin, "POST", path, form, nil); resp.StatusCode != 403 {
+			t.Errorf("POST %s without the CSRF token: got %d, want 403", path, resp.StatusCode)
+		}
+		form.Set(apiserver.CSRFField, "wrong")
+		if resp, _ := h.send(api.RoleAdmin, "POST", path, form, nil); resp.StatusCode != 403 {
+			t.Errorf("POST %s with a wrong CSRF token: got %d, want 403", path, resp.StatusCode)
+		}
+	}
+	if n < 20 {
+		t.Errorf("checked %d POST routes, want every one of the UI's (20 or more)", n)
+	}
+	if _, err := h.st.Get(context.Background(), "Tunnel", "web"); err != nil {
+		t.Errorf("after refused posts: the tunnel is gone: %v", err)
+	}
+	if st, _ := h.acc.Settings(context.Background()); !st.OpenRegistration {
+		t.Errorf("after refused posts: registration changed")
+	}
+}
