@@ -93,6 +93,9 @@ const (
 	// ReasonWildcardNeedsDNS01: a wildcard name is validated by an ACME
 	// CA only through DNS-01, and Control has no DNS provider.
 	ReasonWildcardNeedsDNS01 = "WildcardNeedsDNS01"
+	// ReasonDNSChallengeFailed: a DNS-01 validation failed: the DNS
+	// provider refused the TXT record, or the CA did not find it.
+	ReasonDNSChallengeFailed = "DNSChallengeFailed"
 )
 
 // GetTypeMeta implements Object.

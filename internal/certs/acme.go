@@ -68,6 +68,10 @@ type ACMEConfig struct {
 	ControlHostname string
 }
 
+// ErrDNS01Failed marks a failed order that only DNS-01 could validate:
+// the provider refused the record or the CA did not see it.
+var ErrDNS01Failed = errors.New("dns-01")
+
 // ErrWildcardNeedsDNS01 is why a wildcard cannot be ordered from an ACME
 // CA without a DNS provider.
 var ErrWildcardNeedsDNS01 = errors.New("an ACME CA validates a wildcard name only by DNS-01, and no DNS provider is configured (--acme-dns-provider)")
@@ -233,6 +237,9 @@ func (i *ACMEIssuer) Issue(ctx context.Context, hostname string) (*api.Certifica
 	}
 	i.cfg.Logger.Info("ordering a certificate", "hostname", hostname, "directory", i.cfg.Directory)
 	certs, err := client.ObtainCertificateForSANs(ctx, acct, key, []string{hostname})
+	if err != nil && wildcard {
+		return nil, fmt.Errorf("acme order for %s: %w: %w", hostname, ErrDNS01Failed, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("acme order for %s: %w", hostname, err)
 	}

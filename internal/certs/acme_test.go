@@ -45,6 +45,10 @@ func TestClassifyIssueError(t *testing.T) {
 		{errors.New("HTTP 403 urn:ietf:params:acme:error:unauthorized - wrong key authorization"), api.ReasonDNSNotPointingAtGateway, false},
 		{errors.New("HTTP 403 urn:ietf:params:acme:error:caa - CAA forbids"), api.ReasonCARefused, false},
 		{errors.New("write to store: etcdserver: no leader"), api.ReasonIssueFailed, false},
+		{fmt.Errorf("acme order for *.example.com: %w", ErrWildcardNeedsDNS01), api.ReasonWildcardNeedsDNS01, false},
+		{fmt.Errorf("acme order: %w: %w", ErrDNS01Failed, errors.New("HTTP 403 urn:ietf:params:acme:error:unauthorized - incorrect TXT record")), api.ReasonDNSChallengeFailed, false},
+		{fmt.Errorf("acme order: %w: presenting for challenge: %w", ErrDNS01Failed, providerErr(&net.OpError{Op: "dial", Err: errors.New("connection refused")})), api.ReasonDNSChallengeFailed, false},
+		{fmt.Errorf("acme order: %w: %w", ErrDNS01Failed, errors.New("HTTP 429 urn:ietf:params:acme:error:rateLimited - slow down")), api.ReasonRateLimited, true},
 	}
 	for _, tt := range tests {
 		reason, wait := classifyIssueError(tt.err)

@@ -456,8 +456,14 @@ func classifyIssueError(err error) (string, time.Duration) {
 		return api.ReasonWildcardNeedsDNS01, 0
 	case strings.Contains(msg, "urn:ietf:params:acme:error:rateLimited"):
 		return api.ReasonRateLimited, rateLimitWait
+	case errors.Is(err, ErrDNSProvider):
+		return api.ReasonDNSChallengeFailed, 0
 	case strings.Contains(msg, "urn:ietf:params:acme:error:connection"), strings.Contains(msg, "urn:ietf:params:acme:error:dns"),
 		strings.Contains(msg, "urn:ietf:params:acme:error:unauthorized"), strings.Contains(msg, "urn:ietf:params:acme:error:incorrectResponse"):
+		if errors.Is(err, ErrDNS01Failed) {
+			// The CA looked for the TXT record, not at a gateway.
+			return api.ReasonDNSChallengeFailed, 0
+		}
 		return api.ReasonDNSNotPointingAtGateway, 0
 	case strings.Contains(msg, "urn:ietf:params:acme:error:"):
 		return api.ReasonCARefused, 0

@@ -27,8 +27,19 @@ type DNSProvider interface {
 	Wait(ctx context.Context, fqdn, value string) error
 }
 
+// ErrDNSProvider marks an error of the DNS provider (a refused update, a
+// record that never became visible), as opposed to one of the CA.
+var ErrDNSProvider = errors.New("dns provider")
+
 // dnsSolver answers DNS-01 challenges through a DNSProvider.
 type dnsSolver struct{ p DNSProvider }
+
+func providerErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrDNSProvider, err)
+}
 
 func dnsRecord(chal acme.Challenge) (string, string) {
 	return dns.Fqdn(chal.DNS01TXTRecordName()), chal.DNS01KeyAuthorization()
@@ -37,19 +48,19 @@ func dnsRecord(chal acme.Challenge) (string, string) {
 // Present adds the challenge's TXT record.
 func (s dnsSolver) Present(ctx context.Context, chal acme.Challenge) error {
 	name, value := dnsRecord(chal)
-	return s.p.Present(ctx, name, value)
+	return providerErr(s.p.Present(ctx, name, value))
 }
 
 // Wait waits until the record has propagated.
 func (s dnsSolver) Wait(ctx context.Context, chal acme.Challenge) error {
 	name, value := dnsRecord(chal)
-	return s.p.Wait(ctx, name, value)
+	return providerErr(s.p.Wait(ctx, name, value))
 }
 
 // CleanUp removes the record.
 func (s dnsSolver) CleanUp(ctx context.Context, chal acme.Challenge) error {
 	name, value := dnsRecord(chal)
-	return s.p.CleanUp(ctx, name, value)
+	return providerErr(s.p.CleanUp(ctx, name, value))
 }
 
 // RFC2136Config configures an RFC2136 provider.
