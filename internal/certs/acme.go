@@ -63,8 +63,8 @@ type ACMEConfig struct {
 	// Challenges names dns-01. Without it a wildcard cannot be ordered.
 	DNS DNSProvider
 	// ControlHostname is Control's own public name: its challenge is
-	// answered by Control's HTTPS listener (TLS-ALPN-01, see
-	// ControlALPNCertificate) or by DNS, never by gateways.
+	// answered by DNS-01 when DNS is set, else by TLS-ALPN-01 on
+	// Control's own HTTPS listener (OwnCertificate), never by gateways.
 	ControlHostname string
 }
 
@@ -133,8 +133,10 @@ func NewACMEIssuer(cfg ACMEConfig) *ACMEIssuer {
 	i.wildcard = acmez.Client{Client: ac, ChallengeSolvers: map[string]acmez.Solver{}}
 	i.self = acmez.Client{Client: ac, ChallengeSolvers: map[string]acmez.Solver{acme.ChallengeTypeTLSALPN01: selfALPNSolver{issuer: i}}}
 	if cfg.DNS != nil {
+		// DNS-01 needs no port of Control's to be reachable: with a
+		// provider it is the one way for Control's own name too.
 		i.wildcard.ChallengeSolvers[acme.ChallengeTypeDNS01] = solvers[acme.ChallengeTypeDNS01]
-		i.self.ChallengeSolvers[acme.ChallengeTypeDNS01] = solvers[acme.ChallengeTypeDNS01]
+		i.self.ChallengeSolvers = map[string]acmez.Solver{acme.ChallengeTypeDNS01: solvers[acme.ChallengeTypeDNS01]}
 	}
 	return i
 }
