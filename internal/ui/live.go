@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/apiserver"
 	"github.com/kakuremichi/kakuremichi/store"
 	"github.com/labstack/echo/v4"
 )
@@ -129,6 +130,11 @@ func (u *UI) stream(c echo.Context, src liveSource) error {
 		case <-u.stopping:
 			return nil
 		case <-tick.C:
+			// A session ended meanwhile (logout, a disabled user, a new
+			// password) ends its streams too.
+			if !u.sessionAlive(c) {
+				return nil
+			}
 			out.mu.Lock()
 			_, err := fmt.Fprint(out.w, ": keep-alive\n\n")
 			if err == nil {
@@ -222,4 +228,14 @@ func (u *UI) fragment(pageName, name string, data any) (string, error) {
 		return "", fmt.Errorf("render %s of %s: %w", name, pageName, err)
 	}
 	return buf.String(), nil
+}
+
+// sessionAlive reports whether the request's session still works.
+func (u *UI) sessionAlive(c echo.Context) bool {
+	ck, err := c.Request().Cookie(apiserver.SessionCookie)
+	if err != nil {
+		return false
+	}
+	_, err = u.acc.Authenticate(c.Request().Context(), ck.Value)
+	return err == nil
 }

@@ -13,10 +13,15 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
 	"github.com/kakuremichi/kakuremichi/internal/credential"
 	"github.com/kakuremichi/kakuremichi/store"
 )
+
+// streamEnded, given to the function events returns, waits for the
+// stream to end.
+const streamEnded = "\x00the stream ends"
 
 // events opens role's event stream at path and returns a function that
 // waits for an event whose data contains want, and returns that data.
@@ -56,6 +61,9 @@ func (h *harness) events(role api.Role, path string) func(want string) string {
 			select {
 			case d, ok := <-data:
 				if !ok {
+					if want == streamEnded {
+						return ""
+					}
 					h.t.Fatalf("%s: the stream ended, want an event with %s", path, want)
 				}
 				if strings.Contains(d, want) {
@@ -387,4 +395,12 @@ func TestAgentsGatewaysAndDashboardUpdateLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	agents(`"deleted":true`)
+
+	// A session that ends (here: the user is disabled) ends its streams
+	// at the next heartbeat.
+	disabled := true
+	if _, err := h.acc.UpdateUser(ctx, "vic", accounts.UserUpdate{Disabled: &disabled}); err != nil {
+		t.Fatal(err)
+	}
+	agents(streamEnded)
 }
