@@ -44,6 +44,15 @@ type Config struct {
 	// address keeps the port it had.
 	WireGuardPort int
 
+	// WireGuardBackend is the data path of the gateway's WireGuard device:
+	// wgnet.BackendNetstack (the default, no privilege) or
+	// wgnet.BackendTUN (the kernel's TCP/IP through a TUN interface; needs
+	// CAP_NET_ADMIN and /dev/net/tun).
+	WireGuardBackend wgnet.Backend
+	// WireGuardInterface names the TUN interface of the tun backend; empty
+	// means wgnet.DefaultInterface.
+	WireGuardInterface string
+
 	// HTTPListen is the plain-HTTP address, such as ":80". Empty: no plain
 	// HTTP, unless HTTPListener is set.
 	HTTPListen string
@@ -116,6 +125,14 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return c, fmt.Errorf("certificate and key files go together: %w", api.ErrInvalid)
+	}
+	b, err := wgnet.ParseBackend(string(c.WireGuardBackend))
+	if err != nil {
+		return c, err
+	}
+	c.WireGuardBackend = b
+	if len(c.WireGuardInterface) > 15 {
+		return c, fmt.Errorf("wireguard interface name %q longer than 15 bytes: %w", c.WireGuardInterface, api.ErrInvalid)
 	}
 	durations := []struct {
 		name string
@@ -349,13 +366,15 @@ func (g *Gateway) convergeDeviceLocked(self *bridge.Self) (*wgnet.Device, bool, 
 		PrivateKey: g.cfg.PrivateKey,
 		Address:    self.Address,
 		ListenPort: port,
+		Backend:    g.cfg.WireGuardBackend,
+		Interface:  g.cfg.WireGuardInterface,
 		Logger:     g.log.With("component", "wireguard"),
 	})
 	if err != nil {
 		return nil, true, err
 	}
 	g.dev.Store(nd)
-	g.log.Info("wireguard device up", "address", self.Address, "listen_port", nd.ListenPort(), "public_key", g.pub.String())
+	g.log.Info("wireguard device up", "address", self.Address, "listen_port", nd.ListenPort(), "public_key", g.pub.String(), "backend", nd.Backend())
 	return nd, true, nil
 }
 

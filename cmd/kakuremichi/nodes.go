@@ -171,11 +171,13 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kakuremichi gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var n nodeFlags
-	var httpListen, httpsListen, wgListen, endpoint, certFile, keyFile, tcpHost string
+	var httpListen, httpsListen, wgListen, endpoint, certFile, keyFile, tcpHost, wgBackend, wgInterface string
 	n.register(fs, "gateway")
 	fs.StringVar(&httpListen, "http-listen", ":80", "address of plain HTTP")
 	fs.StringVar(&httpsListen, "https-listen", ":443", "address of HTTPS")
 	fs.StringVar(&wgListen, "wireguard-listen", ":51820", "UDP address agents send WireGuard to")
+	fs.StringVar(&wgBackend, "wireguard-backend", string(wgnet.BackendNetstack), "WireGuard data path: netstack (no privilege) or tun (the kernel's TCP/IP; needs CAP_NET_ADMIN and /dev/net/tun)")
+	fs.StringVar(&wgInterface, "wireguard-interface", wgnet.DefaultInterface, "name of the TUN interface of --wireguard-backend tun")
 	fs.StringVar(&endpoint, "public-endpoint", "", "host:port agents dial for WireGuard, as seen from the internet (required)")
 	fs.StringVar(&certFile, "tls-cert-file", "", "default certificate (PEM); without one a self-signed certificate is served")
 	fs.StringVar(&keyFile, "tls-key-file", "", "key of --tls-cert-file (PEM)")
@@ -195,13 +197,18 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: --wireguard-listen: %q is not host:port with a port\n", wgListen)
 		return 2
 	}
+	backend, err := wgnet.ParseBackend(wgBackend)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: --wireguard-backend: %v\n", err)
+		return 2
+	}
 	pk, err := nodeclient.LoadOrCreateKey(n.stateDir)
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
 	}
 	certs := certsource.New(certsource.Config{Logger: log.With("component", "certificates"), HTTPSPort: certsource.ListenPort(httpsListen)})
-	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: port, HTTPListen: httpListen, HTTPSListen: httpsListen,
+	g, err := gateway.New(gateway.Config{PrivateKey: pk, WireGuardPort: port, WireGuardBackend: backend, WireGuardInterface: wgInterface, HTTPListen: httpListen, HTTPSListen: httpsListen,
 		TCPListenHost: tcpHost, CertFile: certFile, KeyFile: keyFile, ShutdownGrace: n.shutdownGrace, Logger: log.With("component", "gateway"),
 		GetCertificate: certs.GetCertificate, WrapHTTP: certs.WrapHTTP})
 	if err != nil {
