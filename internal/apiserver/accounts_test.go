@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
 )
 
 func TestSessionCookieFlagsRotationAndLogout(t *testing.T) {
@@ -248,4 +249,44 @@ func TestChangesAreAudited(t *testing.T) {
 	if n := len(list.Items); n < 2 || list.Items[0].Path != APIPrefix+"/tunnels/web" {
 		t.Errorf("got first entry %+v, want the latest change (the refused delete)", list.Items[0])
 	}
+}
+
+func TestRegistrationSettingsAndInvites(t *testing.T) {
+	h := newHarness(t)
+	if code, out := h.doString(api.RoleAdmin, "GET", "/auth/settings", "", ""); code != 200 || !strings.Contains(out, `"openRegistration":false`) {
+		t.Errorf("default settings: got %d %s, want registration closed", code, out)
+	}
+	if code, out := h.doString(api.RoleAdmin, "PUT", "/auth/settings", "application/json", `{}`); code != 422 || !strings.Contains(out, "openRegistration") {
+		t.Errorf("settings without the field: got %d %s, want 422 naming openRegistration", code, out)
+	}
+	if code, out := h.doString(api.RoleAdmin, "PUT", "/auth/settings", "application/json", `{"openRegistration":true}`); code != 200 || !strings.Contains(out, `"openRegistration":true`) {
+		t.Errorf("open registration: got %d %s", code, out)
+	}
+	if code, out := h.doString(api.RoleAdmin, "POST", "/auth/invites", "application/json", `{"role":"editor","ttl":"forever"}`); code != 422 || !strings.Contains(out, "ttl") {
+		t.Errorf("invite with a bad ttl: got %d %s, want 422 naming ttl", code, out)
+	}
+	if code, out := h.doString(api.RoleAdmin, "POST", "/auth/invites", "application/json", `{"role":"root"}`); code != 422 || !strings.Contains(out, "role") {
+		t.Errorf("invite with a bad role: got %d %s, want 422 naming role", code, out)
+	}
+	code, out := h.doString(api.RoleAdmin, "POST", "/auth/invites", "application/json", `{"role":"editor","ttl":"72h"}`)
+	var inv InviteResponse
+	if err := json.Unmarshal([]byte(out), &inv); code != 201 || err != nil || !strings.HasPrefix(inv.Code, accounts.InvitePrefix+inv.ID+".") ||
+		!strings.HasPrefix(inv.SignupPath, "/ui/signup?invite=kki_") || inv.Role != api.RoleEditor {
+		t.Fatalf("make an invite: got %d %s", code, out)
+	}
+	if code, out := h.doString(api.RoleAdmin, "GET", "/auth/invites", "", ""); code != 200 || !strings.Contains(out, inv.ID) || strings.Contains(out, inv.Code) {
+		t.Errorf("list invites: got %d %s, want the invite without its code", code, out)
+	}
+	if code, _ := h.doString(api.RoleAdmin, "DELETE", "/auth/invites/"+inv.ID, "", ""); code != 204 {
+		t.Errorf("revoke the invite: got %d, want 204", code)
+	}
+	if code, _ := h.doString(api.RoleAdmin, "DELETE", "/auth/invites/"+inv.ID, "", ""); code != 404 {
+		t.Errorf("revoke it again: got %d, want 404", code)
+	}
+}
+
+func (h *harness) doString(role api.Role, method, path, ctype, body string) (int, string) {
+	h.t.Helper()
+	code, out := h.do(role, method, path, ctype, body)
+	return code, string(out)
 }

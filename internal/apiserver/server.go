@@ -117,6 +117,12 @@ func New(cfg Config) *Server {
 		admin.POST("", s.createUser)
 		admin.GET("/:name", s.getUser)
 		admin.PATCH("/:name", s.updateUser)
+		authed.GET("/auth/settings", s.getSettings, requireRole(api.RoleAdmin))
+		authed.PUT("/auth/settings", s.putSettings, requireRole(api.RoleAdmin))
+		invites := authed.Group("/auth/invites", requireRole(api.RoleAdmin))
+		invites.GET("", s.listInvites)
+		invites.POST("", s.createInvite)
+		invites.DELETE("/:id", s.deleteInvite)
 	}
 	if s.audit != nil {
 		authed.GET("/auth/audit", s.listAudit, requireRole(api.RoleAdmin))

@@ -206,6 +206,11 @@ var routePolicy = map[string]api.Role{
 	"POST /auth/users":                             api.RoleAdmin,
 	"GET /auth/users/:name":                        api.RoleAdmin,
 	"PATCH /auth/users/:name":                      api.RoleAdmin,
+	"GET /auth/settings":                           api.RoleAdmin,
+	"PUT /auth/settings":                           api.RoleAdmin,
+	"GET /auth/invites":                            api.RoleAdmin,
+	"POST /auth/invites":                           api.RoleAdmin,
+	"DELETE /auth/invites/:id":                     api.RoleAdmin,
 }
 
 func roleRank(r api.Role) int {
