@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -42,32 +40,9 @@ func runAudit(ctx context.Context, c *cli, args []string) error {
 	if *output != "" && *output != "json" {
 		return usagef("-o %q: use json, or nothing for a table", *output)
 	}
-	cfg, err := c.connection()
+	data, err := c.authCall(ctx, "audit", http.MethodGet, "/auth/audit?limit="+strconv.Itoa(*limit), nil, http.StatusOK)
 	if err != nil {
 		return err
-	}
-	hc, err := rawHTTPClient(cfg.CAFile, cfg.InsecureSkipVerify)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.Server, "/")+"/auth/audit?limit="+strconv.Itoa(*limit), nil)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+cfg.Token)
-	req.Header.Set("User-Agent", "kakuremichictl")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return statusError("audit", resp, data)
 	}
 	var list struct {
 		Items []auditEntry `json:"items"`

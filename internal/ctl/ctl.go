@@ -94,6 +94,10 @@ func commands() []command {
 		{"create", "create token NAME --role admin|editor|viewer [--expires 720h] [--description TEXT]\n" +
 			"  kakuremichictl create apikey NAME --role agent|gateway [--expires 24h] [--max-uses N] [--description TEXT]",
 			"create a token, or an API key that enrols nodes, and print its secret (only on stdout, only this once)", runCreate},
+		{"invite", "invite --role admin|editor|viewer [--ttl 72h] | invite list | invite revoke ID",
+			"make a single-use link to sign up in the web UI with a role (printed only this once), list or revoke invites (admins)", runInvite},
+		{"registration", "registration [open|invite]",
+			"show or set who may sign up in the web UI: anyone, as a viewer (open), or people with an invite (admins)", runRegistration},
 		{"audit", "audit [--limit 50] [-o json]", "show the latest changes made through the API or the web UI: who, what, when, from where (admins)", runAudit},
 		{"version", "version", "print the client's and the server's versions", runVersion},
 	}

@@ -117,3 +117,37 @@ func TestAuditShowsChanges(t *testing.T) {
 		t.Errorf("--limit 0: got code %d, want 2", r.code)
 	}
 }
+
+func TestInvitesAndRegistration(t *testing.T) {
+	e := newTestEnv(t)
+	url, boot := realServer(t)
+	if r := e.run(t, "", "login", "--server", url, "--token", boot); r.code != 0 {
+		t.Fatalf("login: got code %d, stderr %q", r.code, r.stderr)
+	}
+	if r := e.run(t, "", "registration"); r.code != 0 || !strings.HasPrefix(r.stdout, "invite:") {
+		t.Errorf("registration: got code %d, %q, want invite-only", r.code, r.stdout)
+	}
+	if r := e.run(t, "", "registration", "open"); r.code != 0 || !strings.HasPrefix(r.stdout, "open:") {
+		t.Errorf("registration open: got code %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := e.run(t, "", "registration", "sideways"); r.code != 2 {
+		t.Errorf("registration sideways: got code %d, want 2", r.code)
+	}
+	if r := e.run(t, "", "invite", "--role", "root"); r.code != 1 || !strings.Contains(r.stderr, "role") {
+		t.Errorf("invite --role root: got code %d, stderr %q, want a refusal naming role", r.code, r.stderr)
+	}
+	r := e.run(t, "", "invite", "--role", "editor", "--ttl", "48h")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, url+"/ui/signup?invite=kki_") || !strings.Contains(r.stderr, "shown only this once") {
+		t.Fatalf("invite: got code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	id, _, _ := strings.Cut(strings.SplitN(r.stdout, "kki_", 2)[1], ".")
+	if r := e.run(t, "", "invite", "list"); r.code != 0 || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "editor") {
+		t.Errorf("invite list: got code %d, %q, want invite %s", r.code, r.stdout, id)
+	}
+	if r := e.run(t, "", "invite", "revoke", id); r.code != 0 {
+		t.Errorf("invite revoke: got code %d, stderr %q", r.code, r.stderr)
+	}
+	if r := e.run(t, "", "invite", "revoke", id); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("invite revoke again: got code %d, stderr %q, want not found", r.code, r.stderr)
+	}
+}
