@@ -59,7 +59,15 @@ type OverlayAllocator struct {
 	// allocMu is held from reading which addresses are taken to writing
 	// the chosen one, so that two workers never pick the same address.
 	allocMu sync.Mutex
+	// written holds the nodes this allocator gave an address whose
+	// write the cache may not show yet, and when (guarded by allocMu).
+	written map[api.Key]time.Time
 }
+
+// writtenGrace is how long after giving a node an address the allocator
+// trusts its own write over a cache that does not show it yet, instead of
+// listing the store again.
+const writtenGrace = 5 * time.Second
 
 // Reconcile gives the node of req an address if it has none (or one
 // that does not parse, or one an older node holds), and keeps its
@@ -79,11 +87,22 @@ func (a *OverlayAllocator) Reconcile(ctx context.Context, req reconcile.Request)
 		return reconcile.Result{}, nil // gone: its address is free again
 	}
 	if keepsAddress(cached, a.cachedHolders) {
+		a.allocMu.Lock()
+		delete(a.written, req.Key)
+		a.allocMu.Unlock()
 		return a.write(ctx, req, api.Clone(cached), prefix, false)
 	}
 
 	a.allocMu.Lock()
 	defer a.allocMu.Unlock()
+	if at, ok := a.written[req.Key]; ok {
+		if time.Since(at) < writtenGrace {
+			// Given an address by an earlier batch a moment ago: the
+			// cache's event for that write brings the node back.
+			return reconcile.Result{RequeueAfter: time.Second}, nil
+		}
+		delete(a.written, req.Key)
+	}
 	var listed []api.Object
 	for _, kind := range []string{"Agent", "Gateway"} {
 		objs, _, err := a.Store.List(ctx, kind, api.Selector{})
@@ -128,6 +147,10 @@ func (a *OverlayAllocator) Reconcile(ctx context.Context, req reconcile.Request)
 		st.OverlayAddress = "" // an address another node holds is no address
 	}
 	res, err := a.write(ctx, req, live, prefix, st.OverlayAddress != old)
+	if err == nil && ok {
+		used[addr] = true
+		a.batch(ctx, listed, req.Key, first, last, used, prefix)
+	}
 	if err == nil && a.Logger != nil {
 		switch {
 		case !ok:
@@ -140,6 +163,46 @@ func (a *OverlayAllocator) Reconcile(ctx context.Context, req reconcile.Request)
 		}
 	}
 	return res, err
+}
+
+// batch gives an address to every other listed node without one, from
+// the same list: a fleet enrolling at once would otherwise cost one List
+// of every node per node. Each write carries the node's resourceVersion;
+// a node that changed meanwhile is left to its own reconcile. The caller
+// holds allocMu.
+func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done api.Key, first, last netip.Addr,
+	used map[netip.Addr]bool, prefix netip.Prefix) {
+	for _, obj := range listed {
+		key := nodeKey(obj)
+		if key == done {
+			continue
+		}
+		if _, ok := nodeAddress(obj); ok {
+			continue
+		}
+		_, st, _, ok := nodeParts(obj)
+		if !ok {
+			continue
+		}
+		addr, ok := lowestFree(first, last, used)
+		if !ok {
+			return
+		}
+		// Taken even if the write fails: a failure may still have
+		// written it, and the next node starts above it.
+		used[addr], first = true, addr
+		st.OverlayAddress = addr.String()
+		if _, err := a.write(ctx, reconcile.Request{Key: key}, obj, prefix, true); err != nil {
+			continue
+		}
+		if a.written == nil {
+			a.written = map[api.Key]time.Time{}
+		}
+		a.written[key] = time.Now()
+		if a.Logger != nil {
+			a.Logger.Info("overlay address assigned", "node", key.String(), "address", st.OverlayAddress)
+		}
+	}
 }
 
 // write sets next's AddressAssigned and Ready conditions from its

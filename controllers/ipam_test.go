@@ -201,6 +201,48 @@ func TestOverlayAllocatorConfirmsWithTheStore(t *testing.T) {
 	}
 }
 
+// TestOverlayAllocatorBatches checks that one reconcile gives every node
+// without an address one, from a single list, and that the other nodes'
+// own reconciles then change nothing.
+func TestOverlayAllocatorBatches(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	createAll(t, src, clk, []nodeFix{{kind: "Agent", name: "a"}, {kind: "Gateway", name: "g", addr: "100.64.0.2"},
+		{kind: "Agent", name: "b"}, {kind: "Gateway", name: "h"}})
+	infs, _ := startInformers(t, src)
+	al := &OverlayAllocator{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
+	if _, err := al.Reconcile(ctx, reconcile.Request{Key: api.Key{Kind: "Agent", Name: "b"}}); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	want := map[api.Key]string{{Kind: "Agent", Name: "b"}: "100.64.0.1", {Kind: "Agent", Name: "a"}: "100.64.0.3",
+		{Kind: "Gateway", Name: "g"}: "100.64.0.2", {Kind: "Gateway", Name: "h"}: "100.64.0.4"}
+	for k, addr := range want {
+		got := getNode(t, src, k.Kind, k.Name)
+		if _, st, _, _ := nodeParts(got); st.OverlayAddress != addr {
+			t.Errorf("%s: overlayAddress %q, want %q", k, st.OverlayAddress, addr)
+		}
+		if c := condition(got, NodeAddressAssigned); c.Status != api.ConditionTrue {
+			t.Errorf("%s: AddressAssigned %s, want True", k, c.Status)
+		}
+	}
+	for k := range want {
+		waitCached(t, infs[k.Kind], getNode(t, src, k.Kind, k.Name))
+	}
+	delete(want, api.Key{Kind: "Gateway", Name: "g"}) // its conditions were never written: its reconcile does
+	for k, addr := range want {
+		before := getNode(t, src, k.Kind, k.Name).GetMeta().ResourceVersion
+		if _, err := al.Reconcile(ctx, reconcile.Request{Key: k}); err != nil {
+			t.Fatalf("Reconcile %s: %v", k, err)
+		}
+		got := getNode(t, src, k.Kind, k.Name)
+		if _, st, _, _ := nodeParts(got); st.OverlayAddress != addr || got.GetMeta().ResourceVersion != before {
+			t.Errorf("%s after its own reconcile: %q at %s, want %q unwritten at %s", k, st.OverlayAddress,
+				got.GetMeta().ResourceVersion, addr, before)
+		}
+	}
+}
+
 // TestOverlayAllocatorUniqueUnderConcurrency creates 200 agents and
 // gateways at once while an allocator runs with two workers, and checks
 // from the store's full history that every node was given exactly one

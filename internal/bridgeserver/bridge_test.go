@@ -367,3 +367,57 @@ func TestResumeAfterControlRestart(t *testing.T) {
 	c.run(nil)
 	eventually(t, "reconnected after Control came back", 15*time.Second, m.client.Connected)
 }
+
+// TestConcurrentRegistrationsCountEveryUse registers many nodes at once
+// with one unlimited key and with one key of a few uses: every
+// registration with the first succeeds and is counted, and the second
+// admits exactly its limit.
+func TestConcurrentRegistrationsCountEveryUse(t *testing.T) {
+	c := startControl(t)
+	const n = 40
+	unlimited := c.apiKey("fleet", api.RoleAgent, 0)
+	limited := c.apiKey("few", api.RoleAgent, 5)
+	pk, _ := wgnet.GeneratePrivateKey()
+	reg := func(key, name string) int {
+		body := fmt.Sprintf(`{"kind":"Agent","name":%q,"publicKey":%q}`, name, pk.PublicKey().String())
+		req, _ := http.NewRequest("POST", c.url()+bridge.RegisterPath, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var mu sync.Mutex
+	codes := map[string]map[int]int{"fleet": {}, "few": {}}
+	var wg sync.WaitGroup
+	for i := range n {
+		for key, secret := range map[string]string{"fleet": unlimited, "few": limited} {
+			wg.Go(func() {
+				code := reg(secret, fmt.Sprintf("%s-%d", key, i))
+				mu.Lock()
+				codes[key][code]++
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	if codes["fleet"][200] != n {
+		t.Errorf("unlimited key: answers %v, want %d × 200", codes["fleet"], n)
+	}
+	if codes["few"][200] != 5 || codes["few"][403] != n-5 {
+		t.Errorf("key of 5 uses: answers %v, want 5 × 200 and %d × 403", codes["few"], n-5)
+	}
+	for name, want := range map[string]int64{"fleet": n, "few": 5} {
+		code, out := c.call("GET", apiBase+"/apikeys/"+name, "")
+		var k api.APIKey
+		if code != 200 || json.Unmarshal(out, &k) != nil {
+			t.Fatalf("get apikey %s: %d %s", name, code, out)
+		}
+		if k.Status.Uses != want {
+			t.Errorf("apikey %s: %d uses counted, want %d", name, k.Status.Uses, want)
+		}
+	}
+}

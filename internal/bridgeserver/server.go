@@ -65,10 +65,17 @@ type Server struct {
 	dirty   atomic.Bool
 	dirtyCh chan struct{} // capacity 1: signals coalesce
 
-	// keyMu serialises the use counts of one API key (by name), so that
-	// a fleet enrolling at once does not fail on write conflicts.
+	writers chan struct{} // a slot per status write in flight
+
+	// keyMu holds a *keyUses per API key name: registrations count
+	// their uses through it (see consumeKey).
 	keyMu sync.Map
 }
+
+// statusWriters bounds the heartbeat status writes in flight: a fleet's
+// heartbeats queue here (each node's newest replacing its older one)
+// rather than as thousands of concurrent store writes.
+const statusWriters = 16
 
 // coalesce is the least time between two views built by Run's loop: a
 // burst of changes (a fleet enrolling) costs one view per interval
@@ -93,7 +100,7 @@ func New(cfg Config) *Server {
 		cfg.KeepaliveSeconds = 15
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, informers: map[string]*reconcile.Informer{}, conns: map[*conn]struct{}{},
-		dirtyCh: make(chan struct{}, 1)}
+		dirtyCh: make(chan struct{}, 1), writers: make(chan struct{}, statusWriters)}
 	kinds := []string{"Agent", "Gateway", "Tunnel", "Token"}
 	for _, k := range []string{api.CertificateKeyPairKind, api.ACMEChallengeKind} {
 		if _, ok := cfg.Sources[k]; ok {
@@ -453,26 +460,90 @@ func cutBearer(h string) (string, bool) {
 
 // consumeKey counts a use; the write carries the key's resourceVersion so
 // two concurrent registrations cannot both take a single-use key's last use.
+// Registrations with one key take turns; those with a key without a use
+// limit share one write per turn, so a fleet enrolling at once costs a
+// few writes of the key rather than one each.
 func (s *Server) consumeKey(ctx context.Context, key *api.APIKey) error {
-	mu, _ := s.keyMu.LoadOrStore(key.Metadata.Name, new(sync.Mutex))
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	v, _ := s.keyMu.LoadOrStore(key.Metadata.Name, &keyUses{})
+	ku := v.(*keyUses)
+	if key.Spec.MaxUses > 0 {
+		ku.turn.Lock()
+		defer ku.turn.Unlock()
+		return s.addUses(ctx, key, 1)
+	}
+	done := make(chan error, 1)
+	ku.mu.Lock()
+	ku.waiting = append(ku.waiting, done)
+	leader := len(ku.waiting) == 1
+	ku.mu.Unlock()
+	if leader {
+		go s.flushUses(key, ku)
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// keyUses is the registrations of one API key waiting for their use to
+// be counted.
+type keyUses struct {
+	turn    sync.Mutex // held while a turn writes
+	mu      sync.Mutex // guards waiting
+	waiting []chan error
+}
+
+// flushUses writes the uses of everyone waiting, turn by turn, until no
+// one is.
+func (s *Server) flushUses(key *api.APIKey, ku *keyUses) {
+	ku.turn.Lock()
+	defer ku.turn.Unlock()
+	for {
+		ku.mu.Lock()
+		batch := ku.waiting
+		ku.waiting = nil
+		ku.mu.Unlock()
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := s.addUses(ctx, key, int64(len(batch)))
+		cancel()
+		for _, ch := range batch {
+			ch <- err
+		}
+		// A later batch counts on the stored key, not the one read by
+		// the registration that started this flush.
+		key = &api.APIKey{Metadata: api.ObjectMeta{Name: key.Metadata.Name}}
+	}
+}
+
+// addUses adds n uses to the stored key, re-reading it on a conflict.
+// key is the key as last read; one with no resourceVersion is read first.
+func (s *Server) addUses(ctx context.Context, key *api.APIKey, n int64) error {
 	for attempt := 0; attempt < 5; attempt++ {
-		if key.Spec.MaxUses > 0 && key.Status.Uses >= key.Spec.MaxUses {
-			return api.NewStatusError(api.ReasonForbidden, "the API key %q has been used %d of %d times", key.Metadata.Name, key.Status.Uses, key.Spec.MaxUses)
-		}
-		k := api.Clone(key)
-		k.Status.Uses++
-		now := s.cfg.Now().UTC().Truncate(time.Second)
-		k.Status.LastUsed = &now
-		_, err := s.cfg.Store.UpdateStatus(ctx, k, store.WriteOptions{})
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, api.ErrConflict) {
-			return err
+		if key.Metadata.ResourceVersion != "" {
+			if key.Spec.MaxUses > 0 && key.Status.Uses+n > key.Spec.MaxUses {
+				return api.NewStatusError(api.ReasonForbidden, "the API key %q has been used %d of %d times", key.Metadata.Name, key.Status.Uses, key.Spec.MaxUses)
+			}
+			k := api.Clone(key)
+			k.Status.Uses += n
+			now := s.cfg.Now().UTC().Truncate(time.Second)
+			k.Status.LastUsed = &now
+			_, err := s.cfg.Store.UpdateStatus(ctx, k, store.WriteOptions{})
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, api.ErrConflict) {
+				return err
+			}
 		}
 		obj, err := s.cfg.Store.Get(ctx, "APIKey", key.Metadata.Name)
+		if errors.Is(err, api.ErrNotFound) {
+			return api.NewStatusError(api.ReasonUnauthorized, "the API key is unknown or revoked")
+		}
 		if err != nil {
 			return err
 		}

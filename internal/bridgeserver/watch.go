@@ -20,7 +20,8 @@ import (
 type conn struct {
 	principal credential.Principal
 	ws        *websocket.Conn
-	wakeCh    chan struct{} // capacity 1: wakes coalesce
+	wakeCh    chan struct{}  // capacity 1: wakes coalesce
+	statusCh  chan heartbeat // capacity 1: the newest status wins
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 }
@@ -68,7 +69,7 @@ func (s *Server) watch(c echo.Context) error {
 	}
 	ws.SetReadLimit(bridge.MaxMessageBytes)
 	cctx, cancel := context.WithCancel(context.Background())
-	cn := &conn{principal: p, ws: ws, wakeCh: make(chan struct{}, 1), cancel: cancel}
+	cn := &conn{principal: p, ws: ws, wakeCh: make(chan struct{}, 1), statusCh: make(chan heartbeat, 1), cancel: cancel}
 	s.mu.Lock()
 	s.conns[cn] = struct{}{}
 	s.mu.Unlock()
@@ -89,11 +90,15 @@ func (s *Server) watch(c echo.Context) error {
 	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		defer cn.close(websocket.StatusNormalClosure, "")
 		s.readLoop(cctx, cn)
+	}()
+	go func() {
+		defer wg.Done()
+		s.statusLoop(cctx, cn)
 	}()
 	go func() {
 		defer wg.Done()
@@ -182,9 +187,12 @@ func (s *Server) pingLoop(ctx context.Context, c *conn) {
 	}
 }
 
-// readLoop takes heartbeats until the connection ends.
+// readLoop takes heartbeats until the connection ends. It never waits
+// for the store: a status to record goes to statusLoop, replacing one not
+// yet written, so that a slow store delays no pong (and no node is taken
+// for dead while Control is busy).
 func (s *Server) readLoop(ctx context.Context, c *conn) {
-	var lastWrite time.Time
+	var lastQueued time.Time
 	var lastStatus *bridge.NodeStatus
 	for {
 		typ, data, err := c.ws.Read(ctx)
@@ -203,17 +211,51 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 			continue
 		}
 		now := s.cfg.Now()
-		if lastStatus != nil && reflect.DeepEqual(*lastStatus, *m.Status) && now.Sub(lastWrite) < s.cfg.StatusInterval {
-			continue
-		}
-		if err := s.recordStatus(ctx, c.principal, *m.Status, now); err != nil {
-			if !errors.Is(err, context.Canceled) {
-				s.log.Warn("record node status", "name", c.principal.Node, "err", err)
-			}
+		if lastStatus != nil && reflect.DeepEqual(*lastStatus, *m.Status) && now.Sub(lastQueued) < s.cfg.StatusInterval {
 			continue
 		}
 		st := *m.Status
-		lastStatus, lastWrite = &st, now
+		lastStatus, lastQueued = &st, now
+		hb := heartbeat{status: st, at: now}
+		select {
+		case c.statusCh <- hb:
+		default:
+			// The one queued is not written yet: this one replaces it.
+			select {
+			case <-c.statusCh:
+			default:
+			}
+			c.statusCh <- hb
+		}
+	}
+}
+
+// heartbeat is a node status to record and when it arrived.
+type heartbeat struct {
+	status bridge.NodeStatus
+	at     time.Time
+}
+
+// statusLoop records the heartbeats readLoop queues, at most
+// statusWriters at a time across all connections.
+func (s *Server) statusLoop(ctx context.Context, c *conn) {
+	for {
+		var hb heartbeat
+		select {
+		case <-ctx.Done():
+			return
+		case hb = <-c.statusCh:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case s.writers <- struct{}{}:
+		}
+		err := s.recordStatus(ctx, c.principal, hb.status, hb.at)
+		<-s.writers
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("record node status", "name", c.principal.Node, "err", err)
+		}
 	}
 }
 

@@ -144,14 +144,15 @@ type scaleResult struct {
 	rssBeforeKiB     int             // Control, before the restart
 	cpuEnrol         float64         // Control CPU seconds while the fleet enrolled
 	cpuSettle        float64         // Control CPU seconds from restart to settled
+	idleCPU          float64         // Control CPU seconds per second with the fleet idle
 }
 
 func (r scaleResult) String() string {
 	q := func(p int) time.Duration { return r.propagation[min(len(r.propagation)-1, len(r.propagation)*p/100)] }
 	return fmt.Sprintf("%d agents, %d gateways: enrolled in %v (control CPU %.1fs); tunnel from its apply request to every gateway p50 %v p99 %v max %v (%d samples); "+
-		"restart settled in %v (%v after ready, control CPU %.1fs); control RSS %d MiB before restart, %d MiB after",
+		"idle control CPU %.0f%% of a core; restart settled in %v (%v after ready, control CPU %.1fs); control RSS %d MiB before restart, %d MiB after",
 		r.agents, r.gateways, r.enrol.Round(time.Millisecond), r.cpuEnrol, q(50), q(99), r.propagation[len(r.propagation)-1],
-		len(r.propagation), r.settle.Round(time.Millisecond), r.settleFromReady.Round(time.Millisecond), r.cpuSettle,
+		len(r.propagation), 100*r.idleCPU, r.settle.Round(time.Millisecond), r.settleFromReady.Round(time.Millisecond), r.cpuSettle,
 		r.rssBeforeKiB/1024, r.rssKiB/1024)
 }
 
@@ -159,6 +160,12 @@ func (r scaleResult) String() string {
 // without its slice.
 func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	raiseFileLimit(tb, 2*(agents+gateways)+1000)
+	// A benchmark runs for minutes: say where it is.
+	progress := func(format string, args ...any) {
+		if _, ok := tb.(*testing.B); ok {
+			fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+		}
+	}
 	res := scaleResult{agents: agents, gateways: gateways}
 	c := newControl(tb)
 	token := c.adminToken()
@@ -280,17 +287,29 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			if missing == 0 {
 				return
 			}
+			progress("%s: %d of %d nodes lack their whole slice", what, missing, len(nodes))
 			if time.Now().After(deadline) {
 				first.mu.Lock()
 				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v\n%s",
 					what, missing, timeout, first.kind, first.name, first.peers, first.addressed, tail(c.logs(), 3000))
 			}
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(2 * time.Second)
 		}
 	}
 	waitComplete("enrolment", time.Duration(30+(agents+gateways)/50)*time.Second)
 	res.enrol = time.Since(start)
 	res.cpuEnrol = cpuSeconds([]int{c.pid()}) - cpu0
+	progress("enrolled in %v", res.enrol)
+
+	// Idle: the fleet only sends heartbeats.
+	idle := 20 * time.Second
+	if _, ok := tb.(*testing.B); !ok {
+		idle = 2 * time.Second
+	}
+	cpuIdle := cpuSeconds([]int{c.pid()})
+	time.Sleep(idle)
+	res.idleCPU = (cpuSeconds([]int{c.pid()}) - cpuIdle) / idle.Seconds()
+	progress("idle: control uses %.0f%% of a core", 100*res.idleCPU)
 
 	// Propagation: each round applies a tunnel and times, at every
 	// gateway, the delta that carries its route.
@@ -330,6 +349,7 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	}
 	slices.Sort(res.propagation)
 	res.rssBeforeKiB = rssKiB(c.pid())
+	progress("propagation done")
 
 	// Restart: every node must reconnect and be told its slice again (an
 	// UpToDate when nothing changed), none left behind.
@@ -354,6 +374,7 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 				last = at
 			}
 		}
+		progress("restart: %d nodes behind", behind)
 		if behind == 0 {
 			res.settle, res.settleFromReady = last.Sub(restarted), last.Sub(ready)
 			break
@@ -361,7 +382,7 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 		if time.Now().After(deadline) {
 			tb.Fatalf("after the restart %d nodes have not resynced (e.g. %s %s)\n%s", behind, example.kind, example.name, tail(c.logs(), 3000))
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(time.Second)
 	}
 	res.cpuSettle = cpuSeconds([]int{c.pid()}) - cpu1
 	waitComplete("after the restart", 30*time.Second)

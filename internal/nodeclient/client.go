@@ -90,9 +90,10 @@ type Client struct {
 	log  *slog.Logger
 	http *http.Client
 
-	mu         sync.Mutex // guards credential, slice, revision, connected
+	mu         sync.Mutex // guards credential, slice, enc, revision, connected
 	credential string
 	slice      bridge.Slice
+	enc        *encoded // slice's items encoded; nil when slice is
 	revision   int64
 	connected  bool
 }
@@ -182,7 +183,7 @@ func New(cfg Config) (*Client, error) {
 		if err := json.Unmarshal(data, &saved); err != nil {
 			c.log.Warn("ignoring an unreadable saved slice", "err", err)
 		} else if sl, err := (bridge.Slice{}).Apply(bridge.Message{Type: bridge.Snapshot, Items: saved.Items}); err == nil {
-			c.slice, c.revision = sl, saved.Revision
+			c.slice, c.enc, c.revision = sl, encode(sl), saved.Revision
 		}
 	}
 	return c, nil
@@ -333,8 +334,8 @@ func statusMessage(code int, body []byte) string {
 func (c *Client) session(ctx context.Context) (established bool, err error) {
 	c.mu.Lock()
 	cred, rev, digest := c.credential, c.revision, ""
-	if c.slice != nil {
-		digest = c.slice.Digest()
+	if c.enc != nil {
+		digest = c.enc.digest()
 	}
 	c.mu.Unlock()
 	u := strings.Replace(c.cfg.ControlURL, "http", "ws", 1) + bridge.WatchPath +
@@ -409,7 +410,7 @@ func (c *Client) handle(m bridge.Message) error {
 		return nil
 	}
 	c.mu.Lock()
-	cur := c.slice
+	cur, enc := c.slice, c.enc
 	c.mu.Unlock()
 	if cur == nil {
 		cur = bridge.Slice{}
@@ -418,10 +419,11 @@ func (c *Client) handle(m bridge.Message) error {
 	if err != nil {
 		return err
 	}
-	if m.Digest != "" && next.Digest() != m.Digest {
+	nextEnc := enc.apply(m)
+	if m.Digest != "" && nextEnc.digest() != m.Digest {
 		// A gap: ask for a snapshot by reconnecting without a digest.
 		c.mu.Lock()
-		c.slice, c.revision = nil, 0
+		c.slice, c.enc, c.revision = nil, nil, 0
 		c.mu.Unlock()
 		return fmt.Errorf("slice digest mismatch after %s at revision %d; resyncing", m.Type, m.Revision)
 	}
@@ -429,10 +431,9 @@ func (c *Client) handle(m bridge.Message) error {
 		c.log.Error("apply slice", "revision", m.Revision, "err", err)
 	}
 	c.mu.Lock()
-	c.slice, c.revision = next, m.Revision
+	c.slice, c.enc, c.revision = next, nextEnc, m.Revision
 	c.mu.Unlock()
-	data, _ := json.Marshal(savedSlice{Revision: m.Revision, Items: next.Items()})
-	if err := securefile.Write(filepath.Join(c.cfg.StateDir, sliceFile), data); err != nil {
+	if err := securefile.Write(filepath.Join(c.cfg.StateDir, sliceFile), nextEnc.saved(m.Revision)); err != nil {
 		c.log.Error("save slice", "err", err)
 	}
 	c.synced(m.Revision)
