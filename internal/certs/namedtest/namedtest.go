@@ -130,7 +130,9 @@ ns IN A 127.0.0.1
 		}
 	})
 	for deadline := time.Now().Add(15 * time.Second); ; {
-		if data, _ := os.ReadFile(s.Log); strings.Contains(string(data), "running") {
+		// Not "running as: named ...", the first line: "all zones
+		// loaded" comes once the zone answers.
+		if data, _ := os.ReadFile(s.Log); strings.Contains(string(data), "all zones loaded") {
 			if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
 				c.Close()
 				return s
