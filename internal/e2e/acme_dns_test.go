@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -42,12 +43,44 @@ func TestACMEWildcardThroughDNS01(t *testing.T) {
 			}
 		}
 	}
+	if n := r.orders(); n != 1 {
+		t.Errorf("orders at the CA: got %d, want 1", n)
+	}
 	// A deeper name is not covered by the wildcard, nor routed by it.
 	if _, _, err := get(trustingClient(c.gateways[0].httpsAddr, pool), "https://x.a.example.test/"); err == nil {
 		t.Errorf("https://x.a.example.test: got a trusted handshake, want a certificate error")
 	}
-	if n := r.orders(); n != 1 {
-		t.Errorf("orders at the CA: got %d, want 1", n)
+	// The wildcard tunnel is Ready like any other: every gateway reports
+	// its route.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, out := c.api("GET", "/tunnels/wild", "")
+		var tun api.Tunnel
+		decodeJSON(t, out, &tun)
+		if api.IsConditionTrue(tun.Status.Conditions, api.ConditionReady) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("wildcard tunnel: got %s after 30s, want Ready", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A tunnel for one exact name under the wildcard takes that name
+	// over; the other names stay with the wildcard.
+	c.addApp("app-b")
+	c.applyTunnel("exact", "exact.example.test", "home", c.apps["app-b"])
+	for _, tt := range []struct{ host, app string }{{"exact.example.test", "app-b"}, {"other.example.test", "app-a"}} {
+		var last string
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			code, body, err := get(trustingClient(c.gateways[1].httpsAddr, pool), "https://"+tt.host+"/")
+			if err == nil && code == 200 && strings.Contains(body, "Hello from "+tt.app) {
+				break
+			}
+			last = fmt.Sprintf("%d %q %v", code, body, err)
+			if time.Now().After(deadline) {
+				t.Fatalf("https://%s with an exact tunnel beside the wildcard: got %s after 30s, want 200 from %s", tt.host, last, tt.app)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 	_, out := c.api("GET", "/certificates/"+api.CertificateName(wildcard), "")
 	var cert api.Certificate
