@@ -1,10 +1,13 @@
 // Package ui is Control's web interface: server-rendered pages (Go
 // html/template, a little plain JavaScript and CSS, embedded in the
-// binary) for logging in, the first-run setup, and managing tunnels with
-// their status updated live over server-sent events. Every page checks
+// binary) for the first-run setup, logging in and signing up, tunnels,
+// agents, gateways, certificates, API keys, tokens, users, settings and
+// the audit log, with lists and the dashboard updated live over
+// server-sent events fed by the store's watch (live.go). Every page checks
 // the session and the role on the server; hiding a button is a courtesy,
-// never the protection. It imports api, store, internal/accounts and
-// internal/apiserver (for the session cookie and CSRF checks) and echo.
+// never the protection. It imports api, store, internal/accounts,
+// internal/audit and internal/apiserver (for the session cookie and CSRF
+// checks) and echo.
 package ui
 
 import (
