@@ -184,7 +184,7 @@ func (u *UI) createInvite(c echo.Context) error {
 	if err != nil || days < 1 || days > int(accounts.MaxInviteTTL.Hours()/24) {
 		d.Errors["days"] = fmt.Sprintf("%q is not a whole number of days from 1 to %d", d.New.Days, int(accounts.MaxInviteTTL.Hours()/24))
 	}
-	if errs := api.Role(d.New.Role); errs != api.RoleAdmin && errs != api.RoleEditor && errs != api.RoleViewer {
+	if r := api.Role(d.New.Role); r != api.RoleAdmin && r != api.RoleEditor && r != api.RoleViewer {
 		d.Errors["role"] = fmt.Sprintf("%q is not admin, editor or viewer", d.New.Role)
 	}
 	if len(d.Errors) > 0 {
