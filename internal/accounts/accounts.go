@@ -583,6 +583,10 @@ func (s *Service) Logout(ctx context.Context, id string) error {
 	return nil
 }
 
+// UserLabel names, on a token minted by MintToken, the user it was
+// minted for.
+const UserLabel = "kakuremichi.io/user"
+
 // MaxCLITokenTTL bounds the lifetime of tokens minted by MintToken.
 const MaxCLITokenTTL = 90 * 24 * time.Hour
 
@@ -614,7 +618,7 @@ func (s *Service) MintToken(ctx context.Context, name, password, addr string, tt
 	exp := s.now().Add(ttl).UTC().Truncate(time.Second)
 	tok := &api.Token{
 		TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Token"},
-		Metadata: api.ObjectMeta{Name: tokName, Labels: map[string]string{"kakuremichi.io/user": u.Name}},
+		Metadata: api.ObjectMeta{Name: tokName, Labels: map[string]string{UserLabel: u.Name}},
 		Spec: api.TokenSpec{Role: u.Role, ExpiresAt: &exp, SecretHash: credential.Hash(secret),
 			Description: "kakuremichictl login of " + u.Name + " from " + addr},
 	}

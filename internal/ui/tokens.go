@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/accounts"
 	"github.com/kakuremichi/kakuremichi/internal/apiserver"
 	"github.com/kakuremichi/kakuremichi/internal/credential"
 	"github.com/kakuremichi/kakuremichi/store"
@@ -18,10 +19,6 @@ import (
 
 // CreatedByAnnotation names the user who made a token in the UI.
 const CreatedByAnnotation = "kakuremichi.io/created-by"
-
-// userLabel is set by accounts.MintToken on the tokens of kakuremichictl
-// login, naming the user.
-const userLabel = "kakuremichi.io/user"
 
 // tokenRow is one token as the tokens page shows it: never its secret or
 // its hash.
@@ -59,8 +56,8 @@ func tokenRowOf(t *api.Token, now time.Time) tokenRow {
 	switch {
 	case t.Metadata.Annotations[CreatedByAnnotation] != "":
 		r.CreatedBy = t.Metadata.Annotations[CreatedByAnnotation]
-	case t.Metadata.Labels[userLabel] != "":
-		r.CreatedBy = t.Metadata.Labels[userLabel] + " (kakuremichictl login)"
+	case t.Metadata.Labels[accounts.UserLabel] != "":
+		r.CreatedBy = t.Metadata.Labels[accounts.UserLabel] + " (kakuremichictl login)"
 	case t.Metadata.Name == apiserver.BootstrapTokenName:
 		r.CreatedBy = "Control, on first start"
 	case r.Node != "":
