@@ -106,7 +106,10 @@ mkdir -p "$(dirname "$out")"
 	echo
 	echo "## Machine"
 	echo
-	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores available"
+	flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'aes|vaes|avx2|avx512f|sha_ni' | paste -sd' ' -)
+	vm=
+	grep -qw hypervisor /proc/cpuinfo && vm=", a virtual machine"
+	echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores available$vm; flags that matter to crypto: ${flags:-none}"
 	echo "- Memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 	echo "- Kernel: $(uname -sr)"
 	echo "- Load average (1, 5, 15 min) when the run started: $load; other work on the machine shares its cores"

@@ -25,7 +25,7 @@ func TestSuiteMarkdownMarksTargets(t *testing.T) {
 			samples[k][p] = []benchSample{s}
 		}
 	}
-	md := suiteMarkdown(benchConfig{rounds: 1, bulk: 1 << 20, duration: 1}, paths, workloads, samples, med, nil)
+	md := suiteMarkdown(benchConfig{rounds: 1, bulk: 1 << 20, duration: 1}, paths, workloads, samples, med, nil, 1.5)
 	for _, want := range []string{
 		"| bulk CPU (gateway+agent, 1 stream) ≤ 4.0 s/GB | 4.00 s/GB: met |",
 		"| 1-stream throughput ≥ 45% of proxy | 45%: met |",
