@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kakuremichi/kakuremichi/internal/certs/namedtest"
 )
 
 // TestACMEControlOwnCertificate: Control in ACME mode with
@@ -35,5 +37,30 @@ func TestACMEControlOwnCertificate(t *testing.T) {
 	}
 	if log := mustRead(t, logPath); strings.Contains(log, "Attempting to validate w/ HTTP") {
 		t.Errorf("pebble log: an HTTP-01 validation was attempted, want TLS-ALPN-01 at Control's listener")
+	}
+}
+
+// TestACMEControlOwnCertificateByDNS01: with a DNS provider, Control's
+// own name is validated by DNS-01 through BIND, and none of Control's
+// ports needs to be reachable by the CA (Pebble's TLS-ALPN-01 and
+// HTTP-01 ports lead nowhere).
+func TestACMEControlOwnCertificateByDNS01(t *testing.T) {
+	pebbleBinary(t)
+	certsDir := pebbleCerts(t)
+	ns := namedtest.Start(t, "example.test")
+	const hostname = "control.example.test"
+	pebblePort := freePort(t)
+	_, mgmt, orders, _, logPath := startPebbleLog(t, pebblePort, ns.Addr, freePort(t), freePort(t), 0)
+	cp := startHTTPSControl(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--certificates", "acme",
+		"--acme-directory", fmt.Sprintf("https://localhost:%d/dir", pebblePort), "--acme-email", "ops@example.com",
+		"--acme-ca-file", filepath.Join(certsDir, "pebble.minica.pem"), "--public-hostname", hostname,
+		"--acme-dns-provider", "rfc2136", "--acme-dns-server", ns.Addr,
+		"--acme-dns-tsig-key", "kakuremichi-test", "--acme-dns-tsig-secret-file", ns.SecretFile)
+	waitControlTrusted(t, cp, hostname, pebbleRoot(t, mgmt), 60*time.Second)
+	if n := orders(); n != 1 {
+		t.Errorf("orders at the CA: got %d, want 1", n)
+	}
+	if log := mustRead(t, logPath); strings.Contains(log, "Attempting to validate w/ HTTP") {
+		t.Errorf("pebble log: an HTTP-01 validation was attempted, want DNS-01 only")
 	}
 }
