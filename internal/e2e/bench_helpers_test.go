@@ -224,6 +224,68 @@ func benchBulk(cl *http.Client, base string, streams int, each int64) (float64, 
 	return float64(streams) * float64(each) / time.Since(start).Seconds() / 1e6, nil
 }
 
+// benchUpload sends each bytes on streams concurrent connections and
+// returns MB/s (10^6 bytes) over the wall time of all of them.
+func benchUpload(cl *http.Client, base string, streams int, each int64) (float64, error) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, err := http.NewRequest(http.MethodPost, base+"/upload", io.LimitReader(&repeatReader{}, each))
+			if err != nil {
+				errs <- err
+				return
+			}
+			req.ContentLength = each
+			resp, err := cl.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && (resp.StatusCode != 200 || strings.TrimSpace(string(body)) != strconv.FormatInt(each, 10)) {
+				err = fmt.Errorf("got %d %q, want 200 and the app counting %d bytes", resp.StatusCode, body, each)
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(streams) * float64(each) / time.Since(start).Seconds() / 1e6, nil
+}
+
+// uploadBlock is what repeatReader repeats: the client's cost of making
+// an upload body is a copy.
+var uploadBlock = func() []byte {
+	b := make([]byte, 251*256)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}()
+
+// repeatReader is an endless upload body.
+type repeatReader struct{ off int }
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := copy(p[n:], uploadBlock[r.off:])
+		n += k
+		r.off = (r.off + k) % len(uploadBlock)
+	}
+	return n, nil
+}
+
 // loadResult is one small-request measurement.
 type loadResult struct {
 	requests int

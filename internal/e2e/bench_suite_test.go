@@ -23,7 +23,8 @@ type benchPath struct {
 // benchWorkload is one measurement, run on every path in each round.
 type benchWorkload struct {
 	key, title string
-	streams    int // bulk: concurrent downloads
+	streams    int // bulk: concurrent downloads (or uploads)
+	upload     bool
 	conns      int // small requests: concurrent connections
 }
 
@@ -94,6 +95,7 @@ func BenchmarkSuite(b *testing.B) {
 	workloads := []benchWorkload{
 		{key: "bulk1", title: "bulk, 1 stream", streams: 1},
 		{key: "bulk4", title: "bulk, 4 streams", streams: 4},
+		{key: "up1", title: "upload, 1 stream", streams: 1, upload: true},
 		{key: "req1", title: "small requests, 1 connection", conns: 1},
 		{key: "req50", title: "small requests, 50 connections", conns: 50},
 	}
@@ -152,6 +154,7 @@ func BenchmarkSuite(b *testing.B) {
 		m := func(k string) benchSample { return med[k][p.name] }
 		b.ReportMetric(m("bulk1").mbs, short[i]+"-1stream-MB/s")
 		b.ReportMetric(m("bulk4").mbs, short[i]+"-4streams-MB/s")
+		b.ReportMetric(m("up1").mbs, short[i]+"-upload-MB/s")
 		b.ReportMetric(m("req50").rps, short[i]+"-50conns-req/s")
 		b.ReportMetric(m("req50").p99, short[i]+"-50conns-p99-ms")
 		b.ReportMetric(m("req1").p50, short[i]+"-1conn-p50-ms")
@@ -195,7 +198,11 @@ func runWorkload(b *testing.B, cfg benchConfig, w benchWorkload, p *benchPath) b
 	b.Helper()
 	if w.streams > 0 {
 		cpu0 := cpuSeconds(p.pids)
-		mbs, err := benchBulk(p.client, p.base, w.streams, cfg.bulk)
+		bulk := benchBulk
+		if w.upload {
+			bulk = benchUpload
+		}
+		mbs, err := bulk(p.client, p.base, w.streams, cfg.bulk)
 		if err != nil {
 			b.Fatalf("%s, %s: %v", p.name, w.title, err)
 		}
@@ -249,7 +256,8 @@ func suiteMarkdown(cfg benchConfig, paths []*benchPath, workloads []benchWorkloa
 	pf("loopback UDP). The client is the benchmark process: keep-alive HTTP/1.1, so N concurrent requests are N connections\n")
 	pf("on every path; the direct path is plain HTTP, the others HTTPS.\n\n")
 	pf("Rounds: %d; in each, every workload runs on every path in turn, the first path rotating each round; the tables hold\n", cfg.rounds)
-	pf("the median of the rounds. Bulk: GET `/bytes?n=%d` (%d MiB) per stream, MB/s = 10^6 bytes/s over the wall time of\n", cfg.bulk, cfg.bulk>>20)
+	pf("the median of the rounds. Bulk: GET `/bytes?n=%d` (%d MiB) per stream, or a POST of as many bytes to `/upload`;\n", cfg.bulk, cfg.bulk>>20)
+	pf("MB/s = 10^6 bytes/s over the wall time of\n")
 	pf("all streams. Small requests: GET `/healthz` (3-byte body) in a loop on each connection for %v after a short warm-up;\n", cfg.duration)
 	pf("p50/p99 of every request's latency. CPU is user+system time of the path's processes from `/proc/<pid>/stat`\n")
 	pf("(gateway+agent for a tunnel, the proxy process for the reverse proxy), measured across each workload: seconds per\n")
@@ -258,12 +266,16 @@ func suiteMarkdown(cfg benchConfig, paths []*benchPath, workloads []benchWorkloa
 	pf("For scale: WireGuard's cipher, ChaCha20-Poly1305, sealed 1420-byte packets at %.2f GB/s on one core of this\n", sealGBs)
 	pf("machine just before the run.\n\n")
 
-	pf("## Bulk download\n\n")
-	pf("| path | 1 stream MB/s | vs proxy | CPU s/GB | 4 streams MB/s | vs proxy | CPU s/GB |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	pf("## Bulk\n\nDownloads (app to client) on 1 and 4 streams, and an upload (client to app) on 1 stream.\n\n")
+	pf("| path | down, 1 stream MB/s | vs proxy | CPU s/GB | down, 4 streams MB/s | vs proxy | CPU s/GB | up, 1 stream MB/s | vs proxy | CPU s/GB |\n")
+	pf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range paths {
-		b1, b4 := med["bulk1"][p.name], med["bulk4"][p.name]
-		pf("| %s | %.0f | %s | %s | %.0f | %s | %s |\n", p.name, b1.mbs, pct(b1.mbs, med["bulk1"][proxy].mbs), cpu(p, b1.cpuPerGB, "%.2f"),
-			b4.mbs, pct(b4.mbs, med["bulk4"][proxy].mbs), cpu(p, b4.cpuPerGB, "%.2f"))
+		pf("| %s |", p.name)
+		for _, k := range []string{"bulk1", "bulk4", "up1"} {
+			x := med[k][p.name]
+			pf(" %.0f | %s | %s |", x.mbs, pct(x.mbs, med[k][proxy].mbs), cpu(p, x.cpuPerGB, "%.2f"))
+		}
+		pf("\n")
 	}
 	pf("\n## Small requests\n\n")
 	pf("| path | 1 conn req/s | p50 ms | p99 ms | p50 added over direct ms | 50 conns req/s | vs proxy | p50 ms | p99 ms | p99 vs proxy | CPU ms per 1000 req |\n")

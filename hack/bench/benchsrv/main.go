@@ -4,8 +4,8 @@
 //	benchsrv app -listen 127.0.0.1:8080
 //	benchsrv proxy -listen 127.0.0.1:8443 -target http://127.0.0.1:8080
 //
-// The app answers GET /bytes?n=N with N bytes and GET /healthz with a
-// three-byte body; the bulk body is copied from a precomputed buffer so the
+// The app answers GET /bytes?n=N with N bytes, POST /upload with the
+// count of bytes it read, and GET /healthz with a three-byte body; the bulk body is copied from a precomputed buffer so the
 // app costs as little CPU as possible and the paths in front of it are what
 // is measured. The proxy is a plain httputil.ReverseProxy terminating TLS
 // with a self-signed ECDSA P-256 certificate (the kind a gateway makes when
@@ -63,7 +63,7 @@ func main() {
 
 func serveApp(listen string) error { return serve(listen, appHandler(), nil) }
 
-// appHandler serves /healthz and /bytes?n=.
+// appHandler serves /healthz, /bytes?n= and /upload.
 func appHandler() http.Handler {
 	// 251 is prime: the pattern (0..250 repeated) shows a shifted or
 	// dropped byte, and the buffer holds whole periods so that copies of
@@ -74,6 +74,14 @@ func appHandler() http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d\n", n)
+	})
 	mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
 		if err != nil || n < 0 || n > maxBytes {

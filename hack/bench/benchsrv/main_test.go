@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -58,4 +59,26 @@ func TestProxyTargetMustBeHTTP(t *testing.T) {
 			t.Errorf("target %q: got %v, want an error naming -target", target, err)
 		}
 	}
+}
+
+func TestAppUploadCounts(t *testing.T) {
+	srv := httptest.NewServer(appHandler())
+	defer srv.Close()
+	const n = 3 << 20
+	resp, err := srv.Client().Post(srv.URL+"/upload", "application/octet-stream", io.LimitReader(zeros{}, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := strings.TrimSpace(string(body)); resp.StatusCode != 200 || got != strconv.Itoa(n) {
+		t.Fatalf("got %d %q, want 200 %d", resp.StatusCode, got, n)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }
