@@ -1,5 +1,6 @@
 # The kakuremichi image: Control, gateway, agent, demo app and
-# kakuremichictl in one image, FROM scratch.
+# kakuremichictl in one image, FROM scratch; kakuremichi-agent is the agent
+# alone, for a smaller footprint.
 #
 # Build it with hack/image.sh, not with `docker build .`: the script builds
 # static binaries on the host (CGO_ENABLED=0) and prepares a build context
@@ -30,7 +31,7 @@ LABEL org.opencontainers.image.title="kakuremichi" \
 
 COPY rootfs/ /
 COPY --chown=65532:65532 owned/ /
-COPY kakuremichi kakuremichictl /
+COPY kakuremichi kakuremichictl kakuremichi-agent /
 
 # 65532 is "nonroot": no role needs root. Gateways listen on 8080/8443
 # inside the container and the compose file maps 80/443 (or any port) to

@@ -41,7 +41,7 @@ trap 'rm -rf "$ctx"' EXIT
 
 CGO_ENABLED=0 GOOS=linux GOARCH="$arch" go build -trimpath \
   -ldflags "-s -w -X github.com/kakuremichi/kakuremichi/internal/buildinfo.version=$version" \
-  -o "$ctx/" ./cmd/kakuremichi ./cmd/kakuremichictl
+  -o "$ctx/" ./cmd/kakuremichi ./cmd/kakuremichictl ./cmd/kakuremichi-agent
 
 # Owned by root: certificates and the user database.
 mkdir -p "$ctx/rootfs/etc/ssl/certs"
@@ -63,7 +63,7 @@ elif docker buildx version >/dev/null 2>&1; then
   docker buildx build --quiet --load --platform "linux/$arch" "${build_args[@]}" "$ctx" >/dev/null
 else
   mkdir -p "bin/linux-$arch"
-  cp "$ctx/kakuremichi" "$ctx/kakuremichictl" "bin/linux-$arch/"
+  cp "$ctx/kakuremichi" "$ctx/kakuremichictl" "$ctx/kakuremichi-agent" "bin/linux-$arch/"
   echo "hack/image.sh: no docker buildx here to build a linux/$arch image; its binaries are in bin/linux-$arch/" >&2
   echo "bin/linux-$arch"
   exit 0

@@ -20,7 +20,7 @@ func runDemo(ctx context.Context, args []string, stderr io.Writer) int {
 	var lf logFlags
 	fs.StringVar(&listen, "listen", "127.0.0.1:3000", "address to serve the demo app on")
 	fs.StringVar(&name, "name", "demo", "name shown on the hello page")
-	lf.register(fs)
+	lf.Register(fs)
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: kakuremichi demo [flags]\n\nServes a small web app (hello page, /headers, /upload, /bytes?n=, /sse, /ws) to publish through a tunnel.")
 	log, code := parseCommand(fs, args, &lf, stderr)
 	if code >= 0 {

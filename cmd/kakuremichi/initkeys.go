@@ -46,7 +46,7 @@ func runInitKeys(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&gatewayKey, "gateway-key", "compose-gateways", "name of the gateways' API key")
 	fs.StringVar(&agentKey, "agent-key", "compose-agents", "name of the agents' API key")
 	fs.DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for Control and its token file")
-	lf.register(fs)
+	lf.Register(fs)
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: CONTROL_URL=... kakuremichi init-keys [flags]\n\nCreates the gateway and agent API keys of a compose deployment into files, once.")
 	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -59,7 +59,7 @@ func runInitKeys(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "error: init-keys takes no arguments and needs CONTROL_URL or --control-url")
 		return 2
 	}
-	log, err := lf.logger(stderr)
+	log, err := lf.Logger(stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 2

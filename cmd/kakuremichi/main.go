@@ -5,11 +5,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -22,9 +20,15 @@ import (
 	"github.com/kakuremichi/kakuremichi/internal/buildinfo"
 	"github.com/kakuremichi/kakuremichi/internal/control"
 	"github.com/kakuremichi/kakuremichi/internal/flagenv"
+	"github.com/kakuremichi/kakuremichi/internal/nodecmd"
 )
 
-const envPrefix = "KAKUREMICHI_"
+const envPrefix = nodecmd.EnvPrefix
+
+// logFlags are the logging flags every subcommand shares.
+type logFlags = nodecmd.LogFlags
+
+var parseCommand = nodecmd.ParseCommand
 
 const usage = `kakuremichi: a self-hosted tunnel that publishes apps behind NAT.
 
@@ -54,13 +58,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "control":
 		return runControl(ctx, args[1:], stderr)
 	case "agent":
-		return runAgent(ctx, args[1:], stderr)
+		return nodecmd.RunAgent(ctx, args[1:], stderr)
 	case "gateway":
-		return runGateway(ctx, args[1:], stderr)
+		return nodecmd.RunGateway(ctx, args[1:], stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stderr)
 	case "healthcheck": // the container image's HEALTHCHECK
-		return runHealthcheck(ctx, args[1:], stderr)
+		return nodecmd.RunHealthcheck(ctx, args[1:], stderr)
 	case "init-keys": // docker-compose.yml's one-shot init service
 		return runInitKeys(ctx, args[1:], stderr)
 	case "version", "--version":
@@ -73,55 +77,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: unknown command %q\n\n%s\n", args[0], usage)
 		return 2
 	}
-}
-
-// logFlags are the logging flags every subcommand shares.
-type logFlags struct {
-	level, format string
-}
-
-func (l *logFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&l.level, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&l.format, "log-format", "text", "text or json")
-}
-
-func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", l.level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch l.format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	default:
-		return nil, fmt.Errorf("--log-format: %q is not text or json", l.format)
-	}
-}
-
-// parseCommand parses a subcommand's flags (each also read from its
-// environment variable), refuses stray arguments and builds the logger.
-// It returns the exit code to stop with, or -1 to go on.
-func parseCommand(fs *flag.FlagSet, args []string, lf *logFlags, stderr io.Writer) (*slog.Logger, int) {
-	if err := flagenv.Parse(fs, envPrefix, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, 0
-		}
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return nil, 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return nil, 2
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
-		return nil, 2
-	}
-	return log, -1
 }
 
 func runControl(ctx context.Context, args []string, stderr io.Writer) int {
@@ -184,7 +139,7 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&lg.HTTPSListen, "gateway-https-listen", ":443", "in-process gateway: address of HTTPS")
 	fs.StringVar(&gwWireGuard, "gateway-wireguard-listen", ":51820", "in-process gateway: UDP address of WireGuard")
 	fs.StringVar(&lg.TCPListenHost, "gateway-tcp-listen-host", "", "in-process gateway: host tcp tunnels' ports are bound on")
-	lf.register(fs)
+	lf.Register(fs)
 	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: kakuremichi control [flags]\n\nRuns Control: the API, the store (embedded etcd unless --etcd-endpoints) and the controllers.")
 	log, code := parseCommand(fs, args, &lf, stderr)
 	if code >= 0 {

@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -35,7 +35,7 @@ type nodeFlags struct {
 	caFile        string
 	insecure      bool
 	shutdownGrace time.Duration
-	log           logFlags
+	log           LogFlags
 }
 
 func (n *nodeFlags) register(fs *flag.FlagSet, kind string) {
@@ -51,7 +51,7 @@ func (n *nodeFlags) register(fs *flag.FlagSet, kind string) {
 	fs.StringVar(&n.caFile, "control-ca-file", "", "CA bundle that verifies Control's HTTPS certificate")
 	fs.BoolVar(&n.insecure, "control-insecure-skip-verify", false, "do not verify Control's HTTPS certificate (testing only)")
 	fs.DurationVar(&n.shutdownGrace, "shutdown-grace", 10*time.Second, "how long in-flight requests may take on SIGTERM")
-	n.log.register(fs)
+	n.log.Register(fs)
 }
 
 // sanitizeName turns a host name into a valid object name.
@@ -83,7 +83,7 @@ func (n *nodeFlags) apiKey() (string, error) {
 
 // parseNodeFlags parses args and returns a logger, or an exit code.
 func parseNodeFlags(fs *flag.FlagSet, args []string, n *nodeFlags, stderr io.Writer) (*slog.Logger, int) {
-	log, code := parseCommand(fs, args, &n.log, stderr)
+	log, code := ParseCommand(fs, args, &n.log, stderr)
 	if code >= 0 {
 		return nil, code
 	}
@@ -142,14 +142,15 @@ func runNode(ctx context.Context, log *slog.Logger, n *nodeFlags, kind, publicEn
 	return code
 }
 
-func runAgent(ctx context.Context, args []string, stderr io.Writer) int {
+// RunAgent runs `kakuremichi agent` with args and returns its exit code.
+func RunAgent(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kakuremichi agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var n nodeFlags
 	var wgPort int
 	n.register(fs, "agent")
 	fs.IntVar(&wgPort, "wireguard-port", 0, "local UDP port of WireGuard (0: random; the agent only dials out)")
-	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: CONTROL_URL=... API_KEY=... kakuremichi agent [flags]\n\nRuns an agent beside your apps: it dials out to every gateway over WireGuard and forwards its tunnels to their targets.")
+	fs.Usage = flagenv.Usage(fs, EnvPrefix, "Usage: CONTROL_URL=... API_KEY=... kakuremichi agent [flags]\n\nRuns an agent beside your apps: it dials out to every gateway over WireGuard and forwards its tunnels to their targets.")
 	log, code := parseNodeFlags(fs, args, &n, stderr)
 	if code >= 0 {
 		return code
@@ -167,7 +168,8 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) int {
 	return runNode(ctx, log, &n, "Agent", "", pk.PublicKey(), a.Run, a.Apply, a.Status)
 }
 
-func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
+// RunGateway runs `kakuremichi gateway` with args and returns its exit code.
+func RunGateway(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kakuremichi gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var n nodeFlags
@@ -182,7 +184,7 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&certFile, "tls-cert-file", "", "default certificate (PEM); without one a self-signed certificate is served")
 	fs.StringVar(&keyFile, "tls-key-file", "", "key of --tls-cert-file (PEM)")
 	fs.StringVar(&tcpHost, "tcp-listen-host", "", "host that tcp tunnels' public ports are bound on (default: all addresses)")
-	fs.Usage = flagenv.Usage(fs, envPrefix, "Usage: CONTROL_URL=... API_KEY=... kakuremichi gateway --public-endpoint HOST:PORT [flags]\n\nRuns a gateway: a public entry node that serves every tunnel and reaches every agent over WireGuard.")
+	fs.Usage = flagenv.Usage(fs, EnvPrefix, "Usage: CONTROL_URL=... API_KEY=... kakuremichi gateway --public-endpoint HOST:PORT [flags]\n\nRuns a gateway: a public entry node that serves every tunnel and reaches every agent over WireGuard.")
 	log, code := parseNodeFlags(fs, args, &n, stderr)
 	if code >= 0 {
 		return code

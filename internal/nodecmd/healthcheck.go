@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"time"
 )
 
-// runHealthcheck GETs one URL and exits 0 on a 2xx answer, 1 otherwise.
+// RunHealthcheck GETs one URL and exits 0 on a 2xx answer, 1 otherwise.
 // It exists for the container image's HEALTHCHECK: the image is built
 // FROM scratch, so there is no shell or curl to do it.
-func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) int {
+func RunHealthcheck(ctx context.Context, args []string, stderr io.Writer) int {
 	if len(args) != 1 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintln(stderr, "Usage: kakuremichi healthcheck URL\n\nGETs URL (http:// only, 5 s limit) and exits 0 on a 2xx answer, 1 otherwise.")
 		if len(args) == 1 {

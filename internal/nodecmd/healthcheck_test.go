@@ -1,4 +1,4 @@
-package main
+package nodecmd
 
 import (
 	"context"
@@ -41,7 +41,7 @@ func TestHealthcheck(t *testing.T) {
 		{"help", []string{"--help"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := runHealthcheck(context.Background(), tc.args, io.Discard); got != tc.want {
+			if got := RunHealthcheck(context.Background(), tc.args, io.Discard); got != tc.want {
 				t.Fatalf("healthcheck %v: got exit %d, want %d", tc.args, got, tc.want)
 			}
 		})
