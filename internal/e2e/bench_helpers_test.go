@@ -188,6 +188,8 @@ func benchClient(addr string) *http.Client {
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
 		DisableCompression:  true,
+		WriteBufferSize:     64 << 10,
+		ReadBufferSize:      64 << 10,
 	}}
 }
 
