@@ -407,7 +407,7 @@ func (a *Agent) Status() bridge.NodeStatus {
 	}
 	a.mu.Unlock()
 
-	var st bridge.NodeStatus
+	st := bridge.NodeStatus{DataPath: string(wgnet.BackendNetstack)}
 	if cur == nil {
 		return st
 	}

@@ -407,7 +407,7 @@ func (g *Gateway) publishRoutesLocked() {
 // for the caller, which knows them. It is cheap enough for every
 // heartbeat.
 func (g *Gateway) Status() bridge.NodeStatus {
-	var st bridge.NodeStatus
+	st := bridge.NodeStatus{DataPath: string(g.cfg.WireGuardBackend)}
 	names := *g.names.Load()
 	if dev := g.dev.Load(); dev != nil {
 		if peers, err := dev.Peers(); err == nil {

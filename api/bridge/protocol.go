@@ -181,6 +181,8 @@ type Forward struct {
 type NodeStatus struct {
 	// Version is the node's software version.
 	Version string `json:"version,omitempty"`
+	// DataPath is the node's WireGuard data path: "netstack" or "tun".
+	DataPath string `json:"dataPath,omitempty"`
 	// Revision is the slice revision the node has applied.
 	Revision int64 `json:"revision"`
 	// Peers reports each WireGuard peer's latest handshake.
