@@ -219,6 +219,10 @@ type NodeStatus struct {
 	OverlayAddress string `json:"overlayAddress,omitempty"`
 	// Version is the software version the node reported.
 	Version string `json:"version,omitempty"`
+	// DataPath is the WireGuard data path the node reported: "netstack"
+	// (in-process TCP/IP, the default) or "tun" (the kernel's, through a
+	// TUN interface).
+	DataPath string `json:"dataPath,omitempty"`
 	// LastHeartbeat is when the node last reported over the bridge.
 	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
 	// Revision is the slice revision the node last reported applying.
