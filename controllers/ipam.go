@@ -141,12 +141,11 @@ func (a *OverlayAllocator) Reconcile(ctx context.Context, req reconcile.Request)
 	_, st, _, _ := nodeParts(live)
 	old := st.OverlayAddress
 	addr, ok := lowestFree(first, last, used)
+	next := "" // an address another node holds is no address
 	if ok {
-		st.OverlayAddress = addr.String()
-	} else {
-		st.OverlayAddress = "" // an address another node holds is no address
+		next = addr.String()
 	}
-	res, err := a.write(ctx, req, live, prefix, st.OverlayAddress != old)
+	res, err := a.writeAddress(ctx, req, live, next, prefix)
 	if err == nil && ok {
 		used[addr] = true
 		a.batch(ctx, listed, req.Key, first, last, used, prefix)
@@ -157,9 +156,9 @@ func (a *OverlayAllocator) Reconcile(ctx context.Context, req reconcile.Request)
 			a.Logger.Warn("overlay prefix exhausted", "node", req.String(), "prefix", prefix.String())
 		case old != "":
 			a.Logger.Warn("overlay address replaced: it was invalid or held by an older node",
-				"node", req.String(), "old", old, "new", st.OverlayAddress)
+				"node", req.String(), "old", old, "new", next)
 		default:
-			a.Logger.Info("overlay address assigned", "node", req.String(), "address", st.OverlayAddress)
+			a.Logger.Info("overlay address assigned", "node", req.String(), "address", next)
 		}
 	}
 	return res, err
@@ -167,9 +166,8 @@ func (a *OverlayAllocator) Reconcile(ctx context.Context, req reconcile.Request)
 
 // batch gives an address to every other listed node without one, from
 // the same list: a fleet enrolling at once would otherwise cost one List
-// of every node per node. Each write carries the node's resourceVersion;
-// a node that changed meanwhile is left to its own reconcile. The caller
-// holds allocMu.
+// of every node per node. Each write carries the node's resourceVersion
+// (see writeAddress). The caller holds allocMu.
 func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done api.Key, first, last netip.Addr,
 	used map[netip.Addr]bool, prefix netip.Prefix) {
 	for _, obj := range listed {
@@ -180,8 +178,7 @@ func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done 
 		if _, ok := nodeAddress(obj); ok {
 			continue
 		}
-		_, st, _, ok := nodeParts(obj)
-		if !ok {
+		if _, _, _, ok := nodeParts(obj); !ok {
 			continue
 		}
 		addr, ok := lowestFree(first, last, used)
@@ -191,8 +188,7 @@ func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done 
 		// Taken even if the write fails: a failure may still have
 		// written it, and the next node starts above it.
 		used[addr], first = true, addr
-		st.OverlayAddress = addr.String()
-		if _, err := a.write(ctx, reconcile.Request{Key: key}, obj, prefix, true); err != nil {
+		if _, err := a.writeAddress(ctx, reconcile.Request{Key: key}, obj, addr.String(), prefix); err != nil {
 			continue
 		}
 		if a.written == nil {
@@ -200,8 +196,34 @@ func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done 
 		}
 		a.written[key] = time.Now()
 		if a.Logger != nil {
-			a.Logger.Info("overlay address assigned", "node", key.String(), "address", st.OverlayAddress)
+			a.Logger.Info("overlay address assigned", "node", key.String(), "address", addr.String())
 		}
+	}
+}
+
+// writeAddress sets obj's address to addr and writes it with its
+// conditions. On a write conflict it reads the node again and retries as
+// long as the node's address is still the one obj had: a heartbeat or a
+// condition written meanwhile does not cost the node its turn. The
+// caller holds allocMu.
+func (a *OverlayAllocator) writeAddress(ctx context.Context, req reconcile.Request, obj api.Object, addr string, prefix netip.Prefix) (reconcile.Result, error) {
+	_, st, _, _ := nodeParts(obj)
+	had := st.OverlayAddress
+	for attempt := 0; ; attempt++ {
+		st.OverlayAddress = addr
+		res, err := a.write(ctx, req, obj, prefix, addr != had)
+		if !errors.Is(err, api.ErrConflict) || attempt == 3 {
+			return res, err
+		}
+		fresh, gerr := a.Store.Get(ctx, req.Key.Kind, req.Key.Name)
+		if gerr != nil {
+			return res, err
+		}
+		_, fst, _, ok := nodeParts(fresh)
+		if !ok || fst.OverlayAddress != had {
+			return res, err
+		}
+		obj, st = fresh, fst
 	}
 }
 

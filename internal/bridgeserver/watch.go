@@ -165,8 +165,20 @@ func (s *Server) writeLoop(ctx context.Context, c *conn, digest string) {
 		if err := sendRaw(ctx, c.ws, encodeMessage(bridge.Delta, v.rev, v.digest(c.principal, ns), up, del)); err != nil {
 			return
 		}
+		// Changes that come in a burst (a fleet enrolling) reach a node
+		// as one delta per interval, not one per view: a gateway of
+		// thousands of peers spends its time serving, not applying.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(deltaSpacing):
+		}
 	}
 }
+
+// deltaSpacing is the least time between two deltas to one node. A
+// change after a quiet spell goes out at once.
+const deltaSpacing = 250 * time.Millisecond
 
 func (s *Server) pingLoop(ctx context.Context, c *conn) {
 	t := time.NewTicker(s.cfg.PingInterval)

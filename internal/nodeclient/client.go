@@ -359,7 +359,12 @@ func (c *Client) session(ctx context.Context) (established bool, err error) {
 	c.log.Info("connected to control", "resume", rev)
 
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Stop the heartbeats before waiting for them: waiting first held a
+	// node whose connection dropped until its next heartbeat failed.
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -1,0 +1,59 @@
+package nodeclient
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/kakuremichi/kakuremichi/api/bridge"
+	"github.com/kakuremichi/kakuremichi/internal/wgnet"
+)
+
+// TestReconnectsWhenTheConnectionDrops checks that a node whose
+// connection Control drops reconnects within its first backoff step, not
+// at its next heartbeat: here heartbeats are an hour apart.
+func TestReconnectsWhenTheConnectionDrops(t *testing.T) {
+	var accepts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != bridge.WatchPath {
+			http.NotFound(w, r)
+			return
+		}
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		accepts.Add(1)
+		data, _ := json.Marshal(bridge.Message{Type: bridge.Snapshot, Revision: 1, Items: []bridge.Item{{Key: "self", Self: &bridge.Self{Name: "n"}}}})
+		ws.Write(r.Context(), websocket.MessageText, data)
+		ws.CloseNow() // the connection drops, no close handshake
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	if err := SaveCredential(dir, "kkt_n.secret"); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := wgnet.GeneratePrivateKey()
+	c, err := New(Config{ControlURL: srv.URL, Kind: "Agent", Name: "n", PublicKey: key.PublicKey(), StateDir: dir,
+		Apply: func(bridge.Slice) error { return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
+		HeartbeatInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(20 * time.Second)
+	for accepts.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("connections: got %d in 20s, want the node to come back after each drop", accepts.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
