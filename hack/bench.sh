@@ -5,6 +5,7 @@
 #   hack/bench.sh              measure the working tree as it is
 #   hack/bench.sh -ref HEAD    measure a commit (branch, tag) from a clean temporary worktree
 #   hack/bench.sh -base REF    also measure the tunnel built from REF, in the same run
+#   hack/bench.sh -tun         also measure a gateway on a kernel TUN interface (root; a network namespace)
 #   hack/bench.sh -smoke       tiny sizes, one round (about a minute); writes to a temporary file
 #   hack/bench.sh -out FILE    write FILE instead of docs/benchmarks.md
 #
@@ -14,15 +15,16 @@
 # internal/e2e/bench_helpers_test.go and bench_scale_test.go.
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-ref= base= smoke= out=
+ref= base= smoke= out= tun=
 while [ $# -gt 0 ]; do
 	case $1 in
 	-ref) [ $# -ge 2 ] || usage; ref=$2; shift 2 ;;
 	-base) [ $# -ge 2 ] || usage; base=$2; shift 2 ;;
 	-smoke) smoke=1; shift ;;
+	-tun) tun=1; export KAKUREMICHI_BENCH_TUN=1; shift ;;
 	-out) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
 	-h | -help | --help) usage ;;
 	*) echo "hack/bench.sh: unknown argument $1" >&2; usage ;;
@@ -89,6 +91,7 @@ dirty=$(git -C "$src" status --porcelain --untracked-files=no -- ':!docs/benchma
 cmdline="hack/bench.sh"
 [ -n "$ref" ] && cmdline+=" -ref $ref"
 [ -n "$base" ] && cmdline+=" -base $base"
+[ -n "$tun" ] && cmdline+=" -tun"
 [ -n "$smoke" ] && cmdline+=" -smoke"
 
 mkdir -p "$(dirname "$out")"
@@ -99,7 +102,8 @@ mkdir -p "$(dirname "$out")"
 	echo "\`go test -run XXX -bench 'Benchmark(Suite|IdleRSS|GatewayScale)\$' -benchtime 1x ./internal/e2e\` and writes this file."
 	echo "\`hack/bench.sh -ref HEAD\` measures a commit from a clean temporary worktree instead of the working tree;"
 	echo "\`hack/bench.sh -base REF\` adds the tunnel built from another git ref to the same run, to compare a change with"
-	echo "the build before it; \`hack/bench.sh -smoke\` is a one-minute check with tiny sizes. Figures are reported, never"
+	echo "the build before it; \`hack/bench.sh -tun\` adds a gateway on a kernel TUN interface (root only);"
+	echo "\`hack/bench.sh -smoke\` is a one-minute check with tiny sizes. Figures are reported, never"
 	echo "asserted: they say what this machine did in one run."
 	echo
 	echo "This run: \`$cmdline\`, $(date -u '+%Y-%m-%d %H:%M UTC')."

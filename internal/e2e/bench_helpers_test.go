@@ -29,6 +29,9 @@ import (
 //	KAKUREMICHI_BENCH_BASE_BIN  directory holding a kakuremichi binary built
 //	                            from another git ref: its tunnel is measured too
 //	KAKUREMICHI_BENCH_BASE_NAME how that binary is named in the report
+//	KAKUREMICHI_BENCH_TUN       1: also measure the tunnel with the gateway on
+//	                            a kernel TUN interface (--wireguard-backend
+//	                            tun), in a network namespace; needs root
 //	KAKUREMICHI_BENCH_DIR       directory the Markdown fragments are written to
 //
 // BenchmarkGatewayScale adds KAKUREMICHI_BENCH_PEERS and
@@ -40,6 +43,7 @@ type benchConfig struct {
 	idle     time.Duration
 	baseBin  string
 	baseName string
+	tun      bool
 	outDir   string
 }
 
@@ -78,6 +82,13 @@ func loadBenchConfig(b *testing.B) benchConfig {
 		if cfg.baseName == "" {
 			cfg.baseName = cfg.baseBin
 		}
+	}
+	switch v := os.Getenv("KAKUREMICHI_BENCH_TUN"); v {
+	case "", "0":
+	case "1":
+		cfg.tun = true
+	default:
+		b.Fatalf("KAKUREMICHI_BENCH_TUN: got %q, want 1 or 0", v)
 	}
 	if cfg.outDir != "" {
 		if st, err := os.Stat(cfg.outDir); err != nil || !st.IsDir() {
@@ -125,7 +136,7 @@ type benchProc struct {
 	done    chan struct{}
 }
 
-func startBenchProc(b *testing.B, name, bin string, args ...string) *benchProc {
+func startBenchProc(b *testing.B, name, bin string, env []string, args ...string) *benchProc {
 	b.Helper()
 	logPath := filepath.Join(b.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
@@ -133,6 +144,7 @@ func startBenchProc(b *testing.B, name, bin string, args ...string) *benchProc {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -13,6 +13,7 @@ import (
 // benchPath is one way from the client to the app.
 type benchPath struct {
 	name   string
+	short  string // metric prefix
 	client *http.Client
 	base   string
 	// pids are the processes whose CPU time is the cost of the path
@@ -49,16 +50,24 @@ func BenchmarkSuite(b *testing.B) {
 	sealGBs := chachaSealRate()
 
 	appAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
-	app := startBenchProc(b, "app", srv, "app", "-listen", appAddr)
+	app := startBenchProc(b, "app", srv, nil, "app", "-listen", appAddr)
 	direct := benchClient(appAddr)
 	app.waitOK(b, direct, "http://"+appAddr+"/healthz")
 
 	proxyAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
-	proxy := startBenchProc(b, "proxy", srv, "proxy", "-listen", proxyAddr, "-target", "http://"+appAddr)
+	proxy := startBenchProc(b, "proxy", srv, nil, "proxy", "-listen", proxyAddr, "-target", "http://"+appAddr)
 	proxied := benchClient(proxyAddr)
 	proxy.waitOK(b, proxied, "https://proxy.bench.example.com/healthz")
 
-	c := newCluster(b)
+	var c *cluster
+	var ns *benchNetns
+	if cfg.tun {
+		// Control listens where a gateway in the namespace reaches it.
+		ns = newBenchNetns(b)
+		c = newClusterAt(b, ns.host)
+	} else {
+		c = newCluster(b)
+	}
 	gw := c.addGateway("gw")
 	agent := c.addAgent("home")
 	var baseGW *gatewayProc
@@ -69,19 +78,28 @@ func BenchmarkSuite(b *testing.B) {
 			baseAgent = c.addAgent("home-base")
 		})
 	}
+	var tunGW *benchProc
+	var tunHTTPS string
+	if cfg.tun {
+		tunGW, tunHTTPS = addTUNGateway(b, c, ns, "gw-tun")
+	}
 	c.waitNodesReady(60 * time.Second)
 	c.applyTunnel("bench", "bench.example.com", "home", "http://"+appAddr)
 	paths := []*benchPath{
-		{name: "direct to the app (HTTP)", client: direct, base: "http://" + appAddr},
-		{name: "reverse proxy only (HTTPS, no tunnel)", client: proxied, base: "https://proxy.bench.example.com",
+		{name: "direct to the app (HTTP)", short: "direct", client: direct, base: "http://" + appAddr},
+		{name: "reverse proxy only (HTTPS, no tunnel)", short: "proxy", client: proxied, base: "https://proxy.bench.example.com",
 			pids: []int{proxy.pid()}},
-		{name: "tunnel (HTTPS, gateway + WireGuard + agent)", client: benchClient(gw.httpsAddr), base: "https://bench.example.com",
+		{name: "tunnel (HTTPS, gateway + WireGuard + agent)", short: "tunnel", client: benchClient(gw.httpsAddr), base: "https://bench.example.com",
 			pids: []int{gw.pid(), agent.pid()}},
 	}
 	if baseGW != nil {
 		c.applyTunnel("bench-base", "base.bench.example.com", "home-base", "http://"+appAddr)
-		paths = append(paths, &benchPath{name: "tunnel built from " + cfg.baseName, client: benchClient(baseGW.httpsAddr),
+		paths = append(paths, &benchPath{name: "tunnel built from " + cfg.baseName, short: "base", client: benchClient(baseGW.httpsAddr),
 			base: "https://base.bench.example.com", pids: []int{baseGW.pid(), baseAgent.pid()}})
+	}
+	if tunGW != nil {
+		paths = append(paths, &benchPath{name: "tunnel, gateway on a kernel TUN (netns, veth)", short: "tun", client: benchClient(tunHTTPS),
+			base: "https://bench.example.com", pids: []int{tunGW.pid(), agent.pid()}})
 	}
 	for _, p := range paths {
 		waitServing(b, p.client, p.base+"/healthz", 200, "ok", 30*time.Second)
@@ -149,17 +167,16 @@ func BenchmarkSuite(b *testing.B) {
 			}
 		}
 	}
-	short := []string{"direct", "proxy", "tunnel", "base"}
-	for i, p := range paths {
+	for _, p := range paths {
 		m := func(k string) benchSample { return med[k][p.name] }
-		b.ReportMetric(m("bulk1").mbs, short[i]+"-1stream-MB/s")
-		b.ReportMetric(m("bulk4").mbs, short[i]+"-4streams-MB/s")
-		b.ReportMetric(m("up1").mbs, short[i]+"-upload-MB/s")
-		b.ReportMetric(m("req50").rps, short[i]+"-50conns-req/s")
-		b.ReportMetric(m("req50").p99, short[i]+"-50conns-p99-ms")
-		b.ReportMetric(m("req1").p50, short[i]+"-1conn-p50-ms")
+		b.ReportMetric(m("bulk1").mbs, p.short+"-1stream-MB/s")
+		b.ReportMetric(m("bulk4").mbs, p.short+"-4streams-MB/s")
+		b.ReportMetric(m("up1").mbs, p.short+"-upload-MB/s")
+		b.ReportMetric(m("req50").rps, p.short+"-50conns-req/s")
+		b.ReportMetric(m("req50").p99, p.short+"-50conns-p99-ms")
+		b.ReportMetric(m("req1").p50, p.short+"-1conn-p50-ms")
 		if p.pids != nil {
-			b.ReportMetric(m("bulk1").cpuPerGB, short[i]+"-cpu-s/GB")
+			b.ReportMetric(m("bulk1").cpuPerGB, p.short+"-cpu-s/GB")
 		}
 	}
 
@@ -255,6 +272,11 @@ func suiteMarkdown(cfg benchConfig, paths []*benchPath, workloads []benchWorkloa
 	pf("tunnel to the same app (gateway HTTPS with its self-signed certificate, SNI the tunnel's hostname, WireGuard on\n")
 	pf("loopback UDP). The client is the benchmark process: keep-alive HTTP/1.1, so N concurrent requests are N connections\n")
 	pf("on every path; the direct path is plain HTTP, the others HTTPS.\n\n")
+	if cfg.tun {
+		pf("The TUN path's gateway (`--wireguard-backend tun`: the kernel's TCP/IP on a TUN interface, wireguard-go's\n")
+		pf("Linux offloads) runs in a network namespace of its own joined to the host by a veth pair, so its clients'\n")
+		pf("traffic and its WireGuard UDP cross veth instead of loopback; the agent is the same netstack agent.\n\n")
+	}
 	pf("Rounds: %d; in each, every workload runs on every path in turn, the first path rotating each round; the tables hold\n", cfg.rounds)
 	pf("the median of the rounds. Bulk: GET `/bytes?n=%d` (%d MiB) per stream, or a POST of as many bytes to `/upload`;\n", cfg.bulk, cfg.bulk>>20)
 	pf("MB/s = 10^6 bytes/s over the wall time of all streams. Small requests: GET `/healthz` (3-byte body) in a loop\n")
