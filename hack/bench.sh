@@ -76,6 +76,9 @@ export KAKUREMICHI_BENCH_DIR=$tmp/frag
 
 start=$(date +%s)
 load=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${load%% *}" 'BEGIN { exit !(l > 1.0) }'; then
+	echo "hack/bench.sh: the machine is busy (load average $load); the figures will say so, and be noisier" >&2
+fi
 echo "running the benchmarks in $src (output in $tmp/bench.log)" >&2
 (cd "$src" && go test -run XXX -bench 'Benchmark(Suite|IdleRSS|GatewayScale)$' -benchtime 1x -timeout 30m ./internal/e2e) 2>&1 | tee "$tmp/bench.log" >&2
 for f in suite.md rss.md scale.md; do
