@@ -303,10 +303,22 @@ func splice(st *stream, src io.Reader, target net.Conn) (up, down int64, err err
 	return up, down, errors.Join(errUp, errDown)
 }
 
+// copyBufSize is the relay's buffer per direction: large reads from the
+// target's socket mean fewer system calls, and large writes into the
+// tunnel let its stack build 64 KiB segments.
+const copyBufSize = 256 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
 // copyHalf copies src to dst and half-closes conn, dst's connection, at
 // EOF.
 func copyHalf(dst io.Writer, conn net.Conn, src io.Reader, abort func()) (int64, error) {
-	n, err := io.Copy(dst, src)
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	// Neither end's ReadFrom or WriteTo would do better: the writers here
+	// wrap the connections, and a socket's WriteTo to them copies through
+	// 32 KiB.
+	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *buf)
 	if err == nil {
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			err = cw.CloseWrite()

@@ -80,9 +80,12 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:   rewrite,
 		Transport: g.transport,
-		// Flush at once: server-sent events and other streams reach the
-		// client as each chunk arrives.
-		FlushInterval: -1,
+		// Zero: the proxy flushes at once whatever streams (server-sent
+		// events, and every body of unknown length, which is how a
+		// streamed response comes), and lets a body of known length fill
+		// the server's buffer: flushing it at every read from the tunnel
+		// made one TLS record and one write per few KiB.
+		FlushInterval: 0,
 		ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		ErrorHandler:  g.proxyError,
 	}
