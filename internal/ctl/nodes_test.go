@@ -80,7 +80,7 @@ func nodeFleet() []api.Object {
 			CommonStatus: api.CommonStatus{ObservedGeneration: 1, Conditions: []api.Condition{
 				cond(api.ConditionReady, api.ConditionTrue, api.ReasonReady, "", 3*24*time.Hour),
 			}},
-			NodeStatus: api.NodeStatus{OverlayAddress: "100.64.0.1", Version: "v0.3.1", LastHeartbeat: before(2 * time.Second), Revision: 42},
+			NodeStatus: api.NodeStatus{OverlayAddress: "100.64.0.1", Version: "v0.3.1", DataPath: "tun", LastHeartbeat: before(2 * time.Second), Revision: 42},
 			Agents: []api.NodePeerStatus{
 				{Name: "laptop", Endpoint: "192.0.2.44:1024", LastHandshake: before(2 * time.Hour), Probe: "dial tcp 100.64.0.3:1: i/o timeout"},
 				{Name: "home", Endpoint: "192.0.2.10:41641", LastHandshake: before(50 * time.Second), Probe: "ok"},
@@ -143,9 +143,9 @@ func TestGetNodes(t *testing.T) {
 				"osaka   <none>              <none>       <none>    Unknown (NeverConnected)   never       1h\n" +
 				"tokyo   203.0.113.7:51820   100.64.0.1   v0.3.1    True                       2s ago      4d\n"},
 		{"gateways wide", []string{"get", "gateways", "-o", "wide"},
-			"NAME    ENDPOINT            ADDRESS      VERSION   READY                      LAST-SEEN   AGE   AGENTS   ROUTES   PUBLIC KEY                                     MESSAGE                             LABELS\n" +
-				"osaka   <none>              <none>       <none>    Unknown (NeverConnected)   never       1h    0/0      0        <none>                                         the gateway has not connected yet   <none>\n" +
-				"tokyo   203.0.113.7:51820   100.64.0.1   v0.3.1    True                       2s ago      4d    1/3      3        " + tokyoKey + "   <none>                              <none>\n"},
+			"NAME    ENDPOINT            ADDRESS      VERSION   READY                      LAST-SEEN   AGE   AGENTS   ROUTES   DATA-PATH   PUBLIC KEY                                     MESSAGE                             LABELS\n" +
+				"osaka   <none>              <none>       <none>    Unknown (NeverConnected)   never       1h    0/0      0        <none>      <none>                                         the gateway has not connected yet   <none>\n" +
+				"tokyo   203.0.113.7:51820   100.64.0.1   v0.3.1    True                       2s ago      4d    1/3      3        tun         " + tokyoKey + "   <none>                              <none>\n"},
 		{"tunnels wide", []string{"get", "tunnels", "-o", "wide"},
 			"NAME   HOSTNAME               TARGET                  AGENT   READY                       AGE   GATEWAYS   ENABLED   REASON              MESSAGE                                      LABELS\n" +
 				"db     db.example.com:15432   tcp://10.0.0.5:5432     home    False (TargetUnreachable)   1d    0/0        true      TargetUnreachable   the agent cannot reach tcp://10.0.0.5:5432   <none>\n" +

@@ -177,7 +177,7 @@ func tableHeader(k api.KindInfo, wide bool) []string {
 	case "Gateway":
 		h = []string{"NAME", "ENDPOINT", "ADDRESS", "VERSION", "READY", "LAST-SEEN", "AGE"}
 		if wide {
-			h = append(h, "AGENTS", "ROUTES", "PUBLIC KEY", "MESSAGE", "LABELS")
+			h = append(h, "AGENTS", "ROUTES", "DATA-PATH", "PUBLIC KEY", "MESSAGE", "LABELS")
 		}
 	case "Agent":
 		h = []string{"NAME", "ADDRESS", "VERSION", "CONNECTED", "READY", "LAST-SEEN", "AGE"}
@@ -230,7 +230,7 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 		r := []string{name, orNone(o.Spec.PublicEndpoint), orNone(ns.OverlayAddress), orNone(ns.Version),
 			readyColumn(o), lastSeen(ns.LastHeartbeat, now), created}
 		if wide {
-			r = append(r, probedColumn(o.Status.Agents), fmt.Sprintf("%d", o.Status.Routes),
+			r = append(r, probedColumn(o.Status.Agents), fmt.Sprintf("%d", o.Status.Routes), orNone(ns.DataPath),
 				orNone(o.Spec.PublicKey), orNone(message), labelsColumn(m.Labels))
 		}
 		return r
