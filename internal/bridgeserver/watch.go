@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -22,6 +23,7 @@ type conn struct {
 	ws        *websocket.Conn
 	wakeCh    chan struct{}  // capacity 1: wakes coalesce
 	statusCh  chan heartbeat // capacity 1: the newest status wins
+	lastRead  atomic.Int64   // unix nanoseconds of the last message read
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 }
@@ -192,6 +194,13 @@ func (s *Server) pingLoop(ctx context.Context, c *conn) {
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.PingInterval)
 		err := c.ws.Ping(pctx)
 		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) &&
+			time.Since(time.Unix(0, c.lastRead.Load())) < s.cfg.PingInterval {
+			// The pong waits behind messages the node has yet to read,
+			// but its heartbeats arrive: busy, not gone. Cutting it off
+			// would only bring it back with a snapshot to catch up on.
+			continue
+		}
 		if err != nil {
 			s.log.Info("node stopped answering pings", "name", c.principal.Node, "err", err)
 			return
@@ -211,6 +220,7 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 		if err != nil {
 			return
 		}
+		c.lastRead.Store(time.Now().UnixNano())
 		if typ != websocket.MessageText {
 			continue
 		}
@@ -296,9 +306,14 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus) []api.Nod
 func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb bridge.NodeStatus, now time.Time) error {
 	kind := p.Role.NodeKind()
 	for attempt := 0; attempt < 5; attempt++ {
-		obj, err := s.cfg.Store.Get(ctx, kind, p.Node)
-		if err != nil {
-			return err
+		// The first try starts from the cached node (the write checks its
+		// resourceVersion); a conflict reads the store.
+		obj, ok := s.informers[kind].Get(p.Node)
+		if !ok || attempt > 0 {
+			var err error
+			if obj, err = s.cfg.Store.Get(ctx, kind, p.Node); err != nil {
+				return err
+			}
 		}
 		obj = api.Clone(obj)
 		ts := now.UTC().Truncate(time.Second)
@@ -319,7 +334,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		api.SetCondition(conds, api.Condition{Type: api.NodeConnected, Status: api.ConditionTrue,
 			Reason: api.ReasonHeartbeat, Message: "connected to control; heartbeats arrive",
 			ObservedGeneration: obj.GetMeta().Generation}, now)
-		_, err = s.cfg.Store.UpdateStatus(ctx, obj, store.WriteOptions{})
+		_, err := s.cfg.Store.UpdateStatus(ctx, obj, store.WriteOptions{})
 		if !errors.Is(err, api.ErrConflict) {
 			return err
 		}
