@@ -170,6 +170,12 @@ func (a *OverlayAllocator) Reconcile(ctx context.Context, req reconcile.Request)
 // (see writeAddress). The caller holds allocMu.
 func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done api.Key, first, last netip.Addr,
 	used map[netip.Addr]bool, prefix netip.Prefix) {
+	type assignment struct {
+		obj  api.Object
+		key  api.Key
+		addr netip.Addr
+	}
+	var todo []assignment
 	for _, obj := range listed {
 		key := nodeKey(obj)
 		if key == done {
@@ -183,23 +189,41 @@ func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done 
 		}
 		addr, ok := lowestFree(first, last, used)
 		if !ok {
-			return
+			break
 		}
 		// Taken even if the write fails: a failure may still have
 		// written it, and the next node starts above it.
 		used[addr], first = true, addr
-		if _, err := a.writeAddress(ctx, reconcile.Request{Key: key}, obj, addr.String(), prefix); err != nil {
-			continue
-		}
-		if a.written == nil {
-			a.written = map[api.Key]time.Time{}
-		}
-		a.written[key] = time.Now()
-		if a.Logger != nil {
-			a.Logger.Info("overlay address assigned", "node", key.String(), "address", addr.String())
-		}
+		todo = append(todo, assignment{obj, key, addr})
 	}
+	// The addresses are chosen: the writes, each to its own node, go
+	// several at a time.
+	var mu sync.Mutex // guards a.written
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, batchWriters)
+	for _, as := range todo {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if _, err := a.writeAddress(ctx, reconcile.Request{Key: as.key}, as.obj, as.addr.String(), prefix); err != nil {
+				return
+			}
+			mu.Lock()
+			if a.written == nil {
+				a.written = map[api.Key]time.Time{}
+			}
+			a.written[as.key] = time.Now()
+			mu.Unlock()
+			if a.Logger != nil {
+				a.Logger.Info("overlay address assigned", "node", as.key.String(), "address", as.addr.String())
+			}
+		})
+	}
+	wg.Wait()
 }
+
+// batchWriters is how many of a batch's writes are in flight at once.
+const batchWriters = 8
 
 // writeAddress sets obj's address to addr and writes it with its
 // conditions. On a write conflict it reads the node again and retries as
