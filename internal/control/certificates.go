@@ -25,8 +25,9 @@ const (
 	// closed networks.
 	CertificatesInternal = "internal"
 	// CertificatesACME: certificates come from an ACME CA (Let's Encrypt
-	// by default) over HTTP-01, answered by whichever gateway the CA
-	// reaches. The default when an ACME email is configured.
+	// by default) over HTTP-01 or TLS-ALPN-01, answered by whichever
+	// gateway the CA reaches, or DNS-01 through a DNS provider (the only
+	// way for wildcards). The default when an ACME email is configured.
 	CertificatesACME = "acme"
 	// CertificatesOff: Control issues nothing; gateways serve their
 	// --tls-cert-file or a self-signed certificate.
