@@ -320,6 +320,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		switch n := obj.(type) {
 		case *api.Agent:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
+			n.Status.DataPath = hb.DataPath
 			n.Status.Gateways = peerStatuses(hb.Peers, nil)
 			n.Status.Targets = nil
 			for _, t := range hb.Targets {
@@ -327,6 +328,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 			}
 		case *api.Gateway:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
+			n.Status.DataPath = hb.DataPath
 			n.Status.Agents = peerStatuses(hb.Peers, hb.Probes)
 			n.Status.Routes = len(hb.Routes)
 		}

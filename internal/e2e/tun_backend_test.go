@@ -63,6 +63,15 @@ func TestGatewayTUNBackend(t *testing.T) {
 		}
 	})
 
+	t.Run("the gateway reports its data path", func(t *testing.T) {
+		pathsPoll(t, 30*time.Second, "gw1 to report dataPath tun", func() bool {
+			_, out := c.api("GET", "/gateways/gw1", "")
+			var gw api.Gateway
+			decodeJSON(t, out, &gw)
+			return gw.Status.DataPath == "tun"
+		})
+	})
+
 	t.Run("requests and a bulk body through the kernel's TCP", func(t *testing.T) {
 		for i := range 20 {
 			if code, body, err := get(client, "http://web.tun.test/"); err != nil || code != 200 || !strings.Contains(body, "Hello from app") {
