@@ -223,7 +223,7 @@ func (a *OverlayAllocator) batch(ctx context.Context, listed []api.Object, done 
 }
 
 // batchWriters is how many of a batch's writes are in flight at once.
-const batchWriters = 8
+const batchWriters = 32
 
 // writeAddress sets obj's address to addr and writes it with its
 // conditions. On a write conflict it reads the node again and retries as
