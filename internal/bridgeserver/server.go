@@ -75,7 +75,7 @@ type Server struct {
 // statusWriters bounds the heartbeat status writes in flight: a fleet's
 // heartbeats queue here (each node's newest replacing its older one)
 // rather than as thousands of concurrent store writes.
-const statusWriters = 16
+const statusWriters = 64
 
 // coalesce is the least time between two views built by Run's loop: a
 // burst of changes (a fleet enrolling) costs one view per interval
