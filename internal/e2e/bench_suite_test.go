@@ -39,8 +39,11 @@ type benchSample struct {
 // BenchmarkSuite measures, in one run, the app directly, a plain TLS
 // reverse proxy in front of it (the baseline the targets are
 // ratios of), the tunnel through real gateway and agent processes over
-// HTTPS, and, with KAKUREMICHI_BENCH_BASE_BIN, the same tunnel built from
-// another git ref. Every workload runs on every path in turn, in rounds,
+// HTTPS, with KAKUREMICHI_BENCH_BASE_BIN the same tunnel built from
+// another git ref, and with KAKUREMICHI_BENCH_TUN=1 the tunnel through a
+// gateway on a kernel TUN interface. Workloads: downloads on 1 and 4
+// streams and an upload, with the CPU of the path's processes per GB, and
+// small requests on 1 and 50 keep-alive connections. Every workload runs on every path in turn, in rounds,
 // the starting path rotating each round; the report holds the medians.
 // Figures are reported, never asserted. hack/bench.sh runs it and writes
 // docs/benchmarks.md; see bench_helpers_test.go for the knobs.
@@ -111,8 +114,8 @@ func BenchmarkSuite(b *testing.B) {
 	}
 
 	workloads := []benchWorkload{
-		{key: "bulk1", title: "bulk, 1 stream", streams: 1},
-		{key: "bulk4", title: "bulk, 4 streams", streams: 4},
+		{key: "bulk1", title: "download, 1 stream", streams: 1},
+		{key: "bulk4", title: "download, 4 streams", streams: 4},
 		{key: "up1", title: "upload, 1 stream", streams: 1, upload: true},
 		{key: "req1", title: "small requests, 1 connection", conns: 1},
 		{key: "req50", title: "small requests, 50 connections", conns: 50},
@@ -361,7 +364,7 @@ func suiteMarkdown(cfg benchConfig, paths []*benchPath, workloads []benchWorkloa
 		pf("\nPeak RSS after the run: %s.\n", strings.Join(peaks, ", "))
 	}
 
-	pf("\n## Every round\n\nThe main figure of each workload per round (MB/s for bulk, requests/s for small requests), to show the spread.\n\n")
+	pf("\n## Every round\n\nThe main figure of each workload per round (MB/s for downloads and uploads, requests/s for small requests), to\nshow the spread.\n\n")
 	pf("| workload | path |")
 	for r := range cfg.rounds {
 		pf(" round %d |", r+1)
