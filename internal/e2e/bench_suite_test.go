@@ -183,12 +183,21 @@ func BenchmarkSuite(b *testing.B) {
 		}
 	}
 
-	// Peak memory of the nodes after the whole run.
-	var peaks []string
-	for _, n := range []struct {
+	// Peak memory of the nodes after the whole run. The TUN path shares
+	// the tunnel path's agent.
+	type node struct {
 		what string
 		pid  int
-	}{{"gateway", gw.pid()}, {"agent", agent.pid()}, {"reverse proxy", proxy.pid()}} {
+	}
+	nodes := []node{{"gateway", gw.pid()}, {"agent", agent.pid()}, {"reverse proxy", proxy.pid()}}
+	if baseGW != nil {
+		nodes = append(nodes, node{"base gateway", baseGW.pid()}, node{"base agent", baseAgent.pid()})
+	}
+	if tunGW != nil {
+		nodes = append(nodes, node{"TUN gateway", tunGW.pid()})
+	}
+	var peaks []string
+	for _, n := range nodes {
 		if _, peak, err := procMemory(n.pid); err == nil {
 			peaks = append(peaks, fmt.Sprintf("%s %.0f MiB", n.what, peak))
 		}
