@@ -66,6 +66,10 @@ const (
 	ReasonHostnameConflict = "HostnameConflict"
 	// ReasonHostnameClaimed: the tunnel is the owner of its hostname.
 	ReasonHostnameClaimed = "HostnameClaimed"
+	// ReasonHostnameReservedForControl: the hostname is Control's own
+	// public name (--public-hostname), which no tunnel may take: Control
+	// keeps that name's certificate and key to itself.
+	ReasonHostnameReservedForControl = "HostnameReservedForControl"
 	// ReasonDisabled: spec.enabled is false.
 	ReasonDisabled = "Disabled"
 	// ReasonReady: every condition the tunnel depends on holds.

@@ -63,6 +63,9 @@ type Config struct {
 	// NodeLease is how long after its last heartbeat a node still counts
 	// as connected; zero means DefaultNodeLease.
 	NodeLease time.Duration
+	// ControlHostname is Control's own public name, "" for none: a tunnel
+	// that claims it never owns it (HostnameReservedForControl).
+	ControlHostname string
 }
 
 // Manager runs an informer for every kind and Control's controllers over
@@ -127,7 +130,7 @@ func New(cfg Config) *Manager {
 	ts := reconcile.NewController(reconcile.ControllerConfig{
 		Name: "tunnel-status",
 		Reconciler: &TunnelStatusReconciler{Store: cfg.Store, Tunnels: tunnels, Agents: agents, Gateways: gateways,
-			Lease: lease, Now: now, Logger: log},
+			Lease: lease, Now: now, Logger: log, ControlHostname: cfg.ControlHostname},
 		Workers: workers,
 		Logger:  log,
 	})

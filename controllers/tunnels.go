@@ -55,6 +55,8 @@ const ReasonWaiting = "Waiting"
 // hands its hostname to someone else; it is Ready=False (Disabled). So
 // does a tunnel being deleted, until it is gone: two tunnels never both
 // own a hostname. When the owner goes, the next oldest becomes the owner.
+// Control's own public name (ControlHostname) is owned by no tunnel:
+// HostnameAvailable=False and Ready=False (HostnameReservedForControl).
 //
 // The conditions that depend on the rest of the fleet (the public port
 // of a tcp tunnel, its agent, its target, the gateways serving it) and
@@ -78,6 +80,10 @@ type TunnelStatusReconciler struct {
 	Now func() time.Time
 	// Logger receives the reconciler's logs; nil discards them.
 	Logger *slog.Logger
+	// ControlHostname is Control's own public name, "" for none. No
+	// tunnel owns it: every tunnel that claims it is
+	// HostnameAvailable=False (HostnameReservedForControl).
+	ControlHostname string
 
 	specMu   sync.Mutex          // guards specRevs
 	specRevs map[string]specMark // by tunnel name; see specRevision
@@ -115,10 +121,15 @@ func (r *TunnelStatusReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		owner = t // not indexed yet (empty hostname): nobody contests it
 	}
 	avail := api.Condition{Type: api.TunnelHostnameAvailable, ObservedGeneration: gen}
-	if owner.GetMeta().Name == t.Metadata.Name {
+	switch {
+	case r.ControlHostname != "" && t.Spec.Hostname == r.ControlHostname:
+		avail.Status, avail.Reason = api.ConditionFalse, api.ReasonHostnameReservedForControl
+		avail.Message = fmt.Sprintf("hostname %s is Control's own public name (--public-hostname) and cannot be a tunnel's: no certificate is obtained for this tunnel; change its hostname",
+			t.Spec.Hostname)
+	case owner.GetMeta().Name == t.Metadata.Name:
 		avail.Status, avail.Reason = api.ConditionTrue, api.ReasonHostnameClaimed
 		avail.Message = fmt.Sprintf("this tunnel owns hostname %s", t.Spec.Hostname)
-	} else {
+	default:
 		avail.Status, avail.Reason = api.ConditionFalse, api.ReasonHostnameConflict
 		avail.Message = fmt.Sprintf("hostname %s is already claimed by tunnel %q, created earlier; change the hostname or delete that tunnel",
 			t.Spec.Hostname, owner.GetMeta().Name)

@@ -58,8 +58,9 @@ func (s selfALPNSolver) CleanUp(ctx context.Context, chal acme.Challenge) error 
 
 // OwnCertificate is Control's certificate for its own public hostname,
 // for its HTTPS listener: the key pair the certificates controller keeps
-// for that name (from the internal CA or ACME), reloaded whenever it
-// changes, and a self-signed stand-in until the first one exists.
+// for that name (from the internal CA or ACME) in a secret of its own,
+// which no gateway ever receives, reloaded whenever it changes, and a
+// self-signed stand-in until the first one exists.
 type OwnCertificate struct {
 	st       *store.Store
 	host     string
@@ -147,7 +148,7 @@ func (o *OwnCertificate) Serial() string {
 
 // Run loads the key pair and follows its changes until ctx is done.
 func (o *OwnCertificate) Run(ctx context.Context) error {
-	name := keyPairSecret(o.host)
+	name := controlKeyPairSecret
 	for ctx.Err() == nil {
 		// Watch from the store's revision read before the value, not
 		// from the value's own (long compacted for a certificate that
@@ -190,6 +191,12 @@ func (o *OwnCertificate) load(data []byte) {
 	var kp api.CertificateKeyPair
 	if err := json.Unmarshal(data, &kp); err != nil {
 		o.log.Warn("control certificate: cannot decode it", "err", err)
+		return
+	}
+	if kp.Hostname != o.host {
+		// Left by a run with another --public-hostname; the controller
+		// replaces it.
+		o.log.Info("control certificate: the stored one is for another name; waiting for a new one", "stored", kp.Hostname, "hostname", o.host)
 		return
 	}
 	cert, err := tls.X509KeyPair([]byte(kp.ChainPEM), []byte(kp.KeyPEM))

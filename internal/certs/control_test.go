@@ -43,7 +43,7 @@ func TestOwnCertificateFollowsTheStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		data, _ := json.Marshal(kp)
-		if err := st.PutSecret(ctx, keyPairSecret(host), data, 0); err != nil {
+		if err := st.PutSecret(ctx, controlKeyPairSecret, data, 0); err != nil {
 			t.Fatal(err)
 		}
 		want = kp.Serial

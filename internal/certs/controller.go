@@ -52,9 +52,15 @@ type Config struct {
 	// Issuer obtains certificates; nil means the internal CA, loaded
 	// from (or created in) the store when Run starts.
 	Issuer Issuer
-	// Extra are hostnames that have a certificate besides those of
-	// tunnels: Control's own public name.
-	Extra []string
+	// ControlHostname is Control's own public name, "" for none: no
+	// tunnel can cause a certificate for it (see WantedHostnames).
+	ControlHostname string
+	// IssueControlCertificate makes the controller keep a certificate
+	// for ControlHostname too, for Control's listener: the Certificate
+	// named ControlCertificate and a key pair in a secret of its own,
+	// which the bridge never delivers. False when Control serves a
+	// certificate from files.
+	IssueControlCertificate bool
 	// RetryBase is the wait after a first failed attempt for a hostname;
 	// it doubles with each further failure up to MaxRetryWait. Zero
 	// means DefaultRetryBase.
@@ -159,11 +165,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); c.watchKind(runCtx, "Tunnel", poke) }()
 	// A Certificate created or changed by hand is set right at once.
 	go func() { defer wg.Done(); c.watchKind(runCtx, "Certificate", poke) }()
-	go func() { defer wg.Done(); c.watchCertificates(runCtx, poke) }()
+	go func() { defer wg.Done(); c.watchSecrets(runCtx, keyPairPrefix, poke) }()
+	go func() { defer wg.Done(); c.watchSecrets(runCtx, controlKeyPairSecret, poke) }()
 
 	backoff = newBackoff()
 	var session *concurrency.Session
@@ -246,11 +253,11 @@ func (c *Controller) watchKind(ctx context.Context, kind string, poke func()) {
 	}
 }
 
-// watchCertificates pokes when a key pair or a Certificate changes, so
-// that a pair deleted by hand is issued again at once.
-func (c *Controller) watchCertificates(ctx context.Context, poke func()) {
+// watchSecrets pokes when a key pair under prefix changes, so that a
+// pair deleted by hand is issued again at once.
+func (c *Controller) watchSecrets(ctx context.Context, prefix string, poke func()) {
 	for ctx.Err() == nil {
-		ch, err := c.cfg.Store.WatchSecrets(ctx, keyPairPrefix, 0)
+		ch, err := c.cfg.Store.WatchSecrets(ctx, prefix, 0)
 		if err == nil {
 			poke()
 			for range ch {
@@ -272,19 +279,22 @@ func (c *Controller) Pass(ctx context.Context, iss Issuer) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	want := WantedHostnames(tunnels)
-	for _, h := range c.cfg.Extra {
-		want[h] = true
-	}
+	ctlHost := c.cfg.ControlHostname
+	want := WantedHostnames(tunnels, ctlHost)
 	objs, _, err := st.List(ctx, "Certificate", api.Selector{})
 	if err != nil {
 		return time.Time{}, err
 	}
 	certs := map[string]*api.Certificate{}
+	var ctlCert *api.Certificate
 	var errs []error
 	for _, o := range objs {
 		cert := o.(*api.Certificate)
 		h := cert.Spec.Hostname
+		if cert.Metadata.Name == ControlCertificate && c.cfg.IssueControlCertificate && h == ctlHost {
+			ctlCert = cert
+			continue
+		}
 		if !want[h] || cert.Metadata.Name != api.CertificateName(h) || certs[h] != nil {
 			if _, err := st.Delete(ctx, "Certificate", cert.Metadata.Name, store.DeleteOptions{ResourceVersion: cert.Metadata.ResourceVersion}); err != nil && !errors.Is(err, api.ErrNotFound) {
 				errs = append(errs, err)
@@ -302,7 +312,9 @@ func (c *Controller) Pass(ctx context.Context, iss Issuer) (time.Time, error) {
 		host := strings.TrimPrefix(s.Name, keyPairPrefix)
 		if !want[host] {
 			// The tunnel is gone or disabled: its key leaves every
-			// gateway with the next slice.
+			// gateway with the next slice. (So does a pair of Control's
+			// own name kept here by an older version: the gateways had
+			// it, so Control gets a new key of its own.)
 			if err := st.DeleteSecret(ctx, s.Name); err != nil {
 				errs = append(errs, err)
 			}
@@ -316,8 +328,7 @@ func (c *Controller) Pass(ctx context.Context, iss Issuer) (time.Time, error) {
 	}
 	sort.Strings(hosts)
 	var earliest time.Time
-	for _, h := range hosts {
-		renew, err := c.reconcileHost(ctx, iss, h, certs[h], pairs[h], now)
+	note := func(renew time.Time, err error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -325,19 +336,53 @@ func (c *Controller) Pass(ctx context.Context, iss Issuer) (time.Time, error) {
 			earliest = renew
 		}
 	}
+	for _, h := range hosts {
+		note(c.reconcileHost(ctx, iss, target{host: h, cert: api.CertificateName(h), secret: keyPairSecret(h)}, certs[h], pairs[h], now))
+	}
+	ctlPair, err := c.controlPair(ctx)
+	if err != nil {
+		return earliest, errors.Join(append(errs, err)...)
+	}
+	if c.cfg.IssueControlCertificate && ctlHost != "" {
+		note(c.reconcileHost(ctx, iss, target{host: ctlHost, cert: ControlCertificate, secret: controlKeyPairSecret}, ctlCert, ctlPair, now))
+	} else if ctlPair.Name != "" {
+		// Control no longer obtains its own certificate: the old key
+		// goes.
+		if err := st.DeleteSecret(ctx, controlKeyPairSecret); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return earliest, errors.Join(errs...)
 }
 
-// reconcileHost makes sure host has its Certificate and a current key
+// controlPair reads Control's own key pair; a zero Secret when there is
+// none.
+func (c *Controller) controlPair(ctx context.Context) (store.Secret, error) {
+	data, rev, err := c.cfg.Store.GetSecret(ctx, controlKeyPairSecret)
+	switch {
+	case errors.Is(err, api.ErrNotFound):
+		return store.Secret{}, nil
+	case err != nil:
+		return store.Secret{}, err
+	}
+	return store.Secret{Name: controlKeyPairSecret, Value: data, Revision: rev}, nil
+}
+
+// target is what reconcileHost keeps for one hostname: the name of its
+// Certificate and of the secret holding its key pair.
+type target struct{ host, cert, secret string }
+
+// reconcileHost makes sure tg.host has its Certificate and a current key
 // pair, and returns when the pair is due for renewal.
-func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, host string, cert *api.Certificate, sec store.Secret, now time.Time) (time.Time, error) {
+func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, tg target, cert *api.Certificate, sec store.Secret, now time.Time) (time.Time, error) {
 	st := c.cfg.Store
+	host := tg.host
 	if cert == nil {
 		created, err := st.Create(ctx, &api.Certificate{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Certificate"},
-			Metadata: api.ObjectMeta{Name: api.CertificateName(host)}, Spec: api.CertificateSpec{Hostname: host}}, store.WriteOptions{})
+			Metadata: api.ObjectMeta{Name: tg.cert}, Spec: api.CertificateSpec{Hostname: host}}, store.WriteOptions{})
 		if errors.Is(err, api.ErrAlreadyExists) {
 			var obj api.Object
-			if obj, err = st.Get(ctx, "Certificate", api.CertificateName(host)); err == nil {
+			if obj, err = st.Get(ctx, "Certificate", tg.cert); err == nil {
 				created = obj
 			}
 		}
@@ -367,9 +412,9 @@ func (c *Controller) reconcileHost(ctx context.Context, iss Issuer, host string,
 			var data []byte
 			if data, err = json.Marshal(kp); err == nil {
 				if sec.Name == "" {
-					err = st.CreateSecret(ctx, keyPairSecret(host), data)
+					err = st.CreateSecret(ctx, tg.secret, data)
 				} else {
-					err = st.PutSecret(ctx, keyPairSecret(host), data, sec.Revision)
+					err = st.PutSecret(ctx, tg.secret, data, sec.Revision)
 				}
 			}
 			if err == nil {
@@ -494,11 +539,13 @@ func renewAt(l *x509.Certificate) time.Time {
 	return l.NotAfter.Add(-life / 3)
 }
 
-// WantedHostnames returns the hostnames that may have a certificate: those
-// of enabled http tunnels that own their hostname (the older tunnel wins a
-// contested one, as everywhere else) and are not being deleted. Nothing
-// else can ever cause an issuance.
-func WantedHostnames(tunnels []api.Object) map[string]bool {
+// WantedHostnames returns the tunnel hostnames that may have a
+// certificate: those of enabled http tunnels that own their hostname (the
+// older tunnel wins a contested one, as everywhere else) and are not
+// being deleted. controlHostname, Control's own public name, is never one
+// of them: it is reserved for Control, whose key no gateway may hold.
+// Nothing else can ever cause an issuance.
+func WantedHostnames(tunnels []api.Object, controlHostname string) map[string]bool {
 	sorted := make([]*api.Tunnel, 0, len(tunnels))
 	for _, o := range tunnels {
 		sorted = append(sorted, o.(*api.Tunnel))
@@ -518,7 +565,7 @@ func WantedHostnames(tunnels []api.Object) map[string]bool {
 			continue
 		}
 		claimed[h] = true
-		if t.Spec.IsEnabled() && t.Metadata.DeletionTimestamp == nil && !strings.HasPrefix(t.Spec.Target, "tcp://") {
+		if h != controlHostname && t.Spec.IsEnabled() && t.Metadata.DeletionTimestamp == nil && !strings.HasPrefix(t.Spec.Target, "tcp://") {
 			want[h] = true
 		}
 	}

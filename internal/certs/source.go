@@ -22,6 +22,18 @@ const challengePrefix = "challenges/http-01/"
 
 func keyPairSecret(hostname string) string { return keyPairPrefix + hostname }
 
+// controlKeyPairSecret is where Control's own certificate and key are
+// kept: one fixed name outside keyPairPrefix, so that KeyPairSource (and
+// with it the watch bridge) can never list, watch or deliver it,
+// whatever hostname a tunnel claims.
+const controlKeyPairSecret = "control/certificate"
+
+// ControlCertificate is the name of the Certificate that reports on
+// Control's own certificate. A tunnel's Certificate is named by
+// api.CertificateName, which always ends in a hash, so the two can never
+// be the same object.
+const ControlCertificate = "control"
+
 // KeyPairSource lists and watches the stored certificates and keys as
 // *api.CertificateKeyPair objects: the watch bridge's source for the
 // certificates it delivers to gateways.

@@ -13,18 +13,17 @@ import (
 // name.
 func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(context.Context) error {
 	mgr := controllers.New(controllers.Config{Store: storeAdapter{st: st}, Logger: log.With("component", "controllers"),
-		OverlayPrefix: cfg.OverlayPrefix, NodeLease: cfg.NodeLease})
+		OverlayPrefix: cfg.OverlayPrefix, NodeLease: cfg.NodeLease, ControlHostname: cfg.PublicHostname})
 	out := map[string]func(context.Context) error{
 		"controllers": mgr.Run,
 	}
-	var extra []string
-	if ownCertificate(cfg) {
-		extra = []string{cfg.PublicHostname}
-	}
+	// Control's public name is never a tunnel's, even when its own
+	// certificate comes from files.
+	ctlHost, ctlCert := cfg.PublicHostname, ownCertificate(cfg)
 	switch cfg.Certificates {
 	case CertificatesInternal:
 		out["certificates"] = certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"),
-			Lifetime: cfg.CertificateLifetime, Extra: extra}).Run
+			Lifetime: cfg.CertificateLifetime, ControlHostname: ctlHost, IssueControlCertificate: ctlCert}).Run
 	case CertificatesACME:
 		out["certificates"] = func(ctx context.Context) error {
 			cfg.Logger = log.With("component", "acme")
@@ -33,7 +32,7 @@ func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(c
 				return err
 			}
 			defer iss.Close()
-			return certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"), Issuer: iss, Extra: extra}).Run(ctx)
+			return certs.New(certs.Config{Store: st, Logger: log.With("component", "certificates"), Issuer: iss, ControlHostname: ctlHost, IssueControlCertificate: ctlCert}).Run(ctx)
 		}
 	}
 	return out

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/certs"
 )
 
 // trustingClient sends every request to addr, like DNS pointing at one
@@ -234,7 +235,7 @@ func waitControlTrusted(t *testing.T, cp *controlProc, hostname string, pool *x5
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	req, _ := http.NewRequest("GET", base+prefix+"/certificates/"+api.CertificateName(hostname), nil)
+	req, _ := http.NewRequest("GET", base+prefix+"/certificates/"+certs.ControlCertificate, nil)
 	req.Header.Set("Authorization", "Bearer "+cp.adminToken())
 	resp, err := client.Do(req)
 	if err != nil {
