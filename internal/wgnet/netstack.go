@@ -2,9 +2,12 @@ package wgnet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
@@ -17,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // nicID is the stack's one network interface.
@@ -106,10 +110,83 @@ func (ns *netStack) dialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, e
 	return gonet.DialContextTCP(ctx, ns.stack, fa, proto)
 }
 
-// listenTCP listens on ap, which must be the stack's address.
+// Keepalive of accepted connections: a peer silent this long is probed,
+// and given up after keepaliveCount unanswered probes. Variables so that
+// tests can shorten them.
+var (
+	keepaliveIdle     = 30 * time.Second
+	keepaliveInterval = 10 * time.Second
+	keepaliveCount    = 3
+)
+
+// listenTCP listens on ap, which must be the stack's address. Accepted
+// connections send TCP keepalives: a peer that vanished without a word (a
+// gateway whose host lost power) no longer holds them, and whatever they
+// relay to, open forever.
 func (ns *netStack) listenTCP(ap netip.AddrPort) (net.Listener, error) {
 	fa, proto := ns.fullAddr(ap)
-	return gonet.ListenTCP(ns.stack, fa, proto)
+	l := &keepaliveListener{wq: new(waiter.Queue), closed: make(chan struct{})}
+	ep, terr := ns.stack.NewEndpoint(tcp.ProtocolNumber, proto, l.wq)
+	if terr != nil {
+		return nil, fmt.Errorf("listening on %s: %s", ap, terr)
+	}
+	if terr := ep.Bind(fa); terr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "bind", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New(terr.String())}
+	}
+	if terr := ep.Listen(listenBacklog); terr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New(terr.String())}
+	}
+	l.ep = ep
+	l.TCPListener = gonet.NewTCPListener(ns.stack, l.wq, ep)
+	return l, nil
+}
+
+// listenBacklog is the accept queue of a listener, as Linux's usual
+// somaxconn.
+const listenBacklog = 4096
+
+// keepaliveListener is gonet's listener with an Accept of its own, which
+// turns keepalive on for each connection before gonet wraps it (gonet
+// keeps the endpoint to itself afterwards).
+type keepaliveListener struct {
+	*gonet.TCPListener
+	ep        tcpip.Endpoint
+	wq        *waiter.Queue
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (l *keepaliveListener) Accept() (net.Conn, error) {
+	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+	l.wq.EventRegister(&entry)
+	defer l.wq.EventUnregister(&entry)
+	for {
+		n, wq, terr := l.ep.Accept(nil)
+		if _, wait := terr.(*tcpip.ErrWouldBlock); !wait {
+			if terr != nil {
+				return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: errors.New(terr.String())}
+			}
+			n.SocketOptions().SetKeepAlive(true)
+			idle := tcpip.KeepaliveIdleOption(keepaliveIdle)
+			ival := tcpip.KeepaliveIntervalOption(keepaliveInterval)
+			n.SetSockOpt(&idle)
+			n.SetSockOpt(&ival)
+			n.SetSockOptInt(tcpip.KeepaliveCountOption, keepaliveCount)
+			return gonet.NewTCPConn(wq, n), nil
+		}
+		select {
+		case <-ready:
+		case <-l.closed:
+			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: net.ErrClosed}
+		}
+	}
+}
+
+func (l *keepaliveListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.TCPListener.Close()
 }
 
 // listenUDP opens a UDP socket on ap.
