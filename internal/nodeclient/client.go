@@ -173,8 +173,11 @@ func New(cfg Config) (*Client, error) {
 		}
 		tlsCfg.RootCAs = pool
 	}
+	// Registration is one request now and then: its connection does not
+	// stay open beside the watch (a fleet would hold two descriptors per
+	// node on Control).
 	c := &Client{cfg: cfg, log: cfg.Logger, http: &http.Client{Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}}}
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment, IdleConnTimeout: 30 * time.Second}}}
 	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, credentialFile)); err == nil {
 		c.credential = strings.TrimSpace(string(data))
 	}
@@ -298,6 +301,7 @@ func (c *Client) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
+	defer c.http.CloseIdleConnections()
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {

@@ -3,6 +3,7 @@ package nodeclient
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -53,6 +54,44 @@ func TestReconnectsWhenTheConnectionDrops(t *testing.T) {
 	for accepts.Load() < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("connections: got %d in 20s, want the node to come back after each drop", accepts.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRegistrationLeavesNoIdleConnection checks that a node closes its
+// registration connection rather than keeping it open beside the watch.
+func TestRegistrationLeavesNoIdleConnection(t *testing.T) {
+	var closed atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case bridge.RegisterPath:
+			json.NewEncoder(w).Encode(bridge.RegisterResponse{Name: "n", Credential: "kkt_n.secret"})
+		default:
+			<-r.Context().Done() // a watch that never answers
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	key, _ := wgnet.GeneratePrivateKey()
+	c, err := New(Config{ControlURL: srv.URL, APIKey: "kka_k.s", Kind: "Agent", Name: "n", PublicKey: key.PublicKey(), StateDir: t.TempDir(),
+		Apply: func(bridge.Slice) error { return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); srv.CloseClientConnections(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for closed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the registration connection is still open after 10s, want it closed once answered")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
