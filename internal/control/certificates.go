@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -211,4 +212,64 @@ func serveCA(st *store.Store) echo.HandlerFunc {
 		}
 		return c.Blob(http.StatusOK, "application/x-pem-file", pem)
 	}
+}
+
+// withoutHostname hides from the bridge the tunnels that name hostname,
+// Control's own public name: they are refused (HostnameReservedForControl
+// in their status), so no gateway routes that name to an agent and no
+// agent forwards it. A tunnel whose hostname changes to it leaves the
+// gateways' slices as if deleted, and comes back when it changes again.
+func withoutHostname(src reconcile.ListerWatcher, hostname string) reconcile.ListerWatcher {
+	return hostnameFilter{src: src, hostname: hostname}
+}
+
+type hostnameFilter struct {
+	src      reconcile.ListerWatcher
+	hostname string
+}
+
+func (f hostnameFilter) reserved(obj api.Object) bool {
+	t, ok := obj.(*api.Tunnel)
+	return ok && t.Spec.Hostname == f.hostname
+}
+
+// List implements reconcile.ListerWatcher.
+func (f hostnameFilter) List(ctx context.Context) ([]api.Object, int64, error) {
+	objs, rev, err := f.src.List(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := objs[:0:0]
+	for _, o := range objs {
+		if !f.reserved(o) {
+			out = append(out, o)
+		}
+	}
+	return out, rev, nil
+}
+
+// Watch implements reconcile.ListerWatcher: an upsert of a hidden tunnel
+// becomes its deletion (a no-op for a watcher that never had it).
+func (f hostnameFilter) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Event, error) {
+	in, err := f.src.Watch(ctx, fromRev)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan reconcile.Event)
+	go func() {
+		defer close(out)
+		for ev := range in {
+			if (ev.Type == api.Added || ev.Type == api.Modified) && ev.Object != nil && f.reserved(ev.Object) {
+				ev.Type = api.Deleted
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				for range in {
+				}
+				return
+			}
+		}
+	}()
+	return out, nil
 }

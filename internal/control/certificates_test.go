@@ -1,10 +1,17 @@
 package control
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/reconcile"
+	"github.com/kakuremichi/kakuremichi/store"
 )
 
 func TestOwnCertificateOnlyWithoutExplicitFiles(t *testing.T) {
@@ -63,5 +70,74 @@ func TestCertificateConfigErrorsNameTheFlag(t *testing.T) {
 	cfg := Config{PublicHostname: "Ctl.Example.com."}
 	if err := checkCertificateConfig(&cfg); err != nil || cfg.PublicHostname != "ctl.example.com" {
 		t.Errorf("public hostname: got %q %v, want ctl.example.com", cfg.PublicHostname, err)
+	}
+}
+
+// TestBridgeNeverSeesTunnelsOfControlsName: the bridge's tunnel source,
+// on the real store, lists and watches every tunnel but those naming
+// Control's public hostname; one renamed to it is gone as if deleted,
+// and back when renamed again.
+func TestBridgeNeverSeesTunnelsOfControlsName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const ctl = "ctl.example.com"
+	mk := func(name, host string) *api.Tunnel {
+		return &api.Tunnel{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Tunnel"}, Metadata: api.ObjectMeta{Name: name},
+			Spec: api.TunnelSpec{Hostname: host, Agent: "home", Target: "http://127.0.0.1:9"}}
+	}
+	for _, tn := range []*api.Tunnel{mk("hijack", ctl), mk("web", "web.example.com")} {
+		if _, err := st.Create(ctx, tn, store.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := withoutHostname(source{a: storeAdapter{st: st}, kind: "Tunnel"}, ctl)
+	objs, rev, err := src.List(ctx)
+	if err != nil || len(objs) != 1 || objs[0].GetMeta().Name != "web" {
+		t.Fatalf("List: got %d objects %v, want only web", len(objs), err)
+	}
+	events, err := src.Watch(ctx, rev+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() reconcile.Event {
+		t.Helper()
+		select {
+		case ev := <-events:
+			return ev
+		case <-ctx.Done():
+			t.Fatal("no watch event")
+		}
+		return reconcile.Event{}
+	}
+	rename := func(name, host string) {
+		t.Helper()
+		obj, err := st.Get(ctx, "Tunnel", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn := obj.(*api.Tunnel)
+		tn.Spec.Hostname = host
+		if _, err := st.Update(ctx, tn, store.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename("web", ctl)
+	if ev := next(); ev.Type != api.Deleted || ev.Object.GetMeta().Name != "web" {
+		t.Fatalf("web renamed to Control's name: got %s %s, want Deleted web", ev.Type, ev.Object.GetMeta().Name)
+	}
+	rename("web", "web.example.com")
+	if ev := next(); ev.Type != api.Modified || ev.Object.GetMeta().Name != "web" {
+		t.Fatalf("web renamed back: got %s %s, want Modified web (an upsert)", ev.Type, ev.Object.GetMeta().Name)
+	}
+	if _, err := st.Create(ctx, mk("again", ctl), store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(); ev.Type != api.Deleted || ev.Object.GetMeta().Name != "again" {
+		t.Fatalf("a new tunnel of Control's name: got %s %s, want Deleted again (nothing to add)", ev.Type, ev.Object.GetMeta().Name)
 	}
 }

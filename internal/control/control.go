@@ -177,6 +177,9 @@ func Run(ctx context.Context, cfg Config) error {
 	for kind, src := range certificateSources(cfg.Certificates, st) {
 		sources[kind] = src
 	}
+	if cfg.PublicHostname != "" {
+		sources["Tunnel"] = withoutHostname(sources["Tunnel"], cfg.PublicHostname)
+	}
 	br := bridgeserver.New(bridgeserver.Config{Store: st, Sources: sources, Logger: log.With("component", "bridge")})
 	br.Register(srv.Echo())
 	srv.Echo().GET(api.CAPath, serveCA(st))

@@ -24,8 +24,8 @@ import (
 // certificate for --public-hostname, and a gateway is connected. A tunnel
 // created for that very name is refused in its status
 // (HostnameReservedForControl, naming the hostname), gets no certificate,
-// and the slice the gateway keeps on disk never holds Control's key,
-// while another tunnel's certificate arrives there (so the slice read is
+// and the slice the gateway keeps on disk never holds Control's key nor
+// a route for that name, while another tunnel's certificate arrives there (so the slice read is
 // one made after both tunnels existed). Control keeps serving the
 // certificate it had.
 func TestTunnelCannotTakeControlsHostname(t *testing.T) {
@@ -95,6 +95,9 @@ func TestTunnelCannotTakeControlsHostname(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for _, it := range items {
+		if it.Route != nil && it.Route.Hostname == hostname {
+			t.Errorf("gateway slice: got route %s to tunnel %s, want none: a refused tunnel is not served", it.Key, it.Route.Tunnel)
+		}
 		c := it.Certificate
 		if c == nil {
 			continue
