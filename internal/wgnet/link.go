@@ -15,10 +15,15 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
-// outQueueLen bounds the packets the stack may queue for WireGuard before
-// it sees them dropped, as a NIC's transmit queue does. With segmentation
-// offload one queued packet may carry up to 64 KiB.
-const outQueueLen = 1024
+// outQueueLen and outQueueBytes bound what the stack may queue for
+// WireGuard before it sees packets dropped, as a NIC's transmit queue
+// does. With segmentation offload one queued packet may carry 64 KiB, so
+// the bytes matter: a deep queue only adds delay (and memory) once
+// WireGuard is the slower side, and TCP backs off on the drops.
+const (
+	outQueueLen   = 1024
+	outQueueBytes = 4 << 20
+)
 
 // gsoMaxSize is the largest TCP segment the stack hands the link: the
 // largest IP packet.
@@ -49,10 +54,11 @@ type link struct {
 
 	dispatcher atomic.Pointer[stack.NetworkDispatcher]
 
-	mu     sync.Mutex
-	ready  *sync.Cond // signalled when out gains packets or the link closes
-	out    []*stack.PacketBuffer
-	closed bool
+	mu       sync.Mutex
+	ready    *sync.Cond // signalled when out gains packets or the link closes
+	out      []*stack.PacketBuffer
+	outBytes int // the size of what is in out
+	closed   bool
 
 	// Only Read touches these: wireguard-go has one TUN reader.
 	pending []*stack.PacketBuffer // taken from out; pending[head:] not yet all read
@@ -130,10 +136,12 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	}
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
-		if len(l.out) >= outQueueLen {
+		size := pkt.Size()
+		if len(l.out) >= outQueueLen || (l.outBytes+size > outQueueBytes && len(l.out) > 0) {
 			break
 		}
 		l.out = append(l.out, pkt.IncRef())
+		l.outBytes += size
 		n++
 	}
 	if n > 0 {
@@ -192,6 +200,7 @@ func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		// Swap the queues: the stack appends to the reader's old array.
 		l.out, l.pending, l.head = l.pending[:0], l.out, 0
+		l.outBytes = 0
 		l.mu.Unlock()
 	}
 	n := 0
@@ -282,7 +291,7 @@ func (l *link) shut() {
 		for _, p := range l.out {
 			p.DecRef()
 		}
-		l.out = nil
+		l.out, l.outBytes = nil, 0
 		close(l.events)
 	}
 	l.ready.Broadcast()
