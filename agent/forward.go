@@ -295,26 +295,28 @@ func splice(st *stream, src io.Reader, target net.Conn) (up, down int64, err err
 	upErr := make(chan error, 1)
 	go func() {
 		var err error
-		up, err = copyHalf(requestWriter{target, st}, target, src, abort)
+		up, err = copyHalf(requestWriter{target, st}, target, src, &upBufs, abort)
 		upErr <- err
 	}()
-	down, errDown := copyHalf(responseWriter{gw, st}, gw, target, abort)
+	down, errDown := copyHalf(responseWriter{gw, st}, gw, target, &downBufs, abort)
 	errUp := <-upErr
 	return up, down, errors.Join(errUp, errDown)
 }
 
-// copyBufSize is the relay's buffer per direction: large reads from the
-// target's socket mean fewer system calls, and large writes into the
-// tunnel let its stack build 64 KiB segments.
-const copyBufSize = 256 << 10
+// The relay's buffers, pooled. A stream holds one per direction for as
+// long as it is open, idle in the gateway's pool included, so they are
+// sized for that: requests are mostly small (32 KiB, as io.Copy's); a
+// response gets 64 KiB, twice the reads per system call of io.Copy's.
+var (
+	upBufs   = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	downBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+)
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
-
-// copyHalf copies src to dst and half-closes conn, dst's connection, at
-// EOF.
-func copyHalf(dst io.Writer, conn net.Conn, src io.Reader, abort func()) (int64, error) {
-	buf := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(buf)
+// copyHalf copies src to dst through a buffer of pool and half-closes
+// conn, dst's connection, at EOF.
+func copyHalf(dst io.Writer, conn net.Conn, src io.Reader, pool *sync.Pool, abort func()) (int64, error) {
+	buf := pool.Get().(*[]byte)
+	defer pool.Put(buf)
 	// Neither end's ReadFrom or WriteTo would do better: the writers here
 	// wrap the connections, and a socket's WriteTo to them copies through
 	// 32 KiB.

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
@@ -86,8 +87,28 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 		// the server's buffer: flushing it at every read from the tunnel
 		// made one TLS record and one write per few KiB.
 		FlushInterval: 0,
-		ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-		ErrorHandler:  g.proxyError,
+		// Without a pool the proxy allocates a 32 KiB copy buffer for
+		// every request: most of what a small request allocates.
+		BufferPool:   copyBufferPool{},
+		ErrorLog:     slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		ErrorHandler: g.proxyError,
+	}
+}
+
+// proxyBufferSize is the proxy's copy buffer, as its own default.
+const proxyBufferSize = 32 << 10
+
+var proxyBuffers = sync.Pool{New: func() any { b := make([]byte, proxyBufferSize); return &b }}
+
+// copyBufferPool lends the proxy its copy buffers from proxyBuffers.
+type copyBufferPool struct{}
+
+func (copyBufferPool) Get() []byte { return *proxyBuffers.Get().(*[]byte) }
+
+func (copyBufferPool) Put(b []byte) {
+	if cap(b) == proxyBufferSize {
+		b = b[:proxyBufferSize]
+		proxyBuffers.Put(&b)
 	}
 }
 
