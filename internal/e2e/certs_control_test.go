@@ -178,8 +178,8 @@ func savedSliceItems(t *testing.T, path string) []bridge.Item {
 		Items []bridge.Item `json:"items"`
 	}
 	if err := json.Unmarshal(data, &saved); err != nil {
-		// Caught between a write and its rename would not happen; a
-		// half-written file would, and the next read settles it.
+		// Should a read ever catch a write half done, the next read
+		// settles it.
 		return nil
 	}
 	return saved.Items
