@@ -128,6 +128,9 @@ func runNode(ctx context.Context, log *slog.Logger, n *nodeFlags, kind, publicEn
 			errc <- fmt.Errorf("bridge: %w", err)
 		}
 	}()
+	trimTicker := time.NewTicker(trimInterval)
+	defer trimTicker.Stop()
+	go trimAfterBursts(cctx, status, trimTicker.C, trimMinBytes, freeMemory)
 	log.Info("started", "kind", kind, "name", n.name, "control", n.controlURL, "public_key", pub.String())
 	code := 0
 	select {
