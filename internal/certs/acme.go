@@ -284,19 +284,25 @@ type tlsALPNSolver struct{ http httpSolver }
 
 func alpnID(chal acme.Challenge) string { return "alpn." + chal.Identifier.Value }
 
-// Present stores the challenge certificate and its key.
-func (s tlsALPNSolver) Present(ctx context.Context, chal acme.Challenge) error {
+// alpnChallengeRecord is the stored form of a TLS-ALPN-01 challenge: the
+// challenge certificate and its key, under the id alpnID.
+func alpnChallengeRecord(chal acme.Challenge) ([]byte, error) {
 	cert, err := acmez.TLSALPN01ChallengeCert(chal)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	data, err := json.Marshal(api.ACMEChallenge{Type: acme.ChallengeTypeTLSALPN01, Hostname: chal.Identifier.Value, Token: alpnID(chal),
+	return json.Marshal(api.ACMEChallenge{Type: acme.ChallengeTypeTLSALPN01, Hostname: chal.Identifier.Value, Token: alpnID(chal),
 		CertPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})),
 		KeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))})
+}
+
+// Present stores the challenge certificate and its key.
+func (s tlsALPNSolver) Present(ctx context.Context, chal acme.Challenge) error {
+	data, err := alpnChallengeRecord(chal)
 	if err != nil {
 		return err
 	}

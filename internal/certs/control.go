@@ -3,9 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/kakuremichi/kakuremichi/api"
@@ -34,17 +31,7 @@ type selfALPNSolver struct{ issuer *ACMEIssuer }
 // Present stores the challenge certificate; every replica reads it at
 // the CA's handshake, so there is nothing to wait for.
 func (s selfALPNSolver) Present(ctx context.Context, chal acme.Challenge) error {
-	cert, err := acmez.TLSALPN01ChallengeCert(chal)
-	if err != nil {
-		return err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-	if err != nil {
-		return err
-	}
-	data, err := json.Marshal(api.ACMEChallenge{Type: acme.ChallengeTypeTLSALPN01, Hostname: chal.Identifier.Value, Token: alpnID(chal),
-		CertPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})),
-		KeyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))})
+	data, err := alpnChallengeRecord(chal)
 	if err != nil {
 		return err
 	}
