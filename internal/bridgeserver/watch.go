@@ -195,10 +195,11 @@ func (s *Server) pingLoop(ctx context.Context, c *conn) {
 		err := c.ws.Ping(pctx)
 		cancel()
 		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) &&
-			time.Since(time.Unix(0, c.lastRead.Load())) < s.cfg.PingInterval {
+			time.Since(time.Unix(0, c.lastRead.Load())) < 2*s.cfg.PingInterval {
 			// The pong waits behind messages the node has yet to read,
-			// but its heartbeats arrive: busy, not gone. Cutting it off
-			// would only bring it back with a snapshot to catch up on.
+			// but it has sent something within two intervals (a
+			// heartbeat): busy, not gone. Cutting it off would only
+			// bring it back with a snapshot to catch up on.
 			continue
 		}
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -30,8 +31,9 @@ func encode(s bridge.Slice) *encoded {
 	return e
 }
 
-// apply returns e with m applied; e is left as it was. A Snapshot is
-// encoded whole.
+// apply applies m to e in place and returns it; a Snapshot (or a nil e)
+// gives a new encoding. Only the items of a Delta are encoded, and only a
+// key that comes or goes moves others in key order.
 func (e *encoded) apply(m bridge.Message) *encoded {
 	if m.Type == bridge.Snapshot || e == nil {
 		s := bridge.Slice{}
@@ -40,30 +42,23 @@ func (e *encoded) apply(m bridge.Message) *encoded {
 		}
 		return encode(s)
 	}
-	out := &encoded{json: make(map[string][]byte, len(e.json)+len(m.Items))}
-	for k, v := range e.json {
-		out.json[k] = v
-	}
-	added := false
 	for _, k := range m.Deleted {
-		delete(out.json, k)
+		if _, ok := e.json[k]; !ok {
+			continue
+		}
+		delete(e.json, k)
+		if i, found := slices.BinarySearch(e.keys, k); found {
+			e.keys = slices.Delete(e.keys, i, i+1)
+		}
 	}
 	for _, it := range m.Items {
-		if _, ok := out.json[it.Key]; !ok {
-			added = true
+		if _, ok := e.json[it.Key]; !ok {
+			i, _ := slices.BinarySearch(e.keys, it.Key)
+			e.keys = slices.Insert(e.keys, i, it.Key)
 		}
-		out.json[it.Key], _ = json.Marshal(it)
+		e.json[it.Key], _ = json.Marshal(it)
 	}
-	if !added && len(m.Deleted) == 0 {
-		out.keys = e.keys
-		return out
-	}
-	out.keys = make([]string, 0, len(out.json))
-	for k := range out.json {
-		out.keys = append(out.keys, k)
-	}
-	sort.Strings(out.keys)
-	return out
+	return e
 }
 
 // digest is bridge.Slice.Digest of the slice.
