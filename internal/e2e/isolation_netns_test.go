@@ -105,6 +105,23 @@ func newIsoNetwork(t *testing.T) *isoNetwork {
 	return n
 }
 
+// clusterOn starts Control listening on addr, an address of the host
+// that the namespaces reach, with the admin token and the node API keys
+// of a cluster; nodes are added by the test.
+func (n *isoNetwork) clusterOn(t *testing.T, addr netip.Addr) *cluster {
+	t.Helper()
+	dir := t.TempDir()
+	ctlAddr := netip.AddrPortFrom(addr, uint16(freePort(t))).String()
+	control := &controlProc{t: t, dataDir: filepath.Join(dir, "data"), addr: ctlAddr, logPath: filepath.Join(dir, "control.log")}
+	control.start()
+	t.Cleanup(control.kill)
+	c := &cluster{t: t, control: control, agents: map[string]*controlProc{}, apps: map[string]string{}}
+	c.token = control.adminToken()
+	c.gwKey = c.apiKey("gateways", api.RoleGateway)
+	c.agentKey = c.apiKey("agents", api.RoleAgent)
+	return c
+}
+
 // startIn starts `kakuremichi args...` inside namespace ns as a process the
 // harness can kill and read the log of, like the ones it starts itself.
 func (n *isoNetwork) startIn(t *testing.T, ns, name string, args, env []string) *controlProc {
@@ -205,15 +222,8 @@ func TestIsolationNetns(t *testing.T) {
 
 	// Control listens on the host end of a's link, which b reaches through
 	// its /32 route.
-	dir := t.TempDir()
-	ctlAddr := netip.AddrPortFrom(n.hostAddr["a"], uint16(freePort(t))).String()
-	control := &controlProc{t: t, dataDir: filepath.Join(dir, "data"), addr: ctlAddr, logPath: filepath.Join(dir, "control.log")}
-	control.start()
-	t.Cleanup(control.kill)
-	c := &cluster{t: t, control: control, agents: map[string]*controlProc{}, apps: map[string]string{}}
-	c.token = control.adminToken()
-	c.gwKey = c.apiKey("gateways", api.RoleGateway)
-	c.agentKey = c.apiKey("agents", api.RoleAgent)
+	c := n.clusterOn(t, n.hostAddr["a"])
+	control := c.control
 
 	// The gateway: HTTP for the test on loopback, WireGuard on every host
 	// address (wireguard-go binds them all), announced on a's host end.
@@ -305,7 +315,7 @@ func TestIsolationNetns(t *testing.T) {
 		} else {
 			conn.Close()
 		}
-		if err := n.dialFrom(n.ns["a"], ctlAddr, 2*time.Second); err != nil {
+		if err := n.dialFrom(n.ns["a"], control.addr, 2*time.Second); err != nil {
 			t.Fatalf("Control from namespace a: %v, want it reachable", err)
 		}
 		for _, addr := range []string{appB, netip.AddrPortFrom(overlayB, 7000).String(), netip.AddrPortFrom(n.innerAddr["b"], 22).String()} {

@@ -23,15 +23,8 @@ import (
 func TestGatewayTUNBackend(t *testing.T) {
 	n := newIsoNetwork(t)
 	ns := n.ns["a"]
-	dir := t.TempDir()
-	ctlAddr := netip.AddrPortFrom(n.hostAddr["a"], uint16(freePort(t))).String()
-	control := &controlProc{t: t, dataDir: filepath.Join(dir, "data"), addr: ctlAddr, logPath: filepath.Join(dir, "control.log")}
-	control.start()
-	t.Cleanup(control.kill)
-	c := &cluster{t: t, control: control, agents: map[string]*controlProc{}, apps: map[string]string{}}
-	c.token = control.adminToken()
-	c.gwKey = c.apiKey("gateways", api.RoleGateway)
-	c.agentKey = c.apiKey("agents", api.RoleAgent)
+	c := n.clusterOn(t, n.hostAddr["a"])
+	control := c.control
 
 	inner := n.innerAddr["a"]
 	wgPort := freeUDPPort(t)
