@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
@@ -53,6 +54,8 @@ type NodeLivenessReconciler struct {
 	Now func() time.Time
 	// Logger receives the reconciler's logs; nil discards them.
 	Logger *slog.Logger
+
+	agentsFanout, gatewaysFanout fanout
 }
 
 // Reconcile brings one node's liveness conditions up to date, writing the
@@ -226,9 +229,11 @@ func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)
 			return
 		}
 		if linkOf(ch.Old) != linkOf(ch.New) {
-			for _, a := range r.Agents.List() {
-				enqueue(reconcile.RequestFor(a))
-			}
+			r.agentsFanout.do(fanoutInterval, func() {
+				for _, a := range r.Agents.List() {
+					enqueue(reconcile.RequestFor(a))
+				}
+			})
 			return
 		}
 		before, after := probesOf(ch.Old), probesOf(ch.New)
@@ -254,10 +259,50 @@ func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) 
 		if ch.Resync || linkOf(ch.Old) == linkOf(ch.New) {
 			return
 		}
-		for _, g := range r.Gateways.List() {
-			enqueue(reconcile.RequestFor(g))
-		}
+		r.gatewaysFanout.do(fanoutInterval, func() {
+			for _, g := range r.Gateways.List() {
+				enqueue(reconcile.RequestFor(g))
+			}
+		})
 	}
+}
+
+// fanoutInterval is the least time between two enqueues of every node of
+// a kind: each of them reconciles over every node of the other kind, so a
+// fleet coming online one node at a time would otherwise cost
+// O(agents × gateways) per node.
+const fanoutInterval = 500 * time.Millisecond
+
+// fanout runs an enqueue of a whole kind at once if none ran within the
+// interval, else once when the interval has passed: a burst of changes
+// costs two, and the last change is always followed by one.
+type fanout struct {
+	mu      sync.Mutex
+	last    time.Time
+	pending bool
+}
+
+func (f *fanout) do(interval time.Duration, run func()) {
+	f.mu.Lock()
+	if f.pending {
+		f.mu.Unlock()
+		return
+	}
+	wait := interval - time.Since(f.last)
+	if wait <= 0 {
+		f.last = time.Now()
+		f.mu.Unlock()
+		run()
+		return
+	}
+	f.pending = true
+	f.mu.Unlock()
+	time.AfterFunc(wait, func() {
+		f.mu.Lock()
+		f.pending, f.last = false, time.Now()
+		f.mu.Unlock()
+		run()
+	})
 }
 
 func (r *NodeLivenessReconciler) now() time.Time {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,6 +301,7 @@ func TestNodeLivenessHandlers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			r.agentsFanout, r.gatewaysFanout = fanout{}, fanout{} // each case is a first change
 			var got []string
 			tt.handler(func(r reconcile.Request) { got = append(got, r.String()) })(tt.change)
 			slices.Sort(got)
@@ -378,4 +380,28 @@ func TestManagerNodeLivenessEndToEnd(t *testing.T) {
 		return condition(getNode(t, src, "Agent", "ag"), api.ConditionReady).Reason == api.ReasonProbeFailed &&
 			condition(getNode(t, src, "Gateway", "gw"), api.ConditionReady).Reason == api.ReasonProbeFailed
 	})
+}
+
+// TestFanoutCoalesces checks that a burst of changes runs a fan-out at
+// once and then once more after the interval, and that a change after a
+// quiet interval runs it at once again.
+func TestFanoutCoalesces(t *testing.T) {
+	var f fanout
+	var runs atomic.Int32
+	run := func() { runs.Add(1) }
+	for range 100 {
+		f.do(200*time.Millisecond, run)
+	}
+	if got := runs.Load(); got != 1 {
+		t.Fatalf("runs right after a burst: got %d, want 1", got)
+	}
+	eventually(t, "the trailing run", func() bool { return runs.Load() == 2 })
+	time.Sleep(300 * time.Millisecond)
+	if got := runs.Load(); got != 2 {
+		t.Fatalf("runs after the burst settled: got %d, want 2", got)
+	}
+	f.do(200*time.Millisecond, run)
+	if got := runs.Load(); got != 3 {
+		t.Fatalf("runs after a change following a quiet interval: got %d, want 3 (at once)", got)
+	}
 }
