@@ -21,6 +21,7 @@ type gatewayRow struct {
 	LastSeen  time.Time `json:"lastSeen,omitzero"`
 	Endpoint  string    `json:"endpoint,omitempty"`
 	Version   string    `json:"version,omitempty"`
+	DataPath  string    `json:"dataPath,omitempty"`
 	Routes    int       `json:"routes"`
 	Agents    int       `json:"agents"`
 	ManagedBy string    `json:"managedBy,omitempty"`
@@ -29,7 +30,7 @@ type gatewayRow struct {
 func gatewayRowOf(g *api.Gateway) gatewayRow {
 	r := gatewayRow{Name: g.Metadata.Name, Enabled: g.Spec.Enabled == nil || *g.Spec.Enabled,
 		Online: api.IsConditionTrue(g.Status.Conditions, api.NodeConnected), Endpoint: g.Spec.PublicEndpoint,
-		Version: g.Status.Version, Routes: g.Status.Routes, Agents: len(g.Status.Agents),
+		Version: g.Status.Version, DataPath: g.Status.DataPath, Routes: g.Status.Routes, Agents: len(g.Status.Agents),
 		ManagedBy: g.Metadata.Annotations[ManagedByAnnotation]}
 	if c := api.FindCondition(g.Status.Conditions, api.NodeConnected); c != nil && !r.Online {
 		r.Reason = c.Reason

@@ -380,8 +380,9 @@ func TestAgentsGatewaysAndDashboardUpdateLive(t *testing.T) {
 	}
 	dash(`\u003cspan class=\"big\"\u003e1\u003c/span\u003e agents online`)
 
-	if _, err := h.st.Create(ctx, &api.Gateway{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Gateway"},
-		Metadata: api.ObjectMeta{Name: "gw1"}}, store.WriteOptions{}); err != nil {
+	gwObj, err := h.st.Create(ctx, &api.Gateway{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Gateway"},
+		Metadata: api.ObjectMeta{Name: "gw1"}}, store.WriteOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	d := gateways(`"name":"gw1"`)
@@ -389,6 +390,14 @@ func TestAgentsGatewaysAndDashboardUpdateLive(t *testing.T) {
 	// the Disable button with that session's CSRF token.
 	if !strings.Contains(d, "Disable") || !strings.Contains(d, h.sessions[api.RoleEditor][1]) {
 		t.Errorf("gateway row event for an editor: got %s, want the Disable form with the session's CSRF token", d)
+	}
+	// The data path the gateway reports shows in its row.
+	gwObj.(*api.Gateway).Status.DataPath = "tun"
+	if _, err := h.st.UpdateStatus(ctx, gwObj, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := gateways(`"dataPath":"tun"`); !strings.Contains(d, `\u003ctd class=\"wide-only\"\u003etun\u003c/td\u003e`) {
+		t.Errorf("gateway row event after a data path report: got %s, want a cell saying tun", d)
 	}
 	dash(`1 offline`)
 	if _, err := h.st.Delete(ctx, "Agent", "home", store.DeleteOptions{}); err != nil {
