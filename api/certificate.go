@@ -16,11 +16,13 @@ func init() {
 		New:        func() Object { return &Certificate{TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "Certificate"}} }})
 }
 
-// Certificate is the TLS certificate of one tunnel hostname, obtained and
-// renewed by Control and served by every gateway. Control creates and
-// deletes Certificates itself, one per hostname of an enabled http
-// tunnel; the object carries no key, so anyone who may read tunnels may
-// read it.
+// Certificate is the TLS certificate of one tunnel hostname (a wildcard
+// such as *.example.com included), obtained and renewed by Control and
+// served by every gateway; or, under the name "control", the certificate
+// of Control's own --public-hostname, which Control serves itself and no
+// gateway ever receives. Control creates and deletes Certificates itself,
+// one per hostname of an enabled http tunnel; the object carries no key,
+// so anyone who may read tunnels may read it.
 type Certificate struct {
 	TypeMeta `json:",inline"`
 	Metadata ObjectMeta        `json:"metadata"`
