@@ -96,6 +96,9 @@ type Client struct {
 	enc        *encoded // slice's items encoded; nil when slice is
 	revision   int64
 	connected  bool
+
+	// beat asks the heartbeat loop for a heartbeat now (buffered, one).
+	beat chan struct{}
 }
 
 // LoadOrCreateKey returns the node's WireGuard private key from the state
@@ -176,7 +179,7 @@ func New(cfg Config) (*Client, error) {
 	// Registration is one request now and then: its connection does not
 	// stay open beside the watch (a fleet would hold two descriptors per
 	// node on Control).
-	c := &Client{cfg: cfg, log: cfg.Logger, http: &http.Client{Timeout: 30 * time.Second,
+	c := &Client{cfg: cfg, log: cfg.Logger, beat: make(chan struct{}, 1), http: &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment, IdleConnTimeout: 30 * time.Second}}}
 	if data, err := os.ReadFile(filepath.Join(cfg.StateDir, credentialFile)); err == nil {
 		c.credential = strings.TrimSpace(string(data))
@@ -446,7 +449,26 @@ func (c *Client) handle(m bridge.Message) error {
 		c.log.Error("save slice", "err", err)
 	}
 	c.synced(m.Revision)
+	if hasChallenge(m) {
+		// Control tells the CA to validate once every gateway has said
+		// (with its revision, in a heartbeat) that it holds the
+		// challenge: say so now, not at the next heartbeat.
+		select {
+		case c.beat <- struct{}{}:
+		default:
+		}
+	}
 	return nil
+}
+
+// hasChallenge reports whether m brings an ACME challenge.
+func hasChallenge(m bridge.Message) bool {
+	for _, it := range m.Items {
+		if it.Challenge != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Client) synced(rev int64) {
@@ -475,6 +497,7 @@ func (c *Client) heartbeats(ctx context.Context, ws *websocket.Conn) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.beat:
 		}
 	}
 }

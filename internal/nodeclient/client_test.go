@@ -96,3 +96,88 @@ func TestRegistrationLeavesNoIdleConnection(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestHeartbeatAtOnceForAChallenge: a gateway that receives an ACME
+// challenge reports its new revision at once, not at its next heartbeat
+// (an hour away here): Control waits for that report before it lets the
+// CA validate. Other changes wait for the regular heartbeat.
+func TestHeartbeatAtOnceForAChallenge(t *testing.T) {
+	beats := make(chan int64, 16)
+	send := make(chan bridge.Message)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != bridge.WatchPath {
+			http.NotFound(w, r)
+			return
+		}
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		ctx := r.Context()
+		go func() {
+			for {
+				_, data, err := ws.Read(ctx)
+				if err != nil {
+					return
+				}
+				var m bridge.Message
+				if json.Unmarshal(data, &m) == nil && m.Type == bridge.Heartbeat && m.Status != nil {
+					beats <- m.Status.Revision
+				}
+			}
+		}()
+		for {
+			select {
+			case m := <-send:
+				data, _ := json.Marshal(m)
+				ws.Write(ctx, websocket.MessageText, data)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	if err := SaveCredential(dir, "kkt_n.secret"); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := wgnet.GeneratePrivateKey()
+	c, err := New(Config{ControlURL: srv.URL, Kind: "Gateway", Name: "n", PublicKey: key.PublicKey(), StateDir: dir,
+		Apply: func(bridge.Slice) error { return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
+		HeartbeatInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	send <- bridge.Message{Type: bridge.Snapshot, Revision: 1, Items: []bridge.Item{{Key: "self", Self: &bridge.Self{Name: "n"}}}}
+	waitBeat := func(want int64, within time.Duration) bool {
+		deadline := time.After(within)
+		for {
+			select {
+			case rev := <-beats:
+				if rev == want {
+					return true
+				}
+			case <-deadline:
+				return false
+			}
+		}
+	}
+	// The first heartbeat goes when the watch starts; it may or may not
+	// have seen revision 1 yet.
+	waitBeat(1, time.Second)
+	send <- bridge.Message{Type: bridge.Delta, Revision: 2, Items: []bridge.Item{{Key: "route/a.example.com", Route: &bridge.Route{Hostname: "a.example.com", Tunnel: "a", Protocol: "http", Agent: "x"}}}}
+	if waitBeat(2, 500*time.Millisecond) {
+		t.Fatal("a heartbeat went at once for a change that brings no challenge")
+	}
+	send <- bridge.Message{Type: bridge.Delta, Revision: 3, Items: []bridge.Item{{Key: bridge.ChallengeKey("tok"),
+		Challenge: &bridge.Challenge{Hostname: "a.example.com", Token: "tok", KeyAuthorization: "tok.thumb"}}}}
+	if !waitBeat(3, 5*time.Second) {
+		t.Fatal("no heartbeat with revision 3 within 5 s of a challenge; want one at once")
+	}
+}
