@@ -183,7 +183,9 @@ func (k *CertificateKeyPair) ValidateSpec() ErrorList { return nil }
 
 // AnnotationHTTPRedirect on a Tunnel set to "false" keeps its hostname
 // answering plain HTTP; by default, once the hostname has a certificate,
-// gateways redirect http:// to https:// with 308.
+// gateways redirect http:// to https:// with 308. spec.httpRedirect says
+// the same and wins when set; the annotation is kept for manifests that
+// use it.
 const AnnotationHTTPRedirect = "kakuremichi.io/http-redirect"
 
 // CAPath is where Control serves the internal CA's root certificate

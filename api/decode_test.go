@@ -32,6 +32,8 @@ func TestDecodeAndValidateErrorsNameTheField(t *testing.T) {
 		{"http forbids publicPort", header + "spec:\n  hostname: a.example.com\n  agent: a\n  target: http://x:80\n  publicPort: 8080\n", "spec.publicPort:"},
 		{"publicPort 443", header + "spec:\n  hostname: a.example.com\n  agent: a\n  target: tcp://db:5432\n  publicPort: 443\n", "spec.publicPort: 443"},
 		{"skip verify on http", header + "spec:\n  hostname: a.example.com\n  agent: a\n  target: http://x:80\n  insecureSkipVerify: true\n", "spec.insecureSkipVerify:"},
+		{"redirect on tcp", header + "spec:\n  hostname: a.example.com\n  agent: a\n  target: tcp://db:5432\n  publicPort: 5432\n  httpRedirect: false\n", "spec.httpRedirect: "},
+		{"redirect not a boolean", header + "spec:\n  hostname: a.example.com\n  agent: a\n  target: http://x:80\n  httpRedirect: \"no\"\n", "spec.httpRedirect: expected a boolean"},
 		{"target path", header + "spec:\n  hostname: a.example.com\n  agent: a\n  target: http://x:80/admin\n", "spec.target:"},
 		{"missing hostname", header + "spec:\n  agent: a\n  target: http://x:80\n", "spec.hostname: required"},
 		{"bad hostname", header + "spec:\n  hostname: Not_A_Host\n  agent: a\n  target: http://x:80\n", "spec.hostname:"},

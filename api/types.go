@@ -38,6 +38,21 @@ type TunnelSpec struct {
 	// InsecureSkipVerify makes the agent accept any certificate from an
 	// https:// target (self-signed origins). Defaults to false.
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+	// HTTPRedirect makes gateways answer plain http:// requests for the
+	// hostname with a 308 to https:// once it has a certificate (ACME
+	// challenges are never redirected). Defaults to true; false keeps the
+	// hostname answering plain HTTP. Only for http(s) targets.
+	HTTPRedirect *bool `json:"httpRedirect,omitempty"`
+}
+
+// RedirectsHTTP reports whether gateways redirect the tunnel's plain-HTTP
+// requests to HTTPS: spec.httpRedirect, else the older annotation
+// kakuremichi.io/http-redirect: "false", else true.
+func (t *Tunnel) RedirectsHTTP() bool {
+	if t.Spec.HTTPRedirect != nil {
+		return *t.Spec.HTTPRedirect
+	}
+	return t.Metadata.Annotations[AnnotationHTTPRedirect] != "false"
 }
 
 // TunnelStatus is what Control observed of a tunnel.
@@ -145,6 +160,9 @@ func (t *Tunnel) ValidateSpec() ErrorList {
 		}
 		if t.Spec.InsecureSkipVerify && !strings.HasPrefix(t.Spec.Target, "https://") {
 			errs = append(errs, FieldError{Type: FieldForbidden, Field: "spec.insecureSkipVerify", Detail: "only meaningful for https:// targets"})
+		}
+		if t.Spec.HTTPRedirect != nil && isTCP {
+			errs = append(errs, FieldError{Type: FieldForbidden, Field: "spec.httpRedirect", Detail: "only meaningful for http(s) targets: a tcp tunnel has no plain-HTTP requests to redirect"})
 		}
 	}
 	return errs

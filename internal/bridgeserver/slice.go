@@ -141,7 +141,7 @@ func gatewayShared(st State, owned []*api.Tunnel) bridge.Slice {
 	// before Control removes it from the store.
 	redirect := map[string]bool{}
 	for _, t := range owned {
-		redirect[t.Spec.Hostname] = t.Metadata.Annotations[api.AnnotationHTTPRedirect] != "false"
+		redirect[t.Spec.Hostname] = t.RedirectsHTTP()
 	}
 	for _, o := range st.Certificates {
 		kp := o.(*api.CertificateKeyPair)

@@ -24,14 +24,21 @@ func TestCertificatesOnlyReachGatewaysWithTheirRoute(t *testing.T) {
 		Gateways: []api.Object{&api.Gateway{Metadata: api.ObjectMeta{Name: "gw1"}}},
 		Agents:   []api.Object{&api.Agent{Metadata: api.ObjectMeta{Name: "home"}}},
 		Tunnels: []api.Object{tun("web", "web.example.com", "http://localhost:80", 0),
-			tun("db", "db.example.com", "tcp://localhost:5432", 5432), tun("plain", "plain.example.com", "http://localhost:80", 0)},
-		Certificates: []api.Object{kp("web.example.com"), kp("db.example.com"), kp("gone.example.com"), kp("plain.example.com")},
+			tun("db", "db.example.com", "tcp://localhost:5432", 5432), tun("plain", "plain.example.com", "http://localhost:80", 0),
+			tun("spec-off", "spec-off.example.com", "http://localhost:80", 0), tun("spec-on", "spec-on.example.com", "http://localhost:80", 0)},
+		Certificates: []api.Object{kp("web.example.com"), kp("db.example.com"), kp("gone.example.com"), kp("plain.example.com"),
+			kp("spec-off.example.com"), kp("spec-on.example.com")},
 		Challenges: []api.Object{&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "t1"}, Hostname: "web.example.com", Token: "t1", KeyAuthorization: "k1"},
 			&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "t2"}, Hostname: "evil.example.org", Token: "t2", KeyAuthorization: "k2"},
 			&api.ACMEChallenge{Metadata: api.ObjectMeta{Name: "alpn.web.example.com"}, Type: "tls-alpn-01", Hostname: "web.example.com",
 				Token: "alpn.web.example.com", CertPEM: "c", KeyPEM: "k"}},
 	}
 	st.Tunnels[2].GetMeta().Annotations = map[string]string{api.AnnotationHTTPRedirect: "false"}
+	off, on := false, true
+	st.Tunnels[3].(*api.Tunnel).Spec.HTTPRedirect = &off
+	// The spec field wins over the older annotation.
+	st.Tunnels[4].(*api.Tunnel).Spec.HTTPRedirect = &on
+	st.Tunnels[4].GetMeta().Annotations = map[string]string{api.AnnotationHTTPRedirect: "false"}
 	gs, ok := GatewaySlice(st, "gw1")
 	if !ok {
 		t.Fatalf("GatewaySlice: got no slice, want one")
@@ -58,6 +65,12 @@ func TestCertificatesOnlyReachGatewaysWithTheirRoute(t *testing.T) {
 	}
 	if c := gs[bridge.CertificateKey("plain.example.com")].Certificate; c == nil || c.RedirectHTTP {
 		t.Errorf("plain.example.com redirect: got %+v, want none: its tunnel opted out", c)
+	}
+	if c := gs[bridge.CertificateKey("spec-off.example.com")].Certificate; c == nil || c.RedirectHTTP {
+		t.Errorf("spec-off.example.com redirect: got %+v, want none: spec.httpRedirect is false", c)
+	}
+	if c := gs[bridge.CertificateKey("spec-on.example.com")].Certificate; c == nil || !c.RedirectHTTP {
+		t.Errorf("spec-on.example.com redirect: got %+v, want it: spec.httpRedirect true wins over the annotation", c)
 	}
 	if it, ok := gs[bridge.ChallengeKey("t1")]; !ok || it.Challenge == nil || it.Challenge.KeyAuthorization != "k1" {
 		t.Errorf("challenge of a routed hostname: got %+v, want it delivered", it.Challenge)
