@@ -74,6 +74,7 @@ type tunnelForm struct {
 	Target     string
 	PublicPort string
 	Insecure   bool
+	Redirect   bool
 	Enabled    bool
 	Agents     []string
 	ManagedBy  string
@@ -114,12 +115,12 @@ func (u *UI) showForm(c echo.Context, code int, f tunnelForm) error {
 }
 
 func (u *UI) newTunnel(c echo.Context) error {
-	return u.showForm(c, http.StatusOK, tunnelForm{New: true, Enabled: true, Target: "http://"})
+	return u.showForm(c, http.StatusOK, tunnelForm{New: true, Enabled: true, Redirect: true, Target: "http://"})
 }
 
 func formOf(t *api.Tunnel) tunnelForm {
 	f := tunnelForm{Name: t.Metadata.Name, Hostname: t.Spec.Hostname, Agent: t.Spec.Agent, Target: t.Spec.Target,
-		Insecure: t.Spec.InsecureSkipVerify, Enabled: t.Spec.Enabled == nil || *t.Spec.Enabled,
+		Insecure: t.Spec.InsecureSkipVerify, Redirect: t.RedirectsHTTP(), Enabled: t.Spec.Enabled == nil || *t.Spec.Enabled,
 		ManagedBy: t.Metadata.Annotations[ManagedByAnnotation], Row: rowOf(t), Conditions: t.Status.Conditions,
 		ResourceVersion: t.Metadata.ResourceVersion}
 	if t.Spec.PublicPort != 0 {
@@ -151,7 +152,17 @@ func readForm(c echo.Context, f *tunnelForm, t *api.Tunnel) {
 	f.Target = strings.TrimSpace(c.FormValue("target"))
 	f.PublicPort = strings.TrimSpace(c.FormValue("publicPort"))
 	f.Insecure = c.FormValue("insecureSkipVerify") == "on"
+	f.Redirect = c.FormValue("httpRedirect") == "on"
 	f.Enabled = c.FormValue("enabled") == "on"
+	// The redirect is written only when it changes, so that a tunnel left
+	// on the default (or on the older annotation) stays as it was stored;
+	// a tcp tunnel has none.
+	switch redirect := f.Redirect; {
+	case strings.HasPrefix(f.Target, "tcp://"):
+		t.Spec.HTTPRedirect = nil
+	case redirect != t.RedirectsHTTP():
+		t.Spec.HTTPRedirect = &redirect
+	}
 	t.Spec.Hostname, t.Spec.Agent, t.Spec.Target, t.Spec.InsecureSkipVerify = f.Hostname, f.Agent, f.Target, f.Insecure
 	enabled := f.Enabled
 	t.Spec.Enabled = &enabled
@@ -167,7 +178,8 @@ func readForm(c echo.Context, f *tunnelForm, t *api.Tunnel) {
 
 // fieldOf maps an API field path to the form field it came from.
 var fieldOf = map[string]string{"metadata.name": "name", "spec.hostname": "hostname", "spec.agent": "agent",
-	"spec.target": "target", "spec.publicPort": "publicPort", "spec.insecureSkipVerify": "insecureSkipVerify"}
+	"spec.target": "target", "spec.publicPort": "publicPort", "spec.insecureSkipVerify": "insecureSkipVerify",
+	"spec.httpRedirect": "httpRedirect"}
 
 // saveFailed shows the form again with each validation error next to its
 // field; other failures become an error page.

@@ -770,3 +770,50 @@ func TestEveryUIStateChangeNeedsTheCSRFToken(t *testing.T) {
 		t.Errorf("after refused posts: registration changed")
 	}
 }
+
+// TestTunnelFormRedirect: the form's redirect box writes spec.httpRedirect
+// only when it changes what the tunnel does, so a tunnel on the default
+// stays on it; an unticked box stores false; a tcp tunnel gets none.
+func TestTunnelFormRedirect(t *testing.T) {
+	h := newHarness(t)
+	h.setUp()
+	ctx := context.Background()
+	stored := func(name string) *bool {
+		t.Helper()
+		obj, err := h.st.Get(ctx, "Tunnel", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obj.(*api.Tunnel).Spec.HTTPRedirect
+	}
+	post := func(path string, v url.Values) {
+		t.Helper()
+		if resp, body := h.send(api.RoleEditor, "POST", path, v, nil); resp.StatusCode != 303 {
+			t.Fatalf("POST %s: got %d, want 303\n%s", path, resp.StatusCode, body)
+		}
+	}
+	post("/ui/tunnels", url.Values{"name": {"on"}, "hostname": {"on.example.com"}, "agent": {"home"},
+		"target": {"http://app:3000"}, "enabled": {"on"}, "httpRedirect": {"on"}})
+	if r := stored("on"); r != nil {
+		t.Errorf("ticked box on a new tunnel: stored %v, want the field left to its default", *r)
+	}
+	post("/ui/tunnels", url.Values{"name": {"off"}, "hostname": {"off.example.com"}, "agent": {"home"},
+		"target": {"http://app:3000"}, "enabled": {"on"}})
+	if r := stored("off"); r == nil || *r {
+		t.Errorf("unticked box: stored %v, want false", r)
+	}
+	if _, body := h.send(api.RoleEditor, "GET", "/ui/tunnels/off", nil, nil); strings.Contains(body, `name="httpRedirect" checked`) {
+		t.Errorf("the form of a tunnel that does not redirect shows the box ticked")
+	}
+	obj, _ := h.st.Get(ctx, "Tunnel", "off")
+	post("/ui/tunnels/off", url.Values{"resourceVersion": {obj.GetMeta().ResourceVersion}, "hostname": {"off.example.com"},
+		"agent": {"home"}, "target": {"http://app:3000"}, "enabled": {"on"}, "httpRedirect": {"on"}})
+	if r := stored("off"); r == nil || !*r {
+		t.Errorf("ticking the box on a tunnel that did not redirect: stored %v, want true", r)
+	}
+	post("/ui/tunnels", url.Values{"name": {"db"}, "hostname": {"db.example.com"}, "agent": {"home"},
+		"target": {"tcp://db:5432"}, "publicPort": {"15432"}, "enabled": {"on"}})
+	if r := stored("db"); r != nil {
+		t.Errorf("tcp tunnel: stored httpRedirect %v, want none", *r)
+	}
+}
