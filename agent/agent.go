@@ -142,6 +142,11 @@ type Agent struct {
 	served bool
 	// streams are every connection accepted and not yet finished.
 	streams map[*stream]struct{}
+	// refusing are connections accepted while draining, being answered
+	// "stopping"; refusalsClosed is set once drain has closed them, and
+	// later ones are closed at once.
+	refusing       map[net.Conn]struct{}
+	refusalsClosed bool
 	// targets are the last probe (or stream dial) result per tunnel.
 	targets map[string]bridge.TargetStatus
 
@@ -193,6 +198,7 @@ func New(cfg Config) (*Agent, error) {
 		hardCancel: hardCancel,
 		probeNow:   make(chan struct{}, 1),
 		streams:    make(map[*stream]struct{}),
+		refusing:   make(map[net.Conn]struct{}),
 		targets:    make(map[string]bridge.TargetStatus),
 	}, nil
 }
@@ -528,9 +534,10 @@ func (a *Agent) serveLocked() {
 	go a.acceptLoop(ln)
 }
 
-// drain stops the agent: no new streams, up to ShutdownGrace for those in
-// flight, then everything closed. Every goroutine of the agent has ended
-// when it returns.
+// drain stops the agent: no new streams (new ones are answered
+// "stopping", so gateways still see the agent while its streams finish),
+// up to ShutdownGrace for those in flight, then everything closed. Every
+// goroutine of the agent has ended when it returns.
 func (a *Agent) drain() {
 	a.mu.Lock()
 	a.phase = phaseStopping
@@ -538,9 +545,6 @@ func (a *Agent) drain() {
 	a.ln, a.served = nil, false
 	inflight := len(a.streams)
 	a.mu.Unlock()
-	if ln != nil {
-		ln.Close()
-	}
 	a.log.Info("agent stopping: draining streams", "in_flight", inflight, "grace", a.cfg.ShutdownGrace)
 
 	done := make(chan struct{})
@@ -585,6 +589,15 @@ wait:
 			break wait
 		}
 	}
+	if ln != nil {
+		ln.Close()
+	}
+	a.mu.Lock()
+	a.refusalsClosed = true
+	for c := range a.refusing {
+		c.Close()
+	}
+	a.mu.Unlock()
 	a.hardCancel()
 	a.loops.Wait()
 	if forced {

@@ -64,7 +64,9 @@ func TestDrain(t *testing.T) {
 
 		cancelled := time.Now()
 		f.cancel()
-		// No new streams once draining has begun.
+		// No new streams once draining has begun: they are answered
+		// "stopping", which also tells a gateway's check that the agent
+		// is still there while its streams finish.
 		waitFor(t, 5*time.Second, "new streams to be turned away", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
@@ -74,7 +76,7 @@ func TestDrain(t *testing.T) {
 				return false
 			}
 			var re *bridge.RefusedError
-			return !errors.As(err, &re)
+			return errors.As(err, &re) && re.Code == bridge.RefuseStopping
 		})
 		select {
 		case err := <-f.runErr:

@@ -69,7 +69,10 @@ func (st *stream) close() {
 	}
 }
 
-// acceptLoop serves ln until it is closed (by drain, or with its device).
+// acceptLoop serves ln until it is closed (at the end of drain, or with
+// its device). While the agent drains, a new stream is answered "stopping":
+// gateways learn the agent is still there (their checks of a request in
+// flight keep it alive) but gets no new work.
 func (a *Agent) acceptLoop(ln net.Listener) {
 	defer a.loops.Done()
 	for {
@@ -84,8 +87,17 @@ func (a *Agent) acceptLoop(ln net.Listener) {
 		}
 		a.mu.Lock()
 		if a.phase != phaseRunning {
+			if a.refusalsClosed {
+				a.mu.Unlock()
+				c.Close()
+				continue
+			}
+			a.refusing[c] = struct{}{}
+			// acceptLoop holds a count of loops, so this Add cannot race
+			// drain's Wait.
+			a.loops.Add(1)
 			a.mu.Unlock()
-			c.Close()
+			go a.refuseStopping(c)
 			continue
 		}
 		a.streams[st] = struct{}{}
@@ -159,6 +171,25 @@ func (a *Agent) handle(st *stream) {
 	st.lastDown.Store(time.Now().UnixNano())
 	up, down, err := splice(st, br, target)
 	log.Debug("stream closed", "bytes_to_target", up, "bytes_from_target", down, "err", err)
+}
+
+// refuseStopping answers a stream opened while the agent drains: its
+// preamble read, the refusal "stopping" written, then closed.
+func (a *Agent) refuseStopping(c net.Conn) {
+	defer a.loops.Done()
+	defer func() {
+		c.Close()
+		a.mu.Lock()
+		delete(a.refusing, c)
+		a.mu.Unlock()
+	}()
+	c.SetDeadline(time.Now().Add(preambleTimeout))
+	if _, err := bridge.ReadPreamble(bufio.NewReader(c)); err != nil {
+		return
+	}
+	if bridge.WriteRefusal(c, bridge.RefuseStopping, "the agent is shutting down") == nil {
+		lingerClose(c)
+	}
 }
 
 // lingerClose ends a refused stream without losing the answer: a gateway

@@ -102,14 +102,26 @@ func (l *liveness) record(addr netip.Addr, alive bool, at time.Time) {
 // checkAgent tells whether the agent at addr answers, probing it unless a
 // check finished less than livenessReuse ago.
 func (g *Gateway) checkAgent(ctx context.Context, addr netip.Addr) bool {
+	alive, _ := g.checkAgentReused(ctx, addr)
+	return alive
+}
+
+// checkAgentReused is checkAgent that also says, when the answer is an
+// earlier check's reused, when that answer expires (zero for a fresh one).
+func (g *Gateway) checkAgentReused(ctx context.Context, addr netip.Addr) (alive bool, expires time.Time) {
 	h := g.health.get(addr)
 	h.mu.Lock()
-	if time.Since(h.checked) < livenessReuse {
+	if until := h.checked.Add(livenessReuse); time.Now().Before(until) {
 		alive := h.alive
 		h.mu.Unlock()
-		return alive
+		return alive, until
 	}
 	h.mu.Unlock()
+	return g.probeAgent(ctx, addr), time.Time{}
+}
+
+// probeAgent probes the agent at addr now and records the result.
+func (g *Gateway) probeAgent(ctx context.Context, addr netip.Addr) bool {
 	cctx, cancel := context.WithTimeout(ctx, livenessCheckTimeout)
 	err := g.probeOnce(cctx, addr)
 	cancel()
@@ -179,12 +191,23 @@ func (g *Gateway) watchStall(ctx context.Context, w *progressWriter, addr netip.
 		case <-t.C:
 		}
 		now := w.progress.Load()
-		if now == last && !g.checkAgent(ctx, addr) {
-			cancel(errAgentDown)
-			return
+		next := stallCheckEvery
+		if now == last {
+			alive, expires := g.checkAgentReused(ctx, addr)
+			if !alive {
+				cancel(errAgentDown)
+				return
+			}
+			if !expires.IsZero() {
+				// The agent answered a check made for another request or
+				// by the probe loop, perhaps just before it died: this
+				// request checks again for itself as soon as that answer
+				// expires, not a whole interval later.
+				next = max(time.Until(expires), 10*time.Millisecond)
+			}
 		}
 		last = now
-		t.Reset(stallCheckEvery)
+		t.Reset(next)
 	}
 }
 

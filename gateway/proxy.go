@@ -263,6 +263,8 @@ func (g *Gateway) dialAgent(ctx context.Context, addr netip.Addr, tunnel string)
 				page = pageTunnelDisabled
 			case bridge.RefuseUnknownTunnel:
 				page = pageAgentUnknownTunnel
+			case bridge.RefuseStopping:
+				page = pageAgentOffline
 			}
 		}
 		return nil, &dialError{page, fmt.Errorf("opening tunnel %s on agent %s: %w", tunnel, addr, err)}

@@ -40,6 +40,10 @@ const (
 	RefuseTargetUnreachable = "target-unreachable"
 	// RefuseBadPreamble: the preamble could not be parsed.
 	RefuseBadPreamble = "bad-preamble"
+	// RefuseStopping: the agent is shutting down; it finishes the streams
+	// it has and opens no new one. A probe answered so knows the agent is
+	// still there.
+	RefuseStopping = "stopping"
 )
 
 // RefusedError is an agent's refusal of a stream.
