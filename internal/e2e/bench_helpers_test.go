@@ -208,66 +208,55 @@ func benchClient(addr string) *http.Client {
 // benchBulk downloads each bytes on streams concurrent connections and
 // returns MB/s (10^6 bytes) over the wall time of all of them.
 func benchBulk(cl *http.Client, base string, streams int, each int64) (float64, error) {
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, streams)
-	for range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := cl.Get(fmt.Sprintf("%s/bytes?n=%d", base, each))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			n, err := io.Copy(io.Discard, resp.Body)
-			if err == nil && (n != each || resp.StatusCode != 200) {
-				err = fmt.Errorf("got status %d and %d bytes, want 200 and %d", resp.StatusCode, n, each)
-			}
-			if err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return 0, err
-	}
-	return float64(streams) * float64(each) / time.Since(start).Seconds() / 1e6, nil
+	return benchStreams(streams, each, func() error {
+		resp, err := cl.Get(fmt.Sprintf("%s/bytes?n=%d", base, each))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err == nil && (n != each || resp.StatusCode != 200) {
+			err = fmt.Errorf("got status %d and %d bytes, want 200 and %d", resp.StatusCode, n, each)
+		}
+		return err
+	})
 }
 
 // benchUpload sends each bytes on streams concurrent connections and
 // returns MB/s (10^6 bytes) over the wall time of all of them.
 func benchUpload(cl *http.Client, base string, streams int, each int64) (float64, error) {
+	return benchStreams(streams, each, func() error {
+		req, err := http.NewRequest(http.MethodPost, base+"/upload", io.LimitReader(&repeatReader{}, each))
+		if err != nil {
+			return err
+		}
+		req.ContentLength = each
+		resp, err := cl.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != 200 || strings.TrimSpace(string(body)) != strconv.FormatInt(each, 10)) {
+			err = fmt.Errorf("got %d %q, want 200 and the app counting %d bytes", resp.StatusCode, body, each)
+		}
+		return err
+	})
+}
+
+// benchStreams runs transfer on streams goroutines at once, each moving
+// each bytes, and returns MB/s (10^6 bytes) over the wall time of all of
+// them, or the first error.
+func benchStreams(streams int, each int64, transfer func() error) (float64, error) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, streams)
 	for range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, err := http.NewRequest(http.MethodPost, base+"/upload", io.LimitReader(&repeatReader{}, each))
-			if err != nil {
-				errs <- err
-				return
-			}
-			req.ContentLength = each
-			resp, err := cl.Do(req)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err == nil && (resp.StatusCode != 200 || strings.TrimSpace(string(body)) != strconv.FormatInt(each, 10)) {
-				err = fmt.Errorf("got %d %q, want 200 and the app counting %d bytes", resp.StatusCode, body, each)
-			}
-			if err != nil {
+		wg.Go(func() {
+			if err := transfer(); err != nil {
 				errs <- err
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -35,21 +35,7 @@ func TestReconnectsWhenTheConnectionDrops(t *testing.T) {
 		ws.CloseNow() // the connection drops, no close handshake
 	}))
 	defer srv.Close()
-	dir := t.TempDir()
-	if err := SaveCredential(dir, "kkt_n.secret"); err != nil {
-		t.Fatal(err)
-	}
-	key, _ := wgnet.GeneratePrivateKey()
-	c, err := New(Config{ControlURL: srv.URL, Kind: "Agent", Name: "n", PublicKey: key.PublicKey(), StateDir: dir,
-		Apply: func(bridge.Slice) error { return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
-		HeartbeatInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer runEnrolledNode(t, srv.URL, "Agent")()
 	deadline := time.Now().Add(20 * time.Second)
 	for accepts.Load() < 3 {
 		if time.Now().After(deadline) {
@@ -138,21 +124,7 @@ func TestHeartbeatAtOnceForAChallenge(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	dir := t.TempDir()
-	if err := SaveCredential(dir, "kkt_n.secret"); err != nil {
-		t.Fatal(err)
-	}
-	key, _ := wgnet.GeneratePrivateKey()
-	c, err := New(Config{ControlURL: srv.URL, Kind: "Gateway", Name: "n", PublicKey: key.PublicKey(), StateDir: dir,
-		Apply: func(bridge.Slice) error { return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
-		HeartbeatInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer runEnrolledNode(t, srv.URL, "Gateway")()
 
 	send <- bridge.Message{Type: bridge.Snapshot, Revision: 1, Items: []bridge.Item{{Key: "self", Self: &bridge.Self{Name: "n"}}}}
 	waitBeat := func(want int64, within time.Duration) bool {
@@ -180,4 +152,26 @@ func TestHeartbeatAtOnceForAChallenge(t *testing.T) {
 	if !waitBeat(3, 5*time.Second) {
 		t.Fatal("no heartbeat with revision 3 within 5 s of a challenge; want one at once")
 	}
+}
+
+// runEnrolledNode runs a client of kind "n", already holding a credential,
+// against controlURL with heartbeats an hour apart; the returned func
+// stops it.
+func runEnrolledNode(t *testing.T, controlURL, kind string) (stop func()) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := SaveCredential(dir, "kkt_n.secret"); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := wgnet.GeneratePrivateKey()
+	c, err := New(Config{ControlURL: controlURL, Kind: kind, Name: "n", PublicKey: key.PublicKey(), StateDir: dir,
+		Apply: func(bridge.Slice) error { return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
+		HeartbeatInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	return func() { cancel(); <-done }
 }
