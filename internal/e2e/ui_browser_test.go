@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,6 +8,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/kakuremichi/kakuremichi/internal/browsertest"
 )
 
 // TestBrowserRunsTheSystem is issue 5's walk through the web UI with a
@@ -20,48 +19,11 @@ import (
 // the open page without a reload, opened through the gateway, then
 // disabled (503) and deleted (404) from the UI.
 func TestBrowserRunsTheSystem(t *testing.T) {
-	exe := ""
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			exe = p
-			break
-		}
-	}
-	if exe == "" {
-		t.Skip("no chromium binary found; .ci/run installs one")
-	}
-	shots := t.TempDir()
-	if dir := os.Getenv("KAKUREMICHI_ARTIFACTS"); dir != "" {
-		shots = filepath.Join(dir, "e2e-ui")
-		if err := os.MkdirAll(shots, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	br := browsertest.Start(t, "e2e-ui", 3*time.Minute)
 	c := newCluster(t)
 	base := c.control.url()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1200, 800))
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancelTimeout()
-	shot := func(name string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
-		})
-	}
-	run := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-	}
+	ctx, shot, run := br.Context(), br.Shot, br.Run
 	const password = "a long passphrase"
 	run("first run: set up the admin with the bootstrap token",
 		chromedp.Navigate(base+"/"),
@@ -198,5 +160,5 @@ func TestBrowserRunsTheSystem(t *testing.T) {
 			t.Errorf("audit page: got no %q", want)
 		}
 	}
-	t.Logf("screenshots in %s", shots)
+	t.Logf("screenshots in %s", br.Dir())
 }

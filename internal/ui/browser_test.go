@@ -2,42 +2,15 @@ package ui
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/browsertest"
 	"github.com/kakuremichi/kakuremichi/store"
 )
-
-// chromium finds Debian's chromium (installed by .ci/run) or Chrome.
-func chromium(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("no chromium binary found; .ci/run installs one")
-	return ""
-}
-
-// artifacts is where screenshots go: $KAKUREMICHI_ARTIFACTS if set, else
-// the test's temporary directory.
-func artifacts(t *testing.T) string {
-	dir := os.Getenv("KAKUREMICHI_ARTIFACTS")
-	if dir == "" {
-		return t.TempDir()
-	}
-	dir = filepath.Join(dir, "ui")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 // TestBrowserFirstRunAndTunnelLifecycle drives a real chromium through
 // the first run (setup with the bootstrap token), login, creating a
@@ -46,7 +19,6 @@ func artifacts(t *testing.T) string {
 // written to the store here, as Control's controllers would; the
 // end-to-end run with a real agent and gateway is not part of this test.
 func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
-	exe := chromium(t)
 	if testing.Short() {
 		t.Skip("starts a browser")
 	}
@@ -54,32 +26,8 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 	// The browser must reach the server as 127.0.0.1, where it treats
 	// plain HTTP as a secure context and keeps the __Host- cookie.
 	base := strings.Replace(h.url, "localhost", "127.0.0.1", 1)
-	shots := artifacts(t)
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.WindowSize(1200, 800), chromedp.Flag("disable-gpu", true))
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelTimeout()
-
-	shot := func(name string) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
-		})
-	}
-	run := func(step string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", step, err)
-		}
-	}
+	br := browsertest.Start(t, "ui", 90*time.Second)
+	ctx, shot, run := br.Context(), br.Shot, br.Run
 	location := func() string {
 		t.Helper()
 		loc, err := chromedp.Run(ctx, chromedp.Location())
@@ -311,5 +259,5 @@ func TestBrowserFirstRunAndTunnelLifecycle(t *testing.T) {
 	if !strings.Contains(who, "bob") || !strings.Contains(who, "editor") {
 		t.Errorf("after signing up with an editor's invite: got %q in the header, want bob (editor)", who)
 	}
-	t.Logf("screenshots in %s", shots)
+	t.Logf("screenshots in %s", br.Dir())
 }
