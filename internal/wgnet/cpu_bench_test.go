@@ -35,7 +35,8 @@ func cpuTime(tb testing.TB) time.Duration {
 // BenchmarkBulkCPU sends 256 MiB one way, in turn, through a tunnel whose
 // two ends run on this package's netstack link ("tunnel"), through the
 // same tunnel on wireguard-go's stock netstack adapter ("stock", the
-// baseline), through a tunnel whose sending end is on the kernel's TCP/IP
+// baseline), through the tunnel sending every bare acknowledgement at once
+// ("immediate-acks", the baseline of ack.go), through a tunnel whose sending end is on the kernel's TCP/IP
 // via a TUN interface ("tun"; only as root, in a network namespace of its
 // own) and over plain loopback TCP, and reports each one's throughput and
 // CPU seconds per GB. Both ends run in this process, so the CPU counted is
@@ -88,6 +89,8 @@ func BenchmarkBulkCPU(b *testing.B) {
 	tunnel("tunnel", agent, gw)
 	stockAgent, stockGW := pairOn(b, "100.64.1.1", "100.64.1.2", func(c *Config) { c.stockNetstack = true })
 	tunnel("stock", stockAgent, stockGW)
+	immAgent, immGW := pairOn(b, "100.64.5.1", "100.64.5.2", func(c *Config) { c.noAckDelay = true })
+	tunnel("immediate-acks", immAgent, immGW)
 	if withTUN {
 		tgw := newNode(b, "gateway", "100.64.2.1", func(c *Config) { c.Backend, c.Interface = BackendTUN, "kkmbench0" })
 		ta := newNode(b, "agent", "100.64.2.2")

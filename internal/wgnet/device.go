@@ -105,6 +105,9 @@ type Config struct {
 	// this package's link: the baseline the benchmarks measure against in
 	// the same run.
 	stockNetstack bool
+	// noAckDelay sends every bare acknowledgement at once: the baseline
+	// the benchmarks measure held acknowledgements (ack.go) against.
+	noAckDelay bool
 }
 
 // Peer is the desired configuration of one WireGuard peer.
@@ -224,7 +227,11 @@ func New(cfg Config) (*Device, error) {
 		kernel, tun, err = newKernelStack(cfg.Interface, addr, mtu)
 		tnet = kernel
 	default:
-		tnet, tun, err = newNetStack(addr, mtu)
+		delay := ackDelay
+		if cfg.noAckDelay {
+			delay = 0
+		}
+		tnet, tun, err = newNetStack(addr, mtu, delay)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating wireguard device: %w", err)

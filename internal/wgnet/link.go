@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
@@ -60,6 +61,14 @@ type link struct {
 	outBytes int // the size of what is in out
 	closed   bool
 
+	// Bare acknowledgements held back (ack.go); zero ackDelay holds none.
+	ackDelay  time.Duration
+	held      map[flowKey]heldAck
+	heldTimer *time.Timer // fires releaseHeld
+	heldArmed bool
+	acks      ackLog // last acknowledgement sent, per connection
+	quickAck  uint32 // acknowledging this many new bytes goes at once
+
 	// Only Read touches these: wireguard-go has one TUN reader.
 	pending []*stack.PacketBuffer // taken from out; pending[head:] not yet all read
 	head    int
@@ -74,9 +83,15 @@ var (
 	_ tun.Device         = tunDevice{}
 )
 
-func newLink(mtu int) *link {
-	l := &link{mtu: mtu, events: make(chan tun.Event, 1)}
+func newLink(mtu int, ackDelay time.Duration) *link {
+	l := &link{mtu: mtu, events: make(chan tun.Event, 1), ackDelay: ackDelay}
 	l.ready = sync.NewCond(&l.mu)
+	if ackDelay > 0 {
+		l.quickAck = uint32(2 * (mtu - header.IPv4MinimumSize - header.TCPMinimumSize))
+		l.held = make(map[flowKey]heldAck)
+		l.heldTimer = time.AfterFunc(time.Hour, l.releaseHeld)
+		l.heldTimer.Stop()
+	}
 	l.events <- tun.EventUp
 	l.gros.New = func() any {
 		g := new(gro.GRO)
@@ -136,15 +151,12 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	}
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
-		size := pkt.Size()
-		if len(l.out) >= outQueueLen || (l.outBytes+size > outQueueBytes && len(l.out) > 0) {
+		if !l.queueLocked(pkt) {
 			break
 		}
-		l.out = append(l.out, pkt.IncRef())
-		l.outBytes += size
 		n++
 	}
-	if n > 0 {
+	if len(l.out) > 0 {
 		l.ready.Signal()
 	}
 	l.mu.Unlock()
@@ -292,6 +304,7 @@ func (l *link) shut() {
 			p.DecRef()
 		}
 		l.out, l.outBytes = nil, 0
+		l.dropHeldLocked()
 		close(l.events)
 	}
 	l.ready.Broadcast()

@@ -45,7 +45,7 @@ type netStack struct {
 
 // newNetStack creates the stack with addr as its only address, and the
 // tun.Device wireguard-go reads and writes its packets through.
-func newNetStack(addr netip.Addr, mtu int) (*netStack, tun.Device, error) {
+func newNetStack(addr netip.Addr, mtu int, ackDelay time.Duration) (*netStack, tun.Device, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
@@ -65,7 +65,7 @@ func newNetStack(addr netip.Addr, mtu int) (*netStack, tun.Device, error) {
 			return nil, nil, fmt.Errorf("setting TCP option %T: %s", o, err)
 		}
 	}
-	l := newLink(mtu)
+	l := newLink(mtu, ackDelay)
 	if err := s.CreateNIC(nicID, l); err != nil {
 		s.Close()
 		return nil, nil, fmt.Errorf("creating the network interface: %s", err)
