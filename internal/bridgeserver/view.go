@@ -9,6 +9,7 @@ import (
 	"hash"
 	"sort"
 	"strconv"
+	"sync"
 
 	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
@@ -24,7 +25,7 @@ import (
 // same entry in the next view, so deltas, digests and messages reuse the
 // encoding instead of marshalling the same peer once per node.
 //
-// A view is never modified once built.
+// A view is never modified once built, but for the memo of shared diffs.
 type view struct {
 	rev int64 // the store revision it reflects
 
@@ -41,6 +42,20 @@ type view struct {
 	// an enabled agent without forwards only adds its self.
 	agBefore   []byte
 	agForwards map[string]*part // by agent name, for agents that have any
+
+	// sharedDiffs memoizes diffParts between a shared part a node last
+	// had and this view's: every gateway (every agent) makes the same
+	// comparison, of as many entries as there are agents (gateways), so
+	// one change would cost O(nodes × peers) instead of O(peers).
+	sharedDiffs sync.Map // partPair -> *partDiff
+}
+
+type partPair struct{ a, b *part }
+
+type partDiff struct {
+	once sync.Once
+	up   []*entry
+	del  []string
 }
 
 // entry is one item and its JSON encoding, shared by every slice that
@@ -131,9 +146,9 @@ func eq[T comparable](a, b *T) bool {
 // where nothing changed.
 func buildView(st State, rev int64, prev *view) *view {
 	v := &view{rev: rev, gwSelf: map[string]*entry{}, agSelf: map[string]*entry{}, agForwards: map[string]*part{}}
-	var pv view
-	if prev != nil {
-		pv = *prev
+	pv := prev
+	if pv == nil {
+		pv = &view{}
 	}
 	owned := owners(st.Tunnels)
 	v.gwShared = newPart(gatewayShared(st, owned), pv.gwShared)
@@ -271,15 +286,30 @@ func (ns nodeSlice) entries() []*entry {
 	return out
 }
 
-// diffSlices returns the entries of next that are new or changed since
-// last and the keys last has and next lacks, both in key order.
-func diffSlices(last, next nodeSlice) (up []*entry, del []string) {
-	u1, d1 := diffParts(last.shared, next.shared)
+// diffSlices returns the entries of next, a slice in v, that are new or
+// changed since last and the keys last has and next lacks, both in key
+// order.
+func (v *view) diffSlices(last, next nodeSlice) (up []*entry, del []string) {
+	u1, d1 := v.diffShared(last.shared, next.shared)
 	u2, d2 := diffParts(last.own, next.own)
-	up, del = append(u1, u2...), append(d1, d2...)
+	// u1 and d1 are shared with other connections: copy, never append.
+	up = append(append(make([]*entry, 0, len(u1)+len(u2)), u1...), u2...)
+	del = append(append(make([]string, 0, len(d1)+len(d2)), d1...), d2...)
 	sort.Slice(up, func(i, j int) bool { return up[i].item.Key < up[j].item.Key })
 	sort.Strings(del)
 	return up, del
+}
+
+// diffShared is diffParts of two shared parts, computed once per view for
+// all the connections that ask.
+func (v *view) diffShared(a, b *part) (up []*entry, del []string) {
+	if a == b {
+		return nil, nil
+	}
+	d, _ := v.sharedDiffs.LoadOrStore(partPair{a, b}, new(partDiff))
+	pd := d.(*partDiff)
+	pd.once.Do(func() { pd.up, pd.del = diffParts(a, b) })
+	return pd.up, pd.del
 }
 
 func diffParts(a, b *part) (up []*entry, del []string) {

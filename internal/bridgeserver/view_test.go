@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,7 +97,7 @@ func TestViewMatchesSlices(t *testing.T) {
 				return
 			}
 			lastNS, _ := prev.sliceOf(p)
-			up, del := diffSlices(lastNS, ns)
+			up, del := v.diffSlices(lastNS, ns)
 			var items []bridge.Item
 			for _, e := range up {
 				items = append(items, e.item)
@@ -155,6 +157,67 @@ func TestEncodeMessage(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("encodeMessage: decoded %+v, want %+v", got, want)
+		}
+	}
+}
+
+// TestSharedDiffComputedOnce checks that every gateway diffing the same
+// two views gets the same delta from one comparison of the shared part,
+// concurrently (run with -race), and that a delta handed to one
+// connection is not changed by another's.
+func TestSharedDiffComputedOnce(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var a, b *view
+	var st1 State
+	for {
+		st1 = randomState(r)
+		a = buildView(st1, 1, nil)
+		b = buildView(randomState(r), 2, a)
+		if a.gwShared != b.gwShared && len(b.gwSelf) > 1 {
+			break
+		}
+	}
+	var names []string
+	for name := range b.gwSelf {
+		if _, ok := a.gwSelf[name]; ok {
+			names = append(names, name)
+		}
+	}
+	type result struct {
+		up  []string
+		del []string
+	}
+	results := make([]result, len(names)*4)
+	var wg sync.WaitGroup
+	for i := range results {
+		p := credential.Principal{Role: api.RoleGateway, Node: names[i%len(names)]}
+		wg.Go(func() {
+			last, _ := a.sliceOf(p)
+			next, _ := b.sliceOf(p)
+			up, del := b.diffSlices(last, next)
+			var keys []string
+			for _, e := range up {
+				keys = append(keys, e.item.Key)
+			}
+			results[i] = result{keys, del}
+		})
+	}
+	wg.Wait()
+	n := 0
+	b.sharedDiffs.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("%d shared diffs computed for one pair of views, want 1", n)
+	}
+	shared := func(up []string) []string {
+		return slices.DeleteFunc(slices.Clone(up), func(k string) bool { return k == "self" })
+	}
+	for i, res := range results {
+		if !slices.IsSorted(res.up) || !slices.IsSorted(res.del) {
+			t.Errorf("gateway %s: delta not in key order: %v %v", names[i%len(names)], res.up, res.del)
+		}
+		// Gateways' deltas differ in their self only.
+		if !slices.Equal(shared(res.up), shared(results[0].up)) || !slices.Equal(res.del, results[0].del) {
+			t.Errorf("gateway %s: delta %v %v, another's %v %v", names[i%len(names)], res.up, res.del, results[0].up, results[0].del)
 		}
 	}
 }

@@ -159,7 +159,7 @@ func (s *Server) writeLoop(ctx context.Context, c *conn, digest string) {
 			send(ctx, c.ws, bridge.Message{Type: bridge.Error, Message: "node deleted"})
 			return
 		}
-		up, del := diffSlices(last, ns)
+		up, del := v.diffSlices(last, ns)
 		last = ns
 		if len(up) == 0 && len(del) == 0 {
 			continue
