@@ -99,6 +99,14 @@ type Client struct {
 
 	// beat asks the heartbeat loop for a heartbeat now (buffered, one).
 	beat chan struct{}
+
+	// encMu guards the content of enc, which a delta changes in place
+	// (and digest, which keeps its marks there); taken before mu.
+	encMu sync.Mutex
+
+	saveMu    sync.Mutex // guards lastSave, saveTimer (save.go); taken first
+	lastSave  time.Time
+	saveTimer *time.Timer // a write of the slice file is due
 }
 
 // LoadOrCreateKey returns the node's WireGuard private key from the state
@@ -206,6 +214,7 @@ func (c *Client) Connected() bool {
 // down), then registers and keeps a bridge connection until ctx is done.
 // It returns an error only for a failure no retry can fix.
 func (c *Client) Run(ctx context.Context) error {
+	defer c.flushSave()
 	c.mu.Lock()
 	saved := c.slice
 	c.mu.Unlock()
@@ -339,12 +348,14 @@ func statusMessage(code int, body []byte) string {
 // session runs one bridge connection until it ends; established says
 // whether the WebSocket was open.
 func (c *Client) session(ctx context.Context) (established bool, err error) {
+	c.encMu.Lock()
 	c.mu.Lock()
 	cred, rev, digest := c.credential, c.revision, ""
 	if c.enc != nil {
 		digest = c.enc.digest()
 	}
 	c.mu.Unlock()
+	c.encMu.Unlock()
 	u := strings.Replace(c.cfg.ControlURL, "http", "ws", 1) + bridge.WatchPath +
 		"?revision=" + strconv.FormatInt(rev, 10) + "&digest=" + url.QueryEscape(digest)
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -431,12 +442,16 @@ func (c *Client) handle(m bridge.Message) error {
 	if err != nil {
 		return err
 	}
+	c.encMu.Lock()
 	nextEnc := enc.apply(m)
+	// encMu stays held until enc and revision agree again: a write of
+	// the slice file between the two would save the one with the other.
 	if m.Digest != "" && nextEnc.digest() != m.Digest {
 		// A gap: ask for a snapshot by reconnecting without a digest.
 		c.mu.Lock()
 		c.slice, c.enc, c.revision = nil, nil, 0
 		c.mu.Unlock()
+		c.encMu.Unlock()
 		return fmt.Errorf("slice digest mismatch after %s at revision %d; resyncing", m.Type, m.Revision)
 	}
 	if err := c.cfg.Apply(next); err != nil {
@@ -445,9 +460,8 @@ func (c *Client) handle(m bridge.Message) error {
 	c.mu.Lock()
 	c.slice, c.enc, c.revision = next, nextEnc, m.Revision
 	c.mu.Unlock()
-	if err := securefile.Write(filepath.Join(c.cfg.StateDir, sliceFile), nextEnc.saved(m.Revision)); err != nil {
-		c.log.Error("save slice", "err", err)
-	}
+	c.encMu.Unlock()
+	c.saveSoon()
 	c.synced(m.Revision)
 	if hasChallenge(m) {
 		// Control tells the CA to validate once every gateway has said

@@ -1,7 +1,9 @@
 package nodeclient
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"slices"
@@ -18,6 +20,22 @@ import (
 type encoded struct {
 	keys []string          // sorted
 	json map[string][]byte // by key
+
+	// marks[j] is the SHA-256 state after the lines of
+	// keys[:j*markEvery]; marks[:valid] are current. The digest of a
+	// delta resumes from the last mark before its first change: a new
+	// route sorts after a gateway's thousands of peers, and costs only
+	// the lines after them.
+	marks [][]byte
+	valid int
+}
+
+// markEvery is how many lines of the digest lie between two marks.
+const markEvery = 64
+
+// changedAt notes that the line at index i changed, came or went.
+func (e *encoded) changedAt(i int) {
+	e.valid = min(e.valid, i/markEvery+1)
 }
 
 // encode encodes every item of s.
@@ -49,25 +67,52 @@ func (e *encoded) apply(m bridge.Message) *encoded {
 		delete(e.json, k)
 		if i, found := slices.BinarySearch(e.keys, k); found {
 			e.keys = slices.Delete(e.keys, i, i+1)
+			e.changedAt(i)
 		}
 	}
 	for _, it := range m.Items {
-		if _, ok := e.json[it.Key]; !ok {
-			i, _ := slices.BinarySearch(e.keys, it.Key)
+		i, found := slices.BinarySearch(e.keys, it.Key)
+		if !found {
 			e.keys = slices.Insert(e.keys, i, it.Key)
 		}
-		e.json[it.Key], _ = json.Marshal(it)
+		data, _ := json.Marshal(it)
+		if !found || !bytes.Equal(data, e.json[it.Key]) {
+			e.changedAt(i)
+		}
+		e.json[it.Key] = data
 	}
 	return e
 }
 
-// digest is bridge.Slice.Digest of the slice.
+// digest is bridge.Slice.Digest of the slice. It hashes from the last
+// current mark on, and marks the way.
 func (e *encoded) digest() string {
 	h := sha256.New()
-	for _, k := range e.keys {
-		h.Write(e.json[k])
+	start := 0
+	if e.valid > 1 {
+		start = e.valid - 1
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(e.marks[start]); err != nil {
+			panic("nodeclient: resume a SHA-256 state: " + err.Error())
+		}
+	}
+	if len(e.marks) == 0 {
+		e.marks = append(e.marks, nil) // marks[0]: nothing hashed
+	}
+	e.marks = e.marks[:min(len(e.marks), start+1)]
+	for i := start * markEvery; i < len(e.keys); i++ {
+		if i%markEvery == 0 && i > 0 {
+			j := i / markEvery
+			var buf []byte
+			if j < cap(e.marks) {
+				buf = e.marks[:j+1][j][:0] // reuse the old mark's array
+			}
+			mark, _ := h.(encoding.BinaryAppender).AppendBinary(buf)
+			e.marks = append(e.marks[:j], mark)
+		}
+		h.Write(e.json[e.keys[i]])
 		h.Write([]byte{'\n'})
 	}
+	e.valid = len(e.marks)
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
