@@ -95,37 +95,31 @@ func raiseFileLimit(tb testing.TB, need int) {
 }
 
 // simNode is one simulated node: a real nodeclient whose Apply keeps the
-// slice and notes when watched routes arrive.
+// slice and notes when watched routes arrive. A delta costs it only the
+// watched keys: a thousand gateways of ten thousand peers each share this
+// process's cores with Control, and counting every slice on every delta
+// would be what the run measures. What the slice holds is counted when
+// the test asks.
 type simNode struct {
 	kind, name string
 	client     *nodeclient.Client
 
 	mu        sync.Mutex
-	peers     int       // peer items in the last slice
-	addressed bool      // the slice's self has an address
-	routes    []string  // route keys in the last slice, for gateways
-	syncedAt  time.Time // last Snapshot, Delta or UpToDate
+	slice     bridge.Slice // the last one applied; never modified
+	counted   bool         // peers, addressed and routes are slice's
+	peers     int          // peer items in slice
+	addressed bool         // slice's self has an address
+	routes    int          // route items in slice
+	syncedAt  time.Time    // last Snapshot, Delta or UpToDate
 	firstSync chan struct{}
 	seen      map[string]time.Time // watched route key -> first seen
 }
 
 func (n *simNode) apply(sl bridge.Slice, watched func() []string) error {
 	now := time.Now()
-	peers := 0
-	var routes []string
-	for k := range sl {
-		switch {
-		case strings.HasPrefix(k, "peer/"):
-			peers++
-		case strings.HasPrefix(k, "route/"):
-			routes = append(routes, k)
-		}
-	}
-	self := sl["self"].Self
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.peers, n.routes = peers, routes
-	n.addressed = self != nil && self.Address.IsValid()
+	n.slice, n.counted = sl, false
 	for _, k := range watched() {
 		if _, ok := n.seen[k]; !ok {
 			if _, ok := sl[k]; ok {
@@ -134,6 +128,28 @@ func (n *simNode) apply(sl bridge.Slice, watched func() []string) error {
 		}
 	}
 	return nil
+}
+
+// counts returns what the node's slice holds: peers, whether it has its
+// address, and routes.
+func (n *simNode) counts() (peers int, addressed bool, routes int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.counted {
+		n.peers, n.routes = 0, 0
+		for k := range n.slice {
+			switch {
+			case strings.HasPrefix(k, "peer/"):
+				n.peers++
+			case strings.HasPrefix(k, "route/"):
+				n.routes++
+			}
+		}
+		self := n.slice["self"].Self
+		n.addressed = self != nil && self.Address.IsValid()
+		n.counted = true
+	}
+	return n.peers, n.addressed, n.routes
 }
 
 func (n *simNode) synced(int64) {
@@ -282,11 +298,9 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	for deadline := time.Now().Add(time.Duration(120+agents/20) * time.Second); ; {
 		addressed := 0
 		for _, n := range nodes[gateways:] {
-			n.mu.Lock()
-			if n.addressed {
+			if _, ok, _ := n.counts(); ok {
 				addressed++
 			}
-			n.mu.Unlock()
 		}
 		if addressed == agents {
 			break
@@ -310,10 +324,8 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			if n.kind == "Agent" {
 				want = gateways
 			}
-			n.mu.Lock()
-			ok := n.addressed && n.peers == want
-			n.mu.Unlock()
-			if !ok {
+			peers, addressed, _ := n.counts()
+			if !addressed || peers != want {
 				missing++
 				if first == nil {
 					first = n
@@ -331,6 +343,7 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			}
 			progress("%s: %d of %d nodes lack their whole slice", what, missing, len(nodes))
 			if time.Now().After(deadline) {
+				first.counts()
 				first.mu.Lock()
 				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v\n%s",
 					what, missing, timeout, first.kind, first.name, first.peers, first.addressed, tail(c.logs(), 3000))
@@ -434,10 +447,7 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	res.cpuSettle = cpuSeconds([]int{c.pid()}) - cpu1
 	waitComplete("after the restart", 30*time.Second)
 	for _, n := range nodes[:gateways] {
-		n.mu.Lock()
-		got := len(n.routes)
-		n.mu.Unlock()
-		if got != rounds {
+		if _, _, got := n.counts(); got != rounds {
 			tb.Fatalf("gateway %s serves %d routes after the restart, want %d", n.name, got, rounds)
 		}
 	}
