@@ -56,6 +56,44 @@ type NodeLivenessReconciler struct {
 	Logger *slog.Logger
 
 	agentsFanout, gatewaysFanout fanout
+	probes                       probeIndex
+}
+
+// probeIndex holds each gateway's probe reports by agent name, for the
+// object (the informer's, which is never modified) it was built from. Judging one agent reads one
+// report of every gateway; looking it up in each gateway's list made that
+// O(gateways × agents), and a fleet's heartbeats judge every agent
+// every few seconds.
+type probeIndex struct {
+	mu        sync.Mutex
+	byGateway map[string]gatewayProbes
+}
+
+type gatewayProbes struct {
+	from   *api.Gateway
+	probes map[string]string
+}
+
+// of returns gw's probe reports by agent name.
+func (x *probeIndex) of(gw *api.Gateway) map[string]string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if p, ok := x.byGateway[gw.Metadata.Name]; ok && p.from == gw {
+		return p.probes
+	}
+	m := probesOf(gw)
+	if x.byGateway == nil {
+		x.byGateway = map[string]gatewayProbes{}
+	}
+	x.byGateway[gw.Metadata.Name] = gatewayProbes{from: gw, probes: m}
+	return m
+}
+
+// forget drops a deleted gateway's reports.
+func (x *probeIndex) forget(name string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.byGateway, name)
 }
 
 // Reconcile brings one node's liveness conditions up to date, writing the
@@ -138,13 +176,7 @@ func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, leas
 		}
 		gw := obj.(*api.Gateway)
 		connected = append(connected, gw.Metadata.Name)
-		probe := ""
-		for _, p := range gw.Status.Agents {
-			if p.Name == agent {
-				probe = p.Probe
-				break
-			}
-		}
+		probe := r.probes.of(gw)[agent]
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
 			answered = append(answered, gw.Metadata.Name)
@@ -175,10 +207,7 @@ func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, leas
 // reports of the connected agents.
 func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bool, now time.Time, lease time.Duration) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
-	probes := make(map[string]string, len(gw.Status.Agents))
-	for _, p := range gw.Status.Agents {
-		probes[p.Name] = p.Probe
-	}
+	probes := r.probes.of(gw)
 	var targets, answered, pending, failures []string
 	for _, obj := range r.Agents.List() {
 		if !isConnected(obj, now, lease) {
@@ -225,6 +254,9 @@ func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bo
 // nothing else enqueue nothing.
 func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)) func(reconcile.Change) {
 	return func(ch reconcile.Change) {
+		if ch.New == nil && ch.Old != nil {
+			r.probes.forget(ch.Old.GetMeta().Name)
+		}
 		if ch.Resync {
 			return
 		}
@@ -237,6 +269,9 @@ func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)
 			return
 		}
 		before, after := probesOf(ch.Old), probesOf(ch.New)
+		if gw, ok := ch.New.(*api.Gateway); ok {
+			after = r.probes.of(gw)
+		}
 		for name, p := range after {
 			if q, ok := before[name]; !ok || q != p {
 				enqueue(reconcile.Request{Key: api.Key{Kind: "Agent", Name: name}})

@@ -405,3 +405,28 @@ func TestFanoutCoalesces(t *testing.T) {
 		t.Fatalf("runs after a change following a quiet interval: got %d, want 3 (at once)", got)
 	}
 }
+
+// TestProbeIndex checks that a gateway's probe reports are read once per
+// version of the gateway object and follow a new version.
+func TestProbeIndex(t *testing.T) {
+	var x probeIndex
+	g1 := &api.Gateway{Metadata: api.ObjectMeta{Name: "g"}}
+	g1.Status.Agents = []api.NodePeerStatus{{Name: "a", Probe: ProbeOK}}
+	first := x.of(g1)
+	if first["a"] != ProbeOK {
+		t.Fatalf("probes %v, want a: %s", first, ProbeOK)
+	}
+	g1.Status.Agents = nil // never done to an informer's object: shows the cache is used
+	if again := x.of(g1); again["a"] != ProbeOK {
+		t.Fatalf("the same object read again: %v, want the cached reports", again)
+	}
+	g2 := &api.Gateway{Metadata: g1.Metadata}
+	g2.Status.Agents = []api.NodePeerStatus{{Name: "b", Probe: "timeout"}}
+	if got := x.of(g2); got["a"] != "" || got["b"] != "timeout" {
+		t.Fatalf("a new version: %v, want only b's report", got)
+	}
+	x.forget("g")
+	if len(x.byGateway) != 0 {
+		t.Fatalf("after forget: %d gateways indexed, want 0", len(x.byGateway))
+	}
+}
