@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,43 +116,46 @@ func (r *NodeLivenessReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	now := r.now()
 	lease := r.lease()
-	next := api.Clone(cached)
-	enabled, ns, _, ok := nodeParts(next)
+	// Judged on the informer's object, which is only read; cloned only
+	// when there is something to write (most heartbeats change nothing).
+	enabled, ns, _, ok := nodeParts(cached)
 	if !ok {
 		return reconcile.Result{}, reconcile.Terminal(fmt.Errorf("judge liveness of %s: the cache holds a %T", req, cached))
 	}
-	st := next.GetStatus()
-	gen := next.GetMeta().Generation
-	changed := st.ObservedGeneration != gen
-	st.ObservedGeneration = gen
+	gen := cached.GetMeta().Generation
+	changed := cached.GetStatus().ObservedGeneration != gen
+	conds := slices.Clone(cached.GetStatus().Conditions)
 
-	conn, expiresIn := connectedCondition(ns, st.Conditions, now, lease)
-	if cur := api.FindCondition(st.Conditions, api.NodeConnected); cur == nil || *cur != conn {
+	conn, expiresIn := connectedCondition(ns, conds, now, lease)
+	if cur := api.FindCondition(conds, api.NodeConnected); cur == nil || *cur != conn {
 		// Ours rather than the bridge's kept as it was: say which spec
 		// it saw. The bridge's is left alone, so the two never fight.
 		conn.ObservedGeneration = gen
 	}
-	if api.SetCondition(&st.Conditions, conn, now) {
+	if api.SetCondition(&conds, conn, now) {
 		changed = true
 	}
 	var dp api.Condition
-	if g, isGateway := next.(*api.Gateway); isGateway {
+	if g, isGateway := cached.(*api.Gateway); isGateway {
 		dp = r.gatewayDataPath(g, conn.Status == api.ConditionTrue && enabled, now, lease)
 	} else {
 		dp = r.agentDataPath(req.Key.Name, now, lease)
 	}
 	dp.ObservedGeneration = gen
-	if api.SetCondition(&st.Conditions, dp, now) {
+	if api.SetCondition(&conds, dp, now) {
 		changed = true
 	}
-	ready := nodeReadyCondition(req.Key.Kind, enabled, st.Conditions, gen)
-	if api.SetCondition(&st.Conditions, ready, now) {
+	ready := nodeReadyCondition(req.Key.Kind, enabled, conds, gen)
+	if api.SetCondition(&conds, ready, now) {
 		changed = true
 	}
 	res := reconcile.Result{RequeueAfter: expiresIn}
 	if !changed {
 		return res, nil
 	}
+	next := api.Clone(cached)
+	st := next.GetStatus()
+	st.ObservedGeneration, st.Conditions = gen, conds
 	if _, err := r.Store.UpdateStatus(ctx, next); err != nil {
 		if errors.Is(err, api.ErrNotFound) {
 			return reconcile.Result{}, nil
@@ -170,7 +174,7 @@ func (r *NodeLivenessReconciler) Reconcile(ctx context.Context, req reconcile.Re
 func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, lease time.Duration) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
 	var connected, answered, pending, failures []string
-	for _, obj := range r.Gateways.List() {
+	for _, obj := range r.Gateways.ListUnsorted() {
 		if !isConnected(obj, now, lease) {
 			continue
 		}
@@ -209,7 +213,7 @@ func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bo
 	c := api.Condition{Type: api.NodeDataPath}
 	probes := r.probes.of(gw)
 	var targets, answered, pending, failures []string
-	for _, obj := range r.Agents.List() {
+	for _, obj := range r.Agents.ListUnsorted() {
 		if !isConnected(obj, now, lease) {
 			continue
 		}
@@ -262,7 +266,7 @@ func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)
 		}
 		if linkOf(ch.Old) != linkOf(ch.New) {
 			r.agentsFanout.do(fanoutInterval, func() {
-				for _, a := range r.Agents.List() {
+				for _, a := range r.Agents.ListUnsorted() {
 					enqueue(reconcile.RequestFor(a))
 				}
 			})
@@ -295,7 +299,7 @@ func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) 
 			return
 		}
 		r.gatewaysFanout.do(fanoutInterval, func() {
-			for _, g := range r.Gateways.List() {
+			for _, g := range r.Gateways.ListUnsorted() {
 				enqueue(reconcile.RequestFor(g))
 			}
 		})
@@ -394,8 +398,9 @@ func probesOf(obj api.Object) map[string]string {
 // nameList.
 func failureList(failures []string) string {
 	const max = 3
+	first := firstSorted(failures, max)
 	if len(failures) <= max {
-		return strings.Join(failures, "; ")
+		return strings.Join(first, "; ")
 	}
-	return fmt.Sprintf("%s; and %d more", strings.Join(failures[:max], "; "), len(failures)-max)
+	return fmt.Sprintf("%s; and %d more", strings.Join(first, "; "), len(failures)-max)
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,13 +105,15 @@ func connectedCondition(st *api.NodeStatus, conds []api.Condition, now time.Time
 // enabled and its Connected condition, as connectedCondition computes it,
 // is True. Loops judging one node by another's state use it rather than
 // the stored condition, which may be stale until the node's own reconcile.
+// It is connectedCondition's Status without the message, which would cost
+// a formatted string per node per loop.
 func isConnected(obj api.Object, now time.Time, lease time.Duration) bool {
 	enabled, st, _, ok := nodeParts(obj)
-	if !ok || !enabled {
+	if !ok || !enabled || st.LastHeartbeat == nil || !st.LastHeartbeat.Add(lease).After(now) {
 		return false
 	}
-	c, _ := connectedCondition(st, obj.GetStatus().Conditions, now, lease)
-	return c.Status == api.ConditionTrue
+	cur := api.FindCondition(obj.GetStatus().Conditions, api.NodeConnected)
+	return cur == nil || cur.Status != api.ConditionFalse || cur.Reason == api.ReasonHeartbeatExpired
 }
 
 // nodeReadyInputs are the conditions that must all be True for an
@@ -150,8 +153,26 @@ func probeVerdict(probe string) (ok, failed bool) {
 // message does not grow with the fleet.
 func nameList(names []string) string {
 	const max = 5
+	first := firstSorted(names, max)
 	if len(names) <= max {
-		return strings.Join(names, ", ")
+		return strings.Join(first, ", ")
 	}
-	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
+	return fmt.Sprintf("%s and %d more", strings.Join(first, ", "), len(names)-max)
+}
+
+// firstSorted returns the n smallest of ss in order, in one pass: the
+// lists are of a fleet's nodes, and only a few are shown.
+func firstSorted(ss []string, n int) []string {
+	out := make([]string, 0, n+1)
+	for _, s := range ss {
+		if len(out) == n && s >= out[n-1] {
+			continue
+		}
+		i, _ := slices.BinarySearch(out, s)
+		out = slices.Insert(out, i, s)
+		if len(out) > n {
+			out = out[:n]
+		}
+	}
+	return out
 }

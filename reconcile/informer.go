@@ -191,6 +191,19 @@ func (inf *Informer) List() []api.Object {
 	return out
 }
 
+// ListUnsorted is List without the sort, for loops over every object that
+// need no order: sorting thousands of nodes on every heartbeat was most
+// of what judging them cost.
+func (inf *Informer) ListUnsorted() []api.Object {
+	inf.cacheMu.RLock()
+	defer inf.cacheMu.RUnlock()
+	out := make([]api.Object, 0, len(inf.cache))
+	for _, obj := range inf.cache {
+		out = append(out, obj)
+	}
+	return out
+}
+
 // HasSynced reports whether the first list is in the cache (and has been
 // told to the handlers).
 func (inf *Informer) HasSynced() bool {
