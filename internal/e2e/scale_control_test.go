@@ -397,6 +397,8 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			}
 			if len(lat) == gateways {
 				res.propagation = append(res.propagation, lat...)
+				slices.Sort(lat)
+				progress("round %d: the route reached every gateway, p50 %v, last %v", r+1, lat[len(lat)/2], lat[len(lat)-1])
 				break
 			}
 			if time.Now().After(deadline) {
