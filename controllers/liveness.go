@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
@@ -58,6 +59,63 @@ type NodeLivenessReconciler struct {
 
 	agentsFanout, gatewaysFanout fanout
 	probes                       probeIndex
+	// The connected agents (with an address) and gateways, for judging
+	// nodes of the other kind.
+	connectedAgents, connectedGateways connectedSet
+}
+
+// connectedSet is the names of the connected nodes of one kind, kept
+// between judgements: every gateway's judgement reads every agent, and a
+// fleet coming online asks for all of them twice a second. It is built
+// again when a node of the kind comes, goes, connects, disconnects, is
+// enabled or disabled or gets an address (the kind's informer handler
+// says so), and when the first lease among its nodes may have run out.
+type connectedSet struct {
+	gen atomic.Uint64 // bumped on every such change
+
+	mu         sync.Mutex
+	built      bool
+	builtGen   uint64
+	validUntil time.Time
+	names      []string
+}
+
+// changed notes a change to a node's link state.
+func (s *connectedSet) changed() { s.gen.Add(1) }
+
+// get returns the names of inf's nodes that are connected at now (and,
+// with needAddress, have an overlay address). The slice is shared: read
+// only.
+func (s *connectedSet) get(inf *reconcile.Informer, now time.Time, lease time.Duration, needAddress bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gen := s.gen.Load()
+	if s.built && s.builtGen == gen && now.Before(s.validUntil) {
+		return s.names
+	}
+	var names []string
+	until := now.Add(lease)
+	for _, obj := range inf.ListUnsorted() {
+		if !isConnected(obj, now, lease) {
+			continue
+		}
+		if _, ok := nodeAddress(obj); needAddress && !ok {
+			continue
+		}
+		names = append(names, obj.GetMeta().Name)
+		if _, st, _, ok := nodeParts(obj); ok && st.LastHeartbeat != nil {
+			until = minTime(until, st.LastHeartbeat.Add(lease))
+		}
+	}
+	s.built, s.builtGen, s.validUntil, s.names = true, gen, until, names
+	return names
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // probeIndex holds each gateway's probe reports by agent name, for the
@@ -174,8 +232,9 @@ func (r *NodeLivenessReconciler) Reconcile(ctx context.Context, req reconcile.Re
 func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, lease time.Duration) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
 	var connected, answered, pending, failures []string
-	for _, obj := range r.Gateways.ListUnsorted() {
-		if !isConnected(obj, now, lease) {
+	for _, name := range r.connectedGateways.get(r.Gateways, now, lease, false) {
+		obj, ok := r.Gateways.Get(name)
+		if !ok {
 			continue
 		}
 		gw := obj.(*api.Gateway)
@@ -213,14 +272,9 @@ func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bo
 	c := api.Condition{Type: api.NodeDataPath}
 	probes := r.probes.of(gw)
 	var targets, answered, pending, failures []string
-	for _, obj := range r.Agents.ListUnsorted() {
-		if !isConnected(obj, now, lease) {
-			continue
-		}
-		if _, ok := nodeAddress(obj); !ok {
-			continue // no gateway has it as a peer yet
-		}
-		name := obj.GetMeta().Name
+	// Agents without an address are left out: no gateway has them as a
+	// peer yet.
+	for _, name := range r.connectedAgents.get(r.Agents, now, lease, true) {
 		targets = append(targets, name)
 		switch ok, failed := probeVerdict(probes[name]); {
 		case ok:
@@ -265,6 +319,7 @@ func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)
 			return
 		}
 		if linkOf(ch.Old) != linkOf(ch.New) {
+			r.connectedGateways.changed()
 			r.agentsFanout.do(fanoutInterval, func() {
 				for _, a := range r.Agents.ListUnsorted() {
 					enqueue(reconcile.RequestFor(a))
@@ -298,6 +353,7 @@ func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) 
 		if ch.Resync || linkOf(ch.Old) == linkOf(ch.New) {
 			return
 		}
+		r.connectedAgents.changed()
 		r.gatewaysFanout.do(fanoutInterval, func() {
 			for _, g := range r.Gateways.ListUnsorted() {
 				enqueue(reconcile.RequestFor(g))

@@ -430,3 +430,40 @@ func TestProbeIndex(t *testing.T) {
 		t.Fatalf("after forget: %d gateways indexed, want 0", len(x.byGateway))
 	}
 }
+
+// TestConnectedSet checks that the set of connected nodes is kept between
+// judgements, and built again when a node's link changes or the first
+// lease in it may have run out.
+func TestConnectedSet(t *testing.T) {
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	a1 := agentFix("a1", "100.64.0.1")
+	a2 := agentFix("a2", "100.64.0.2")
+	a2.heartbeat = 30 * time.Second
+	noAddr := agentFix("a3", "")
+	for _, f := range []nodeFix{a1, a2, noAddr} {
+		f.create(t, src, clk)
+	}
+	infs, _ := startInformers(t, src)
+	var s connectedSet
+	lease := 40 * time.Second
+	get := func() []string { return slices.Sorted(slices.Values(s.get(infs["Agent"], clk.Now(), lease, true))) }
+	if got := get(); !slices.Equal(got, []string{"a1", "a2"}) {
+		t.Fatalf("connected with an address: %v, want a1 a2", got)
+	}
+	first := s.get(infs["Agent"], clk.Now(), lease, true)
+	if again := s.get(infs["Agent"], clk.Now(), lease, true); &again[0] != &first[0] {
+		t.Fatalf("the set was built again with nothing changed")
+	}
+	clk.Advance(11 * time.Second) // a2's lease ran out
+	if got := get(); !slices.Equal(got, []string{"a1"}) {
+		t.Fatalf("after a2's lease: %v, want a1", got)
+	}
+	// A change the handler reports is seen at once.
+	mustDelete(t, src, "Agent", "a1")
+	eventually(t, "the informer to drop a1", func() bool { _, ok := infs["Agent"].Get("a1"); return !ok })
+	s.changed()
+	if got := get(); len(got) != 0 {
+		t.Fatalf("after a1 was deleted: %v, want none", got)
+	}
+}
