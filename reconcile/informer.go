@@ -181,12 +181,7 @@ func (inf *Informer) Get(name string) (api.Object, bool) {
 // List returns every cached object, sorted by name. The objects are
 // shared: clone one before changing it.
 func (inf *Informer) List() []api.Object {
-	inf.cacheMu.RLock()
-	defer inf.cacheMu.RUnlock()
-	out := make([]api.Object, 0, len(inf.cache))
-	for _, obj := range inf.cache {
-		out = append(out, obj)
-	}
+	out := inf.ListUnsorted()
 	sortByName(out)
 	return out
 }
