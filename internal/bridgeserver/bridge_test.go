@@ -143,6 +143,14 @@ func (n *node) last() (bridge.Slice, int) {
 
 func newNode(t *testing.T, controlURL, kind, name, key, stateDir string) *node {
 	t.Helper()
+	return newNodeWithStatus(t, controlURL, kind, name, key, stateDir, func() bridge.NodeStatus {
+		return bridge.NodeStatus{Targets: []bridge.TargetStatus{{Tunnel: "web", Reachable: true, CheckedAt: time.Now()}}}
+	})
+}
+
+// newNodeWithStatus is newNode whose heartbeats carry status().
+func newNodeWithStatus(t *testing.T, controlURL, kind, name, key, stateDir string, status func() bridge.NodeStatus) *node {
+	t.Helper()
 	pk, err := nodeclient.LoadOrCreateKey(stateDir)
 	if err != nil {
 		t.Fatal(err)
@@ -157,9 +165,7 @@ func newNode(t *testing.T, controlURL, kind, name, key, stateDir string) *node {
 			n.mu.Unlock()
 			return nil
 		},
-		Status: func() bridge.NodeStatus {
-			return bridge.NodeStatus{Targets: []bridge.TargetStatus{{Tunnel: "web", Reachable: true, CheckedAt: time.Now()}}}
-		}})
+		Status: status})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +424,49 @@ func TestConcurrentRegistrationsCountEveryUse(t *testing.T) {
 		}
 		if k.Status.Uses != want {
 			t.Errorf("apikey %s: %d uses counted, want %d", name, k.Status.Uses, want)
+		}
+	}
+}
+
+// TestLargeGatewayStatusIsRecorded checks that the heartbeat of a gateway
+// with as many agents as a large fleet has is recorded: listed in full,
+// its status would pass the store's limit on one object, and the gateway
+// would look offline for want of a recorded heartbeat. Every probe report
+// is kept.
+func TestLargeGatewayStatusIsRecorded(t *testing.T) {
+	c := startControl(t)
+	gwKey := c.apiKey("gws", api.RoleGateway, 1)
+	const agents = 12000
+	hs := time.Now()
+	var peers []bridge.PeerStatus
+	var probes []bridge.ProbeStatus
+	for i := range agents {
+		name := fmt.Sprintf("agent-%05d", i)
+		peers = append(peers, bridge.PeerStatus{Name: name, Endpoint: fmt.Sprintf("203.0.113.%d:%d", i%250, 40000+i), LastHandshake: hs})
+		probes = append(probes, bridge.ProbeStatus{Agent: name, OK: i%7 != 0, Message: "dial: i/o timeout"})
+	}
+	long := strings.Repeat("a long reason ", 10)
+	probes[7].Message = long
+	newNodeWithStatus(t, c.url(), "Gateway", "big", gwKey, t.TempDir(), func() bridge.NodeStatus {
+		return bridge.NodeStatus{Peers: peers, Probes: probes}
+	})
+	var gw api.Gateway
+	eventually(t, "the big gateway's heartbeat recorded", 20*time.Second, func() bool {
+		code, out := c.call("GET", apiBase+"/gateways/big", "")
+		gw = api.Gateway{}
+		json.Unmarshal(out, &gw)
+		return code == 200 && gw.Status.LastHeartbeat != nil && len(gw.Status.Agents) == agents
+	})
+	for i, p := range gw.Status.Agents {
+		want := "ok"
+		switch {
+		case i == 7:
+			want = "failed: " + long[:32] + "…" // cut, in a list this long
+		case i%7 == 0:
+			want = "failed: dial: i/o timeout"
+		}
+		if p.Name != fmt.Sprintf("agent-%05d", i) || p.Probe != want {
+			t.Fatalf("agents[%d]: %+v, want agent-%05d with probe %q", i, p, i, want)
 		}
 	}
 }

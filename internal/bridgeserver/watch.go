@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -282,21 +283,44 @@ func (s *Server) statusLoop(ctx context.Context, c *conn) {
 	}
 }
 
+// detailedPeers is how many peers a node's status lists in full. Beyond
+// it a peer is listed by name and probe only, with a failure's message
+// cut to failureChars: a gateway lists every agent, and its status is one
+// object in the store, which takes at most api.MaxObjectBytes. In full,
+// some 9,000 agents filled it; the heartbeat was then not recorded and the
+// gateway looked offline. Listed briefly, an agent takes about 40 bytes,
+// 80 with a failure.
+const (
+	detailedPeers = 1000
+	failureChars  = 32
+)
+
 func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus) []api.NodePeerStatus {
+	if len(ps) == 0 {
+		return nil
+	}
+	brief := len(ps) > detailedPeers
 	probe := map[string]string{}
 	for _, p := range probes {
 		if p.OK {
 			probe[p.Agent] = "ok"
-		} else {
-			probe[p.Agent] = "failed: " + p.Message
+			continue
 		}
+		msg := p.Message
+		if brief && len(msg) > failureChars {
+			msg = strings.ToValidUTF8(msg[:failureChars], "") + "…"
+		}
+		probe[p.Agent] = "failed: " + msg
 	}
-	var out []api.NodePeerStatus
+	out := make([]api.NodePeerStatus, 0, len(ps))
 	for _, p := range ps {
-		n := api.NodePeerStatus{Name: p.Name, Endpoint: p.Endpoint, Probe: probe[p.Name]}
-		if !p.LastHandshake.IsZero() {
-			t := p.LastHandshake.UTC().Truncate(time.Second)
-			n.LastHandshake = &t
+		n := api.NodePeerStatus{Name: p.Name, Probe: probe[p.Name]}
+		if !brief {
+			n.Endpoint = p.Endpoint
+			if !p.LastHandshake.IsZero() {
+				t := p.LastHandshake.UTC().Truncate(time.Second)
+				n.LastHandshake = &t
+			}
 		}
 		out = append(out, n)
 	}
