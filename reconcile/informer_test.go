@@ -124,6 +124,8 @@ func TestInformerRelistsAfterCompaction(t *testing.T) {
 	<-blocked
 
 	// The gap: the informer is stuck in its handler and misses all this.
+	// Its watch must not read these writes before they are compacted.
+	resume := src.HoldWatches()
 	if _, err := src.Delete(ctx, "Tunnel", "a", ""); err != nil {
 		t.Fatalf("delete a: %v", err)
 	}
@@ -134,6 +136,7 @@ func TestInformerRelistsAfterCompaction(t *testing.T) {
 	}
 	mustCreate(t, src, tunnel("d", "d.example.com"))
 	src.Compact(src.Revision())
+	resume()
 	mark := rec.len()
 	close(release)
 

@@ -39,6 +39,10 @@ type Config struct {
 type Source struct {
 	now func() time.Time
 
+	// hold, write-locked by HoldWatches, keeps every watch from reading
+	// the history; it is taken before mu.
+	hold sync.RWMutex
+
 	mu sync.Mutex // guards every field below
 	// rev is the revision of the last write; it starts at 1, like etcd.
 	rev int64
@@ -293,7 +297,9 @@ func (s *Source) serveWatch(ctx context.Context, k api.KindInfo, next int64, gen
 		}
 	}
 	for {
+		s.hold.RLock()
 		s.mu.Lock()
+		s.hold.RUnlock()
 		if s.breakGen != gen {
 			err := s.breakErr
 			s.mu.Unlock()
@@ -328,6 +334,16 @@ func (s *Source) serveWatch(ctx context.Context, k api.KindInfo, next int64, gen
 			return
 		}
 	}
+}
+
+// HoldWatches keeps every watch from reading the history until the
+// returned function is called: writes and a compaction made meanwhile
+// reach a watch together, or (compacted) not at all, as they would a
+// watch that fell behind. Without it a watch may read writes in the
+// instant between them and the compaction.
+func (s *Source) HoldWatches() (resume func()) {
+	s.hold.Lock()
+	return s.hold.Unlock
 }
 
 // Compact forgets the history up to and including rev (at most the
