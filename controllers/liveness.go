@@ -327,10 +327,12 @@ func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)
 			})
 			return
 		}
-		before, after := probesOf(ch.Old), probesOf(ch.New)
+		// The new object's reports go into the index the judgements read.
+		var after map[string]string
 		if gw, ok := ch.New.(*api.Gateway); ok {
 			after = r.probes.of(gw)
 		}
+		before := probesOf(ch.Old)
 		for name, p := range after {
 			if q, ok := before[name]; !ok || q != p {
 				enqueue(reconcile.Request{Key: api.Key{Kind: "Agent", Name: name}})

@@ -101,13 +101,8 @@ func (e *encoded) digest() string {
 	e.marks = e.marks[:min(len(e.marks), start+1)]
 	for i := start * markEvery; i < len(e.keys); i++ {
 		if i%markEvery == 0 && i > 0 {
-			j := i / markEvery
-			var buf []byte
-			if j < cap(e.marks) {
-				buf = e.marks[:j+1][j][:0] // reuse the old mark's array
-			}
-			mark, _ := h.(encoding.BinaryAppender).AppendBinary(buf)
-			e.marks = append(e.marks[:j], mark)
+			mark, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
+			e.marks = append(e.marks[:i/markEvery], mark)
 		}
 		h.Write(e.json[e.keys[i]])
 		h.Write([]byte{'\n'})
