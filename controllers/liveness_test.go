@@ -382,6 +382,40 @@ func TestManagerNodeLivenessEndToEnd(t *testing.T) {
 	})
 }
 
+// TestManagerNodeLivenessAcrossRenewals checks that heartbeats which only
+// renew the lease (which the loops pass over, see heartbeatOnly) keep a
+// node connected past its first lease, and that it goes offline when the
+// last renewal runs out.
+func TestManagerNodeLivenessAcrossRenewals(t *testing.T) {
+	leakcheck.Goroutines(t)
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	runManagerWith(t, Config{Store: src, Workers: 2, Resync: 50 * time.Millisecond, Now: clk.Now, NodeLease: 40 * time.Second})
+	mustCreate(t, src, &api.Agent{Metadata: api.ObjectMeta{Name: "ag"}})
+	eventually(t, "an address", func() bool {
+		return condition(getNode(t, src, "Agent", "ag"), NodeAddressAssigned).Status == api.ConditionTrue
+	})
+	heartbeat(t, src, clk, "Agent", "ag", nil)
+	eventually(t, "connected", func() bool {
+		return condition(getNode(t, src, "Agent", "ag"), api.NodeConnected).Status == api.ConditionTrue
+	})
+	for range 3 {
+		clk.Advance(20 * time.Second)
+		heartbeat(t, src, clk, "Agent", "ag", nil)
+	}
+	// 60 s after the first heartbeat: its lease ran out 20 s ago, the last
+	// renewal's holds for 40 s more.
+	clk.Advance(21 * time.Second)
+	time.Sleep(200 * time.Millisecond) // four resyncs, to let a wrong verdict show
+	if c := condition(getNode(t, src, "Agent", "ag"), api.NodeConnected); c.Status != api.ConditionTrue {
+		t.Fatalf("Connected 21 s after a renewal: got %s (%s), want True", c.Status, c.Reason)
+	}
+	clk.Advance(20 * time.Second)
+	eventually(t, "offline once the last renewal ran out", func() bool {
+		return condition(getNode(t, src, "Agent", "ag"), api.NodeConnected).Reason == api.ReasonHeartbeatExpired
+	})
+}
+
 // TestFanoutCoalesces checks that a burst of changes runs a fan-out at
 // once and then once more after the interval, and that a change after a
 // quiet interval runs it at once again.

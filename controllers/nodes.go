@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/reconcile"
 )
 
 // Condition types and reasons of Agents and Gateways written by Control's
@@ -99,6 +101,47 @@ func connectedCondition(st *api.NodeStatus, conds []api.Condition, now time.Time
 	c.Status, c.Reason = api.ConditionTrue, api.ReasonHeartbeat
 	c.Message = fmt.Sprintf("heartbeats arrive within the %s lease", lease)
 	return c, left
+}
+
+// heartbeatOnly reports whether ch is a node's heartbeat that changed
+// nothing but its lastHeartbeat (and so its resourceVersion) while the
+// lease it had still held at now. The bridge writes such a refresh about
+// every 20 s per node even when nothing else moves; judging the node then
+// would find what it found before, since the node was connected before
+// and after. Its own liveness reconcile still runs when the lease it last
+// judged runs out (it asked to be requeued then), and finds the later
+// heartbeat. Added, deleted and resynced objects are never heartbeats.
+func heartbeatOnly(ch reconcile.Change, now time.Time, lease time.Duration) bool {
+	if ch.Resync || ch.Old == nil || ch.New == nil || ch.Old == ch.New {
+		return false
+	}
+	switch o := ch.Old.(type) {
+	case *api.Agent:
+		n, ok := ch.New.(*api.Agent)
+		if !ok || !leaseRenewed(o.Status.LastHeartbeat, n.Status.LastHeartbeat, now, lease) {
+			return false
+		}
+		a, b := *o, *n
+		a.Metadata.ResourceVersion, b.Metadata.ResourceVersion = "", ""
+		a.Status.LastHeartbeat, b.Status.LastHeartbeat = nil, nil
+		return reflect.DeepEqual(a, b)
+	case *api.Gateway:
+		n, ok := ch.New.(*api.Gateway)
+		if !ok || !leaseRenewed(o.Status.LastHeartbeat, n.Status.LastHeartbeat, now, lease) {
+			return false
+		}
+		a, b := *o, *n
+		a.Metadata.ResourceVersion, b.Metadata.ResourceVersion = "", ""
+		a.Status.LastHeartbeat, b.Status.LastHeartbeat = nil, nil
+		return reflect.DeepEqual(a, b)
+	}
+	return false
+}
+
+// leaseRenewed reports whether a heartbeat at next renewed a lease that
+// the one at last still held at now.
+func leaseRenewed(last, next *time.Time, now time.Time, lease time.Duration) bool {
+	return last != nil && next != nil && !next.Before(*last) && last.Add(lease).After(now)
 }
 
 // isConnected reports whether a node counts as connected at now: it is

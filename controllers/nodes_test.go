@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/reconcile"
 )
 
 // TestFirstSorted checks the one-pass selection against a sort.
@@ -59,3 +60,63 @@ func TestIsConnectedAgreesWithConnectedCondition(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestHeartbeatOnly checks which node changes count as a bare lease
+// renewal that the judging loops may pass over.
+func TestHeartbeatOnly(t *testing.T) {
+	const lease = 40 * time.Second
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { ts := t0.Add(d); return &ts }
+	agent := func(rv string, beat *time.Time, change func(*api.Agent)) *api.Agent {
+		a := &api.Agent{Metadata: api.ObjectMeta{Name: "ag", ResourceVersion: rv, Generation: 1}}
+		a.Status.OverlayAddress = "100.64.0.2"
+		a.Status.LastHeartbeat = beat
+		a.Status.Conditions = []api.Condition{{Type: api.NodeConnected, Status: api.ConditionTrue, Reason: api.ReasonHeartbeat}}
+		a.Status.Targets = []api.TargetStatus{{Tunnel: "web", Reachable: true}}
+		if change != nil {
+			change(a)
+		}
+		return a
+	}
+	gateway := func(rv string, beat *time.Time, change func(*api.Gateway)) *api.Gateway {
+		g := &api.Gateway{Metadata: api.ObjectMeta{Name: "gw", ResourceVersion: rv}}
+		g.Status.LastHeartbeat = beat
+		g.Status.Agents = []api.NodePeerStatus{{Name: "ag", Probe: ProbeOK}}
+		if change != nil {
+			change(g)
+		}
+		return g
+	}
+	same := agent("5", at(0), nil)
+	for _, tc := range []struct {
+		name string
+		ch   reconcile.Change
+		now  time.Duration
+		want bool
+	}{
+		{"agent lease renewed", reconcile.Change{Type: api.Modified, Old: agent("5", at(0), nil), New: agent("6", at(20*time.Second), nil)}, 21 * time.Second, true},
+		{"gateway lease renewed", reconcile.Change{Type: api.Modified, Old: gateway("5", at(0), nil), New: gateway("6", at(20*time.Second), nil)}, 21 * time.Second, true},
+		{"the old lease had run out", reconcile.Change{Type: api.Modified, Old: agent("5", at(0), nil), New: agent("6", at(45*time.Second), nil)}, 45 * time.Second, false},
+		{"first heartbeat", reconcile.Change{Type: api.Modified, Old: agent("5", nil, nil), New: agent("6", at(0), nil)}, 0, false},
+		{"heartbeat went back", reconcile.Change{Type: api.Modified, Old: agent("5", at(20*time.Second), nil), New: agent("6", at(0), nil)}, 21 * time.Second, false},
+		{"a target turned unreachable", reconcile.Change{Type: api.Modified, Old: agent("5", at(0), nil),
+			New: agent("6", at(20*time.Second), func(a *api.Agent) { a.Status.Targets[0].Reachable = false })}, 21 * time.Second, false},
+		{"disabled", reconcile.Change{Type: api.Modified, Old: agent("5", at(0), nil),
+			New: agent("6", at(20*time.Second), func(a *api.Agent) { a.Spec.Enabled = new(bool) })}, 21 * time.Second, false},
+		{"a condition changed", reconcile.Change{Type: api.Modified, Old: agent("5", at(0), nil),
+			New: agent("6", at(20*time.Second), func(a *api.Agent) { a.Status.Conditions[0].Reason = "Other" })}, 21 * time.Second, false},
+		{"a probe failed", reconcile.Change{Type: api.Modified, Old: gateway("5", at(0), nil),
+			New: gateway("6", at(20*time.Second), func(g *api.Gateway) { g.Status.Agents[0].Probe = "timeout" })}, 21 * time.Second, false},
+		{"slice revision moved", reconcile.Change{Type: api.Modified, Old: gateway("5", at(0), nil),
+			New: gateway("6", at(20*time.Second), func(g *api.Gateway) { g.Status.Revision = 9 })}, 21 * time.Second, false},
+		{"added", reconcile.Change{Type: api.Added, New: agent("6", at(0), nil)}, 1 * time.Second, false},
+		{"deleted", reconcile.Change{Type: api.Deleted, Old: agent("6", at(0), nil)}, 1 * time.Second, false},
+		{"resync", reconcile.Change{Type: api.Modified, Old: same, New: same, Resync: true}, 1 * time.Second, false},
+		{"not a node", reconcile.Change{Type: api.Modified, Old: &api.Tunnel{Metadata: api.ObjectMeta{Name: "t", ResourceVersion: "5"}},
+			New: &api.Tunnel{Metadata: api.ObjectMeta{Name: "t", ResourceVersion: "6"}}}, 1 * time.Second, false},
+	} {
+		if got := heartbeatOnly(tc.ch, t0.Add(tc.now), lease); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

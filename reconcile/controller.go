@@ -74,6 +74,14 @@ func NewController(cfg ControllerConfig) *Controller {
 // object's own key. Call Watch before Run: Run waits for the informers
 // watched by then to sync.
 func (c *Controller) Watch(inf *Informer, mapFunc func(api.Object) []Request) {
+	c.WatchIf(inf, mapFunc, nil)
+}
+
+// WatchIf is Watch for the changes keep accepts; a nil keep accepts
+// every change. A loop that reads only part of an object uses it to pass
+// over changes to the rest: a status written on every heartbeat would
+// otherwise wake it each time for nothing.
+func (c *Controller) WatchIf(inf *Informer, mapFunc func(api.Object) []Request, keep func(Change) bool) {
 	if mapFunc == nil {
 		mapFunc = func(obj api.Object) []Request { return []Request{RequestFor(obj)} }
 	}
@@ -81,6 +89,9 @@ func (c *Controller) Watch(inf *Informer, mapFunc func(api.Object) []Request) {
 	c.informers = append(c.informers, inf)
 	c.mu.Unlock()
 	inf.AddHandler(func(ch Change) {
+		if keep != nil && !keep(ch) {
+			return
+		}
 		if ch.New != nil {
 			for _, r := range mapFunc(ch.New) {
 				c.queue.Add(r)

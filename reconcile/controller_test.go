@@ -282,3 +282,50 @@ func TestControllerWithoutReconcilerFails(t *testing.T) {
 		t.Fatalf("Run without a reconciler: got nil, want an error")
 	}
 }
+
+// TestControllerWatchIfPassesOverRejectedChanges checks that WatchIf
+// enqueues only the changes keep accepts, and that a change it accepts
+// after rejected ones is still reconciled.
+func TestControllerWatchIfPassesOverRejectedChanges(t *testing.T) {
+	leakcheck.Goroutines(t)
+	ctx := context.Background()
+	src := reconciletest.NewSource(reconciletest.Config{})
+	mustCreate(t, src, tunnel("a", "a.example.com"))
+	var n calls
+	inf := newInformer(src, 0)
+	c := reconcile.NewController(reconcile.ControllerConfig{Name: "test", Workers: 1,
+		Reconciler: reconcile.ReconcilerFunc(func(_ context.Context, r reconcile.Request) (reconcile.Result, error) {
+			n.inc(r.Key.Name)
+			return reconcile.Result{}, nil
+		})})
+	// Only changes of the hostname count; a change of the target does not.
+	c.WatchIf(inf, nil, func(ch reconcile.Change) bool {
+		return ch.Old == nil || ch.New == nil ||
+			ch.Old.(*api.Tunnel).Spec.Hostname != ch.New.(*api.Tunnel).Spec.Hostname
+	})
+	runAll(t, inf.Run, c.Run)
+	eventually(t, "the initial reconcile", func() bool { return n.get("a") == 1 })
+
+	update := func(change func(*api.Tunnel)) {
+		t.Helper()
+		obj, err := src.Get(ctx, "Tunnel", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(obj.(*api.Tunnel))
+		if _, err := src.Update(ctx, obj); err != nil {
+			t.Fatalf("update a: %v", err)
+		}
+	}
+	update(func(tn *api.Tunnel) { tn.Spec.Target = "http://localhost:9999" })
+	eventually(t, "the informer to hold the new target", func() bool {
+		obj, ok := inf.Get("a")
+		return ok && obj.(*api.Tunnel).Spec.Target == "http://localhost:9999"
+	})
+	quiet()
+	if got := n.get("a"); got != 1 {
+		t.Fatalf("reconciles after a rejected change: got %d, want 1", got)
+	}
+	update(func(tn *api.Tunnel) { tn.Spec.Hostname = "b.example.com" })
+	eventually(t, "a reconcile for the accepted change", func() bool { return n.get("a") == 2 })
+}
