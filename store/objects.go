@@ -221,6 +221,67 @@ func (s *Store) Update(ctx context.Context, obj api.Object, opts WriteOptions) (
 // the stored one writes nothing and returns the stored object. obj itself
 // is not modified.
 func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, opts WriteOptions) (api.Object, error) {
+	k, err := kindOf(obj)
+	if err != nil {
+		return nil, fmt.Errorf("update status: %w", err)
+	}
+	status := statusField(obj)
+	if !status.IsValid() {
+		return s.updateStatusJSON(ctx, obj, opts)
+	}
+	m := obj.GetMeta()
+	op := fmt.Sprintf("update status of %s %q", k.Singular, m.Name)
+	if err := checkName(m.Name); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	want, err := parseResourceVersion(m.ResourceVersion)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	cur, kv, err := s.read(ctx, op, k, m.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPreconditions(op, obj, cur, kv, want); err != nil {
+		return nil, err
+	}
+	// The stored object with the caller's status: cur is this call's own
+	// decoding, and encoding only reads the status it now shares with obj.
+	curStatus := statusField(cur)
+	was := reflect.New(curStatus.Type()).Elem()
+	was.Set(curStatus)
+	curStatus.Set(status)
+	value, err := encode(cur)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	if bytes.Equal(value, kv.Value) {
+		curStatus.Set(was)
+		return cur, nil
+	}
+	if opts.DryRun {
+		return decodeValue(k, value, kv.ModRevision)
+	}
+	return s.put(ctx, op, k, kv, value)
+}
+
+// statusField is obj's Status field, or the zero Value for a kind
+// without one.
+func statusField(obj api.Object) reflect.Value {
+	v := reflect.ValueOf(obj)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return reflect.Value{}
+	}
+	f, ok := v.Elem().Type().FieldByName("Status")
+	if !ok || !strings.HasPrefix(f.Tag.Get("json"), "status,") {
+		return reflect.Value{}
+	}
+	return v.Elem().FieldByIndex(f.Index)
+}
+
+// updateStatusJSON is UpdateStatus for a kind whose status is not a Status
+// field: the status is moved over as JSON.
+func (s *Store) updateStatusJSON(ctx context.Context, obj api.Object, opts WriteOptions) (api.Object, error) {
 	k, o, err := ownCopy(obj)
 	if err != nil {
 		return nil, fmt.Errorf("update status: %w", err)
@@ -338,6 +399,12 @@ func (s *Store) replace(ctx context.Context, op string, k api.KindInfo, cur, nex
 	if dryRun {
 		return decodeValue(k, value, kv.ModRevision)
 	}
+	return s.put(ctx, op, k, kv, value)
+}
+
+// put writes value over kv if the key is still at kv's revision, and
+// returns the object written.
+func (s *Store) put(ctx context.Context, op string, k api.KindInfo, kv *mvccpb.KeyValue, value []byte) (api.Object, error) {
 	key := string(kv.Key)
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
@@ -491,22 +558,9 @@ func lookupKind(kind string) (api.KindInfo, error) {
 // ownCopy finds obj's kind from its Go type and returns a deep copy that
 // the store may change, with its TypeMeta filled in.
 func ownCopy(obj api.Object) (api.KindInfo, api.Object, error) {
-	if obj == nil || reflect.ValueOf(obj).Kind() == reflect.Pointer && reflect.ValueOf(obj).IsNil() {
-		return api.KindInfo{}, nil, fmt.Errorf("%w: no object", api.ErrBadRequest)
-	}
-	var k api.KindInfo
-	found := false
-	for _, c := range api.Kinds() {
-		if reflect.TypeOf(c.New()) == reflect.TypeOf(obj) {
-			k, found = c, true
-			break
-		}
-	}
-	if !found {
-		return api.KindInfo{}, nil, fmt.Errorf("%w: %T is not a kind the store serves", api.ErrBadRequest, obj)
-	}
-	if kind := obj.GetTypeMeta().Kind; kind != "" && kind != k.Kind {
-		return api.KindInfo{}, nil, fmt.Errorf("%w: a %s object says its kind is %q", api.ErrBadRequest, k.Kind, kind)
+	k, err := kindOf(obj)
+	if err != nil {
+		return api.KindInfo{}, nil, err
 	}
 	data, err := json.Marshal(obj)
 	if err != nil {
@@ -522,6 +576,22 @@ func ownCopy(obj api.Object) (api.KindInfo, api.Object, error) {
 		tm.APIVersion = api.APIVersion
 	}
 	return k, o, nil
+}
+
+// kindOf is the kind the store serves obj as.
+func kindOf(obj api.Object) (api.KindInfo, error) {
+	if obj == nil || reflect.ValueOf(obj).Kind() == reflect.Pointer && reflect.ValueOf(obj).IsNil() {
+		return api.KindInfo{}, fmt.Errorf("%w: no object", api.ErrBadRequest)
+	}
+	for _, c := range api.Kinds() {
+		if reflect.TypeOf(c.New()) == reflect.TypeOf(obj) {
+			if kind := obj.GetTypeMeta().Kind; kind != "" && kind != c.Kind {
+				return api.KindInfo{}, fmt.Errorf("%w: a %s object says its kind is %q", api.ErrBadRequest, c.Kind, kind)
+			}
+			return c, nil
+		}
+	}
+	return api.KindInfo{}, fmt.Errorf("%w: %T is not a kind the store serves", api.ErrBadRequest, obj)
 }
 
 // checkName refuses a name that could not be stored, so that a name like

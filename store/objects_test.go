@@ -561,3 +561,33 @@ func TestUndecodableValuesAreSkipped(t *testing.T) {
 		t.Errorf("Get of an undecodable value: got nil error, want one")
 	}
 }
+
+// TestUpdateStatusSharesNothingWithTheCaller checks that what UpdateStatus
+// returns, written or not, and what it stored, do not change when the
+// caller then changes the object it passed.
+func TestUpdateStatusSharesNothingWithTheCaller(t *testing.T) {
+	s := openTestStore(t, Config{})
+	ctx := testContext(t)
+	base := tunnelOf(t, mustCreate(t, s, newTunnel("t", "t.example.com")))
+	for _, write := range []bool{true, false} {
+		obj := tunnelOf(t, api.Clone(base))
+		if write {
+			obj.Status.Conditions = []api.Condition{{Type: "Ready", Status: api.ConditionTrue, Reason: "Fine"}}
+		}
+		out, err := s.UpdateStatus(ctx, obj, WriteOptions{})
+		if err != nil {
+			t.Fatalf("UpdateStatus (write %v): %v", write, err)
+		}
+		want := jsonOf(t, out)
+		obj.Status.Conditions = append(obj.Status.Conditions[:0], api.Condition{Type: "Ready", Status: api.ConditionFalse, Reason: "Changed"})
+		obj.Spec.Hostname = "other.example.com"
+		if got := jsonOf(t, out); got != want {
+			t.Fatalf("returned object (write %v) changed with the caller's: got %s, want %s", write, got, want)
+		}
+		stored, err := s.Get(ctx, "tunnels", "t")
+		if err != nil || jsonOf(t, stored) != want {
+			t.Fatalf("stored (write %v): got %s (%v), want %s", write, jsonOf(t, stored), err, want)
+		}
+		base = tunnelOf(t, out)
+	}
+}
