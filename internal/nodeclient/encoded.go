@@ -1,7 +1,6 @@
 package nodeclient
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
@@ -9,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"unique"
+	"unsafe"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 )
@@ -17,9 +18,13 @@ import (
 // order, so that a delta costs only its own items: the digest and the
 // saved file reuse the encoding of the rest. A gateway of a large fleet
 // holds thousands of peers and gets a delta for each one that comes.
+//
+// The JSON is interned: an item is the same in every slice that holds it
+// (a peer, in every gateway's or agent's), so a process holding many
+// slices, as the scale benchmark's simulated fleet does, keeps one copy.
 type encoded struct {
-	keys []string          // sorted
-	json map[string][]byte // by key
+	keys []string                         // sorted
+	json map[string]unique.Handle[string] // by key
 
 	// marks[j] is the SHA-256 state after the lines of
 	// keys[:j*markEvery]; marks[:valid] are current. The digest of a
@@ -40,10 +45,10 @@ func (e *encoded) changedAt(i int) {
 
 // encode encodes every item of s.
 func encode(s bridge.Slice) *encoded {
-	e := &encoded{keys: make([]string, 0, len(s)), json: make(map[string][]byte, len(s))}
+	e := &encoded{keys: make([]string, 0, len(s)), json: make(map[string]unique.Handle[string], len(s))}
 	for k, it := range s {
 		e.keys = append(e.keys, k)
-		e.json[k], _ = json.Marshal(it)
+		e.json[k] = line(it)
 	}
 	sort.Strings(e.keys)
 	return e
@@ -75,13 +80,19 @@ func (e *encoded) apply(m bridge.Message) *encoded {
 		if !found {
 			e.keys = slices.Insert(e.keys, i, it.Key)
 		}
-		data, _ := json.Marshal(it)
-		if !found || !bytes.Equal(data, e.json[it.Key]) {
+		data := line(it)
+		if !found || data != e.json[it.Key] {
 			e.changedAt(i)
 		}
 		e.json[it.Key] = data
 	}
 	return e
+}
+
+// line is an item's JSON, as bridge.Slice.Digest hashes it.
+func line(it bridge.Item) unique.Handle[string] {
+	data, _ := json.Marshal(it)
+	return unique.Make(string(data))
 }
 
 // digest is bridge.Slice.Digest of the slice. It hashes from the last
@@ -104,7 +115,9 @@ func (e *encoded) digest() string {
 			mark, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
 			e.marks = append(e.marks[:i/markEvery], mark)
 		}
-		h.Write(e.json[e.keys[i]])
+		l := e.json[e.keys[i]].Value()
+		// SHA-256 only reads what it is given: the line is not copied.
+		h.Write(unsafe.Slice(unsafe.StringData(l), len(l)))
 		h.Write([]byte{'\n'})
 	}
 	e.valid = len(e.marks)
@@ -116,7 +129,7 @@ func (e *encoded) digest() string {
 func (e *encoded) saved(revision int64) []byte {
 	n := 32
 	for _, v := range e.json {
-		n += len(v) + 1
+		n += len(v.Value()) + 1
 	}
 	b := make([]byte, 0, n)
 	b = append(b, `{"revision":`...)
@@ -126,7 +139,7 @@ func (e *encoded) saved(revision int64) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, e.json[k]...)
+		b = append(b, e.json[k].Value()...)
 	}
 	return append(b, "]}"...)
 }
