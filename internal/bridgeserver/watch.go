@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,7 +341,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 				return err
 			}
 		}
-		obj = api.Clone(obj)
+		obj = statusCopy(obj)
 		ts := now.UTC().Truncate(time.Second)
 		switch n := obj.(type) {
 		case *api.Agent:
@@ -367,6 +368,25 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		}
 	}
 	return api.ErrConflict
+}
+
+// statusCopy returns a copy of a node whose status recordStatus may
+// change: the object and its conditions are copied, and the rest is
+// shared with the informer's cache, which nothing here changes. Every
+// heartbeat makes one; a deep copy cost a JSON round trip of the whole
+// node.
+func statusCopy(obj api.Object) api.Object {
+	switch n := obj.(type) {
+	case *api.Agent:
+		c := *n
+		c.Status.Conditions = slices.Clone(n.Status.Conditions)
+		return &c
+	case *api.Gateway:
+		c := *n
+		c.Status.Conditions = slices.Clone(n.Status.Conditions)
+		return &c
+	}
+	return api.Clone(obj)
 }
 
 // markDisconnected records that the node's last connection ended.
