@@ -115,27 +115,29 @@ func heartbeatOnly(ch reconcile.Change, now time.Time, lease time.Duration) bool
 	if ch.Resync || ch.Old == nil || ch.New == nil || ch.Old == ch.New {
 		return false
 	}
-	switch o := ch.Old.(type) {
-	case *api.Agent:
-		n, ok := ch.New.(*api.Agent)
-		if !ok || !leaseRenewed(o.Status.LastHeartbeat, n.Status.LastHeartbeat, now, lease) {
-			return false
-		}
-		a, b := *o, *n
-		a.Metadata.ResourceVersion, b.Metadata.ResourceVersion = "", ""
-		a.Status.LastHeartbeat, b.Status.LastHeartbeat = nil, nil
-		return reflect.DeepEqual(a, b)
-	case *api.Gateway:
-		n, ok := ch.New.(*api.Gateway)
-		if !ok || !leaseRenewed(o.Status.LastHeartbeat, n.Status.LastHeartbeat, now, lease) {
-			return false
-		}
-		a, b := *o, *n
-		a.Metadata.ResourceVersion, b.Metadata.ResourceVersion = "", ""
-		a.Status.LastHeartbeat, b.Status.LastHeartbeat = nil, nil
-		return reflect.DeepEqual(a, b)
+	a, last := withoutBeat(ch.Old)
+	b, next := withoutBeat(ch.New)
+	return a != nil && b != nil && leaseRenewed(last, next, now, lease) && reflect.DeepEqual(a, b)
+}
+
+// withoutBeat returns a copy of a node without what a bare lease renewal
+// changes, and the lastHeartbeat it had; nil for an object of another
+// kind.
+func withoutBeat(obj api.Object) (api.Object, *time.Time) {
+	strip := func(m *api.ObjectMeta, st *api.NodeStatus) *time.Time {
+		beat := st.LastHeartbeat
+		m.ResourceVersion, st.LastHeartbeat = "", nil
+		return beat
 	}
-	return false
+	switch n := obj.(type) {
+	case *api.Agent:
+		c := *n
+		return &c, strip(&c.Metadata, &c.Status.NodeStatus)
+	case *api.Gateway:
+		c := *n
+		return &c, strip(&c.Metadata, &c.Status.NodeStatus)
+	}
+	return nil, nil
 }
 
 // leaseRenewed reports whether a heartbeat at next renewed a lease that
