@@ -225,8 +225,8 @@ func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, opts WriteOpti
 	if err != nil {
 		return nil, fmt.Errorf("update status: %w", err)
 	}
-	status := statusField(obj)
-	if !status.IsValid() {
+	status := statusIndex(obj)
+	if status == nil {
 		return s.updateStatusJSON(ctx, obj, opts)
 	}
 	m := obj.GetMeta()
@@ -245,18 +245,16 @@ func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, opts WriteOpti
 	if err := checkPreconditions(op, obj, cur, kv, want); err != nil {
 		return nil, err
 	}
-	// The stored object with the caller's status: cur is this call's own
-	// decoding, and encoding only reads the status it now shares with obj.
-	curStatus := statusField(cur)
-	was := reflect.New(curStatus.Type()).Elem()
-	was.Set(curStatus)
-	curStatus.Set(status)
-	value, err := encode(cur)
+	// next is the stored object with the caller's status: a shallow copy
+	// of this call's own decoding, which encoding only reads.
+	next := reflect.New(reflect.TypeOf(cur).Elem())
+	next.Elem().Set(reflect.ValueOf(cur).Elem())
+	next.Elem().FieldByIndex(status).Set(reflect.ValueOf(obj).Elem().FieldByIndex(status))
+	value, err := encode(next.Interface().(api.Object))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	if bytes.Equal(value, kv.Value) {
-		curStatus.Set(was)
 		return cur, nil
 	}
 	if opts.DryRun {
@@ -265,18 +263,18 @@ func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, opts WriteOpti
 	return s.put(ctx, op, k, kv, value)
 }
 
-// statusField is obj's Status field, or the zero Value for a kind
-// without one.
-func statusField(obj api.Object) reflect.Value {
-	v := reflect.ValueOf(obj)
-	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return reflect.Value{}
+// statusIndex is the index of the Status field of obj's type, or nil for
+// a kind without one.
+func statusIndex(obj api.Object) []int {
+	t := reflect.TypeOf(obj)
+	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
 	}
-	f, ok := v.Elem().Type().FieldByName("Status")
+	f, ok := t.Elem().FieldByName("Status")
 	if !ok || !strings.HasPrefix(f.Tag.Get("json"), "status,") {
-		return reflect.Value{}
+		return nil
 	}
-	return v.Elem().FieldByIndex(f.Index)
+	return f.Index
 }
 
 // updateStatusJSON is UpdateStatus for a kind whose status is not a Status
