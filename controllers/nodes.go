@@ -124,20 +124,21 @@ func heartbeatOnly(ch reconcile.Change, now time.Time, lease time.Duration) bool
 // changes, and the lastHeartbeat it had; nil for an object of another
 // kind.
 func withoutBeat(obj api.Object) (api.Object, *time.Time) {
-	strip := func(m *api.ObjectMeta, st *api.NodeStatus) *time.Time {
-		beat := st.LastHeartbeat
-		m.ResourceVersion, st.LastHeartbeat = "", nil
-		return beat
-	}
+	var c api.Object
 	switch n := obj.(type) {
 	case *api.Agent:
-		c := *n
-		return &c, strip(&c.Metadata, &c.Status.NodeStatus)
+		cp := *n
+		c = &cp
 	case *api.Gateway:
-		c := *n
-		return &c, strip(&c.Metadata, &c.Status.NodeStatus)
+		cp := *n
+		c = &cp
+	default:
+		return nil, nil
 	}
-	return nil, nil
+	_, st, _, _ := nodeParts(c)
+	beat := st.LastHeartbeat
+	c.GetMeta().ResourceVersion, st.LastHeartbeat = "", nil
+	return c, beat
 }
 
 // leaseRenewed reports whether a heartbeat at next renewed a lease that
