@@ -36,7 +36,9 @@ func cpuTime(tb testing.TB) time.Duration {
 // two ends run on this package's netstack link ("tunnel"), through the
 // same tunnel on wireguard-go's stock netstack adapter ("stock", the
 // baseline), through the tunnel sending every bare acknowledgement at once
-// ("immediate-acks", the baseline of ack.go), through a tunnel whose sending end is on the kernel's TCP/IP
+// ("immediate-acks", the baseline of ack.go), through the tunnel on
+// wireguard-go's standard UDP bind ("std-bind", the baseline of
+// bind_linux.go), through a tunnel whose sending end is on the kernel's TCP/IP
 // via a TUN interface ("tun"; only as root, in a network namespace of its
 // own) and over plain loopback TCP, and reports each one's throughput and
 // CPU seconds per GB. Both ends run in this process, so the CPU counted is
@@ -91,6 +93,8 @@ func BenchmarkBulkCPU(b *testing.B) {
 	tunnel("stock", stockAgent, stockGW)
 	immAgent, immGW := pairOn(b, "100.64.5.1", "100.64.5.2", func(c *Config) { c.noAckDelay = true })
 	tunnel("immediate-acks", immAgent, immGW)
+	stdAgent, stdGW := pairOn(b, "100.64.6.1", "100.64.6.2", func(c *Config) { c.stdBind = true })
+	tunnel("std-bind", stdAgent, stdGW)
 	if withTUN {
 		tgw := newNode(b, "gateway", "100.64.2.1", func(c *Config) { c.Backend, c.Interface = BackendTUN, "kkmbench0" })
 		ta := newNode(b, "agent", "100.64.2.2")

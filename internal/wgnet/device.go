@@ -108,6 +108,9 @@ type Config struct {
 	// noAckDelay sends every bare acknowledgement at once: the baseline
 	// the benchmarks measure held acknowledgements (ack.go) against.
 	noAckDelay bool
+	// stdBind sends and receives through wireguard-go's standard UDP bind
+	// instead of this package's (bind_linux.go): the benchmarks' baseline.
+	stdBind bool
 }
 
 // Peer is the desired configuration of one WireGuard peer.
@@ -236,7 +239,11 @@ func New(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating wireguard device: %w", err)
 	}
-	wg := device.NewDevice(tun, conn.NewDefaultBind(), DeviceLogger(log))
+	bind := newBind(log)
+	if cfg.stdBind {
+		bind = conn.NewDefaultBind()
+	}
+	wg := device.NewDevice(tun, bind, DeviceLogger(log))
 	d := &Device{
 		log:     log,
 		addr:    addr,
@@ -249,12 +256,17 @@ func New(cfg Config) (*Device, error) {
 	}
 	d.routes.Store(&[]netip.Prefix{})
 
-	setup := "private_key=" + cfg.PrivateKey.hex() + "\nlisten_port=" + strconv.Itoa(cfg.ListenPort) + "\n"
-	if err := wg.IpcSet(setup); err != nil {
+	if err := wg.IpcSet("private_key=" + cfg.PrivateKey.hex() + "\n"); err != nil {
 		wg.Close()
 		return nil, fmt.Errorf("creating wireguard device: %w", redactedError{err})
 	}
-	if err := wg.Up(); err != nil {
+	// The device may already be up (its TUN reports so at once), and then
+	// setting the port binds it: either step fails the same way.
+	err = wg.IpcSet("listen_port=" + strconv.Itoa(cfg.ListenPort) + "\n")
+	if err == nil {
+		err = wg.Up()
+	}
+	if err != nil {
 		wg.Close()
 		return nil, fmt.Errorf("creating wireguard device: binding UDP port %d: %w", cfg.ListenPort, redactedError{err})
 	}
