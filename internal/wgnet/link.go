@@ -30,6 +30,11 @@ const (
 // largest IP packet.
 const gsoMaxSize = 1 << 16
 
+// groBucketSize is how many packets each bucket of gVisor's GRO holds
+// (stack/gro's groBucketSize); TestLinkWriteHandsUpEveryPacket fails if it
+// grows.
+const groBucketSize = 8
+
 // link joins gVisor's stack to wireguard-go. It is the stack's network
 // interface (a stack.LinkEndpoint) and wireguard-go's TUN device (a
 // tun.Device) at once, and it is where the stock netstack adapter loses
@@ -286,7 +291,16 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 		g.Enqueue(pkt)
 		pkt.DecRef()
 	}
-	g.Flush()
+	// GRO's Flush hands up only the first packet of each of its buckets
+	// (it unlinks a packet before asking for the next), and a bucket
+	// holds up to groBucketSize. What it left behind would wait for a
+	// later batch, possibly in another of the pooled GROs while newer
+	// packets of its flow went up first, or be lost with a GRO the
+	// collector takes back: TCP saw reordering and resent. Flush until
+	// every bucket is empty.
+	for range groBucketSize {
+		g.Flush()
+	}
 	g.Dispatcher = nil
 	l.gros.Put(g)
 	if err != nil {
