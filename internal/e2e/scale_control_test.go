@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unique"
 
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 	"github.com/kakuremichi/kakuremichi/internal/nodeclient"
@@ -99,35 +100,64 @@ func raiseFileLimit(tb testing.TB, need int) {
 	}
 }
 
-// simNode is one simulated node: a real nodeclient whose Apply keeps the
-// slice and notes when watched routes arrive. A delta costs it only the
-// watched keys: a thousand gateways of ten thousand peers each share this
-// process's cores with Control, and counting every slice on every delta
-// would be what the run measures. What the slice holds is counted when
-// the test asks.
+// simNode is one simulated node: a real nodeclient that hands it each
+// Snapshot and Delta (nodeclient's Changes), and that keeps of its slice
+// only the keys, and counts. A delta costs it only its own items: a
+// thousand gateways of ten thousand peers each share this process's cores
+// with Control, and copying or counting whole slices on every delta would
+// be what the run measures.
 type simNode struct {
 	kind, name string
 	client     *nodeclient.Client
 
 	mu        sync.Mutex
-	slice     bridge.Slice // the last one applied; never modified
-	counted   bool         // peers, addressed and routes are slice's
-	peers     int          // peer items in slice
-	addressed bool         // slice's self has an address
-	routes    int          // route items in slice
-	syncedAt  time.Time    // last Snapshot, Delta or UpToDate
+	keys      map[unique.Handle[string]]struct{} // the slice's keys
+	peers     int                                // peer items
+	addressed bool                               // the slice's self has an address
+	routes    int                                // route items
+	syncedAt  time.Time                          // last Snapshot, Delta or UpToDate
 	firstSync chan struct{}
 	seen      map[string]time.Time // watched route key -> first seen
 }
 
-func (n *simNode) apply(sl bridge.Slice, watched func() []string) error {
+func (n *simNode) apply(m bridge.Message, watched func() []string) error {
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.slice, n.counted = sl, false
+	if m.Type == bridge.Snapshot || n.keys == nil {
+		n.keys = map[unique.Handle[string]]struct{}{}
+		n.peers, n.routes, n.addressed = 0, 0, false
+	}
+	count := func(k string, by int) {
+		switch {
+		case strings.HasPrefix(k, "peer/"):
+			n.peers += by
+		case strings.HasPrefix(k, "route/"):
+			n.routes += by
+		case k == "self" && by < 0:
+			n.addressed = false
+		}
+	}
+	for _, k := range m.Deleted {
+		h := unique.Make(k)
+		if _, ok := n.keys[h]; ok {
+			delete(n.keys, h)
+			count(k, -1)
+		}
+	}
+	for _, it := range m.Items {
+		h := unique.Make(it.Key)
+		if _, ok := n.keys[h]; !ok {
+			n.keys[h] = struct{}{}
+			count(it.Key, 1)
+		}
+		if it.Key == "self" {
+			n.addressed = it.Self != nil && it.Self.Address.IsValid()
+		}
+	}
 	for _, k := range watched() {
 		if _, ok := n.seen[k]; !ok {
-			if _, ok := sl[k]; ok {
+			if _, ok := n.keys[unique.Make(k)]; ok {
 				n.seen[k] = now
 			}
 		}
@@ -140,20 +170,6 @@ func (n *simNode) apply(sl bridge.Slice, watched func() []string) error {
 func (n *simNode) counts() (peers int, addressed bool, routes int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.counted {
-		n.peers, n.routes = 0, 0
-		for k := range n.slice {
-			switch {
-			case strings.HasPrefix(k, "peer/"):
-				n.peers++
-			case strings.HasPrefix(k, "route/"):
-				n.routes++
-			}
-		}
-		self := n.slice["self"].Self
-		n.addressed = self != nil && self.Address.IsValid()
-		n.counted = true
-	}
 	return n.peers, n.addressed, n.routes
 }
 
@@ -277,9 +293,12 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 		}
 		cfg := nodeclient.Config{ControlURL: c.url(), APIKey: keys[n.kind], Kind: n.kind, Name: n.name,
 			PublicKey: key.PublicKey(), StateDir: dir, Version: "scale",
-			Apply:  func(sl bridge.Slice) error { return n.apply(sl, watched) },
-			Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
-			Synced: n.synced, MaxBackoff: 10 * time.Second}
+			Changes: func(m bridge.Message) error { return n.apply(m, watched) },
+			Status:  func() bridge.NodeStatus { return bridge.NodeStatus{} },
+			Synced:  n.synced, MaxBackoff: 10 * time.Second,
+			// The slice files are the nodes' business, and eleven thousand
+			// nodes rewriting theirs every second would be this process's.
+			SaveInterval: time.Minute}
 		if n.kind == "Gateway" {
 			cfg.PublicEndpoint = fmt.Sprintf("192.0.2.%d:%d", 1+i%250, 51820+i/250)
 		}
@@ -357,10 +376,10 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			}
 			progress("%s: %d of %d nodes lack their whole slice", what, missing, len(nodes))
 			if time.Now().After(deadline) {
-				first.counts()
-				first.mu.Lock()
+				// Not under first.mu: the fleet stops, and applies, after.
+				peers, addressed, _ := first.counts()
 				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v\n%s",
-					what, missing, timeout, first.kind, first.name, first.peers, first.addressed, tail(c.logs(), 3000))
+					what, missing, timeout, first.kind, first.name, peers, addressed, tail(c.logs(), 3000))
 			}
 			time.Sleep(2 * time.Second)
 		}

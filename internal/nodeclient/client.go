@@ -69,8 +69,16 @@ type Config struct {
 	// InsecureSkipVerify skips verifying Control's TLS certificate.
 	InsecureSkipVerify bool
 	// Apply receives each new slice; an error is logged and retried on
-	// the next change or reconnect. Required.
+	// the next change or reconnect. Apply or Changes is required.
 	Apply func(bridge.Slice) error
+	// Changes, in place of Apply, receives each Snapshot and Delta itself,
+	// once its digest has been checked, for a node that keeps its own
+	// copy of the slice. The client then keeps only the slice's encoding,
+	// and a delta costs its own items instead of a copy of the whole
+	// slice: what lets one process follow the slices of a thousand
+	// gateways. At start, a slice saved on disk comes as a Snapshot. An
+	// error is logged; the message is not given again.
+	Changes func(bridge.Message) error
 	// Status returns the node's status for heartbeats. Required.
 	Status func() bridge.NodeStatus
 	// Synced, when set, is called after each Snapshot, Delta or UpToDate
@@ -80,6 +88,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// MaxBackoff caps the wait between reconnections; zero means 30 s.
 	MaxBackoff time.Duration
+	// SaveInterval is the least time between two writes of the slice
+	// file; zero means 1 s (save.go).
+	SaveInterval time.Duration
 	// Logger receives the client's logs; nil discards.
 	Logger *slog.Logger
 }
@@ -153,8 +164,10 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("nodeclient: the Control URL is required (CONTROL_URL)")
 	case cfg.Kind != "Agent" && cfg.Kind != "Gateway":
 		return nil, fmt.Errorf("nodeclient: kind %q is not Agent or Gateway", cfg.Kind)
-	case cfg.StateDir == "" || cfg.Apply == nil || cfg.Status == nil:
-		return nil, errors.New("nodeclient: StateDir, Apply and Status are required")
+	case cfg.StateDir == "" || cfg.Status == nil:
+		return nil, errors.New("nodeclient: StateDir and Status are required")
+	case (cfg.Apply == nil) == (cfg.Changes == nil):
+		return nil, errors.New("nodeclient: exactly one of Apply and Changes is required")
 	}
 	if err := api.ValidateName(cfg.Name); err != nil {
 		return nil, fmt.Errorf("nodeclient: node name: %w", err)
@@ -168,6 +181,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.SaveInterval == 0 {
+		cfg.SaveInterval = saveInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -216,11 +232,14 @@ func (c *Client) Connected() bool {
 func (c *Client) Run(ctx context.Context) error {
 	defer c.flushSave()
 	c.mu.Lock()
-	saved := c.slice
+	saved, rev := c.slice, c.revision
+	if c.cfg.Changes != nil {
+		c.slice = nil // the node keeps its own copy
+	}
 	c.mu.Unlock()
 	if saved != nil {
-		c.log.Info("serving the slice kept on disk until control answers", "revision", c.revision, "items", len(saved))
-		if err := c.cfg.Apply(saved); err != nil {
+		c.log.Info("serving the slice kept on disk until control answers", "revision", rev, "items", len(saved))
+		if err := c.apply(saved, bridge.Message{Type: bridge.Snapshot, Revision: rev, Items: saved.Items()}); err != nil {
 			c.log.Error("apply saved slice", "err", err)
 		}
 	}
@@ -435,12 +454,22 @@ func (c *Client) handle(m bridge.Message) error {
 	c.mu.Lock()
 	cur, enc := c.slice, c.enc
 	c.mu.Unlock()
-	if cur == nil {
-		cur = bridge.Slice{}
-	}
-	next, err := cur.Apply(m)
-	if err != nil {
-		return err
+	var next bridge.Slice
+	if c.cfg.Changes != nil {
+		// The node keeps the slice: check what Apply would.
+		for _, it := range m.Items {
+			if it.Key == "" {
+				return fmt.Errorf("apply %s: an item has no key", m.Type)
+			}
+		}
+	} else {
+		if cur == nil {
+			cur = bridge.Slice{}
+		}
+		var err error
+		if next, err = cur.Apply(m); err != nil {
+			return err
+		}
 	}
 	c.encMu.Lock()
 	nextEnc := enc.apply(m)
@@ -454,7 +483,7 @@ func (c *Client) handle(m bridge.Message) error {
 		c.encMu.Unlock()
 		return fmt.Errorf("slice digest mismatch after %s at revision %d; resyncing", m.Type, m.Revision)
 	}
-	if err := c.cfg.Apply(next); err != nil {
+	if err := c.apply(next, m); err != nil {
 		c.log.Error("apply slice", "revision", m.Revision, "err", err)
 	}
 	c.mu.Lock()
@@ -473,6 +502,15 @@ func (c *Client) handle(m bridge.Message) error {
 		}
 	}
 	return nil
+}
+
+// apply hands the node a new slice: sl to Apply, or m, which made it, to
+// Changes.
+func (c *Client) apply(sl bridge.Slice, m bridge.Message) error {
+	if c.cfg.Changes != nil {
+		return c.cfg.Changes(m)
+	}
+	return c.cfg.Apply(sl)
 }
 
 // hasChallenge reports whether m brings an ACME challenge.

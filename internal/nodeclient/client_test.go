@@ -175,3 +175,103 @@ func runEnrolledNode(t *testing.T, controlURL, kind string) (stop func()) {
 	go func() { done <- c.Run(ctx) }()
 	return func() { cancel(); <-done }
 }
+
+// TestChangesFollowsTheMessages: a node that keeps its own slice gets
+// each Snapshot and Delta as Control sent it, once its digest checks; a
+// delta whose digest does not match is not given, and the node asks for a
+// snapshot again. Restarted with Control away, it gets the slice saved on
+// disk as a Snapshot.
+func TestChangesFollowsTheMessages(t *testing.T) {
+	self := bridge.Item{Key: "self", Self: &bridge.Self{Name: "n"}}
+	peer := func(name string) bridge.Item {
+		return bridge.Item{Key: "peer/" + name, Peer: &bridge.Peer{Name: name, Endpoint: "192.0.2.1:51820"}}
+	}
+	first := bridge.Slice{"self": self, "peer/a": peer("a")}
+	second := bridge.Slice{"self": self, "peer/b": peer("b")}
+	var watches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != bridge.WatchPath {
+			http.NotFound(w, r)
+			return
+		}
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		send := func(m bridge.Message) {
+			data, _ := json.Marshal(m)
+			ws.Write(r.Context(), websocket.MessageText, data)
+		}
+		if watches.Add(1) == 1 {
+			send(bridge.Message{Type: bridge.Snapshot, Revision: 1, Items: first.Items(), Digest: first.Digest()})
+			// A delta that does not lead to its digest: a gap.
+			send(bridge.Message{Type: bridge.Delta, Revision: 2, Items: []bridge.Item{peer("c")}, Digest: first.Digest()})
+			<-r.Context().Done()
+			return
+		}
+		send(bridge.Message{Type: bridge.Snapshot, Revision: 2, Items: first.Items(), Digest: first.Digest()})
+		send(bridge.Message{Type: bridge.Delta, Revision: 3, Items: []bridge.Item{peer("b")}, Deleted: []string{"peer/a"}, Digest: second.Digest()})
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	if err := SaveCredential(dir, "kkt_n.secret"); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := wgnet.GeneratePrivateKey()
+	got := make(chan bridge.Message, 16)
+	run := func(controlURL string) (stop func()) {
+		c, err := New(Config{ControlURL: controlURL, Kind: "Gateway", Name: "n", PublicKey: key.PublicKey(), StateDir: dir,
+			Changes: func(m bridge.Message) error { got <- m; return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
+			HeartbeatInterval: time.Hour, MaxBackoff: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		return func() { cancel(); srv.CloseClientConnections(); <-done }
+	}
+	next := func() bridge.Message {
+		t.Helper()
+		select {
+		case m := <-got:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no message within 10 s")
+			return bridge.Message{}
+		}
+	}
+	stop := run(srv.URL)
+	for _, want := range []struct {
+		typ bridge.MessageType
+		rev int64
+		sl  bridge.Slice
+	}{
+		{bridge.Snapshot, 1, first}, // the delta with the wrong digest is not given
+		{bridge.Snapshot, 2, first},
+		{bridge.Delta, 3, nil},
+	} {
+		m := next()
+		if m.Type != want.typ || m.Revision != want.rev {
+			t.Fatalf("got %s at revision %d, want %s at %d", m.Type, m.Revision, want.typ, want.rev)
+		}
+		if want.sl != nil && len(m.Items) != len(want.sl) {
+			t.Fatalf("%s at revision %d: got %d items, want %d", m.Type, m.Revision, len(m.Items), len(want.sl))
+		}
+		if m.Type == bridge.Delta && (len(m.Items) != 1 || m.Items[0].Key != "peer/b" || len(m.Deleted) != 1 || m.Deleted[0] != "peer/a") {
+			t.Fatalf("delta: got items %v deleted %v, want peer/b, and peer/a deleted", m.Items, m.Deleted)
+		}
+	}
+	stop()
+
+	// Control is away: the saved slice comes as a Snapshot.
+	stop = run("http://127.0.0.1:1")
+	defer stop()
+	m := next()
+	saved, err := (bridge.Slice{}).Apply(m)
+	if m.Type != bridge.Snapshot || m.Revision != 3 || err != nil || saved.Digest() != second.Digest() {
+		t.Fatalf("from disk: got %s at revision %d with %d items (%v), want the Snapshot of revision 3 with self and peer/b", m.Type, m.Revision, len(m.Items), err)
+	}
+}

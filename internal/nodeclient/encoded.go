@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 	"unique"
 	"unsafe"
 
@@ -19,12 +19,13 @@ import (
 // saved file reuse the encoding of the rest. A gateway of a large fleet
 // holds thousands of peers and gets a delta for each one that comes.
 //
-// The JSON is interned: an item is the same in every slice that holds it
-// (a peer, in every gateway's or agent's), so a process holding many
-// slices, as the scale benchmark's simulated fleet does, keeps one copy.
+// The JSON and the keys are interned: an item is the same in every slice
+// that holds it (a peer, in every gateway's or agent's), so a process
+// holding many slices, as the scale benchmark's simulated fleet does,
+// keeps one copy.
 type encoded struct {
-	keys []string                         // sorted
-	json map[string]unique.Handle[string] // by key
+	keys []handle          // sorted by value
+	json map[handle]handle // by key
 
 	// marks[j] is the SHA-256 state after the lines of
 	// keys[:j*markEvery]; marks[:valid] are current. The digest of a
@@ -34,6 +35,12 @@ type encoded struct {
 	marks [][]byte
 	valid int
 }
+
+// handle is an interned string: one pointer, one copy per process.
+type handle = unique.Handle[string]
+
+// byValue orders handles as their strings.
+func byValue(a handle, b string) int { return strings.Compare(a.Value(), b) }
 
 // markEvery is how many lines of the digest lie between two marks.
 const markEvery = 64
@@ -45,12 +52,13 @@ func (e *encoded) changedAt(i int) {
 
 // encode encodes every item of s.
 func encode(s bridge.Slice) *encoded {
-	e := &encoded{keys: make([]string, 0, len(s)), json: make(map[string]unique.Handle[string], len(s))}
+	e := &encoded{keys: make([]handle, 0, len(s)), json: make(map[handle]handle, len(s))}
 	for k, it := range s {
-		e.keys = append(e.keys, k)
-		e.json[k] = line(it)
+		h := unique.Make(k)
+		e.keys = append(e.keys, h)
+		e.json[h] = line(it)
 	}
-	sort.Strings(e.keys)
+	slices.SortFunc(e.keys, func(a, b handle) int { return byValue(a, b.Value()) })
 	return e
 }
 
@@ -65,32 +73,34 @@ func (e *encoded) apply(m bridge.Message) *encoded {
 		}
 		return encode(s)
 	}
-	for _, k := range m.Deleted {
+	for _, name := range m.Deleted {
+		k := unique.Make(name)
 		if _, ok := e.json[k]; !ok {
 			continue
 		}
 		delete(e.json, k)
-		if i, found := slices.BinarySearch(e.keys, k); found {
+		if i, found := slices.BinarySearchFunc(e.keys, name, byValue); found {
 			e.keys = slices.Delete(e.keys, i, i+1)
 			e.changedAt(i)
 		}
 	}
 	for _, it := range m.Items {
-		i, found := slices.BinarySearch(e.keys, it.Key)
+		k := unique.Make(it.Key)
+		i, found := slices.BinarySearchFunc(e.keys, it.Key, byValue)
 		if !found {
-			e.keys = slices.Insert(e.keys, i, it.Key)
+			e.keys = slices.Insert(e.keys, i, k)
 		}
 		data := line(it)
-		if !found || data != e.json[it.Key] {
+		if !found || data != e.json[k] {
 			e.changedAt(i)
 		}
-		e.json[it.Key] = data
+		e.json[k] = data
 	}
 	return e
 }
 
 // line is an item's JSON, as bridge.Slice.Digest hashes it.
-func line(it bridge.Item) unique.Handle[string] {
+func line(it bridge.Item) handle {
 	data, _ := json.Marshal(it)
 	return unique.Make(string(data))
 }

@@ -7,7 +7,8 @@ import (
 	"github.com/kakuremichi/kakuremichi/internal/securefile"
 )
 
-// saveInterval is the least time between two writes of the slice file.
+// saveInterval is the least time between two writes of the slice file,
+// unless Config.SaveInterval says otherwise.
 // The file is what a node serves when it restarts with Control away; a
 // gateway of a large fleet holds megabytes of peers and, while the fleet
 // enrols, gets a delta every quarter of a second. Writing (and syncing)
@@ -16,14 +17,14 @@ import (
 const saveInterval = time.Second
 
 // saveSoon writes the slice file now, or, when it was written less than
-// saveInterval ago, once that interval is up, with the slice of then.
+// the save interval ago, once that interval is up, with the slice of then.
 func (c *Client) saveSoon() {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
 	if c.saveTimer != nil {
 		return // a write is due; it takes the newest slice
 	}
-	wait := saveInterval - time.Since(c.lastSave)
+	wait := c.cfg.SaveInterval - time.Since(c.lastSave)
 	if wait <= 0 {
 		c.saveLocked()
 		return

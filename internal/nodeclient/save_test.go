@@ -17,7 +17,7 @@ import (
 // when the client stops is done then.
 func TestSaveCoalescesABurst(t *testing.T) {
 	dir := t.TempDir()
-	c := &Client{cfg: Config{StateDir: dir}, log: slog.New(slog.DiscardHandler)}
+	c := &Client{cfg: Config{StateDir: dir, SaveInterval: saveInterval}, log: slog.New(slog.DiscardHandler)}
 	path := filepath.Join(dir, sliceFile)
 	set := func(rev int64) {
 		sl := bridge.Slice{"self": {Key: "self", Self: &bridge.Self{Name: "n"}}}
