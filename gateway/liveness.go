@@ -179,34 +179,52 @@ func (w *progressWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 
 // watchStall checks the agent each time the request has made no progress
 // for a while, and cancels it with errAgentDown when the agent is down.
-// It returns when ctx ends.
-func (g *Gateway) watchStall(ctx context.Context, w *progressWriter, addr netip.Addr, cancel context.CancelCauseFunc) {
-	t := time.NewTimer(stallCheckAfter)
-	defer t.Stop()
-	last := w.progress.Load()
-	for {
-		select {
-		case <-ctx.Done():
+// It runs on a timer, not a goroutine of its own: most requests end
+// before the first check, and then cost no goroutine and no wakeup. The
+// returned stop ends it; a check already under way ends with ctx.
+func (g *Gateway) watchStall(ctx context.Context, w *progressWriter, addr netip.Addr, cancel context.CancelCauseFunc) (stop func() bool) {
+	s := &stallWatch{g: g, ctx: ctx, w: w, addr: addr, cancel: cancel}
+	s.last.Store(w.progress.Load())
+	t := time.AfterFunc(stallCheckAfter, s.check)
+	s.t.Store(t)
+	return t.Stop
+}
+
+// stallWatch is one request's watchStall.
+type stallWatch struct {
+	g      *Gateway
+	ctx    context.Context
+	w      *progressWriter
+	addr   netip.Addr
+	cancel context.CancelCauseFunc
+	t      atomic.Pointer[time.Timer] // set once, right after it starts
+	// last is the progress at the previous check. Checks run one after
+	// the other, each on the timer's goroutine of its turn.
+	last atomic.Int64
+}
+
+func (s *stallWatch) check() {
+	if s.ctx.Err() != nil {
+		return
+	}
+	now := s.w.progress.Load()
+	next := stallCheckEvery
+	if now == s.last.Load() {
+		alive, expires := s.g.checkAgentReused(s.ctx, s.addr)
+		if !alive {
+			s.cancel(errAgentDown)
 			return
-		case <-t.C:
 		}
-		now := w.progress.Load()
-		next := stallCheckEvery
-		if now == last {
-			alive, expires := g.checkAgentReused(ctx, addr)
-			if !alive {
-				cancel(errAgentDown)
-				return
-			}
-			if !expires.IsZero() {
-				// The agent answered a check made for another request or
-				// by the probe loop, perhaps just before it died: this
-				// request checks again for itself as soon as that answer
-				// expires, not a whole interval later.
-				next = max(time.Until(expires), 10*time.Millisecond)
-			}
+		if !expires.IsZero() {
+			// The agent answered a check made for another request or by
+			// the probe loop, perhaps just before it died: this request
+			// checks again for itself as soon as that answer expires,
+			// not a whole interval later.
+			next = max(time.Until(expires), 10*time.Millisecond)
 		}
-		last = now
+	}
+	s.last.Store(now)
+	if t := s.t.Load(); t != nil && s.ctx.Err() == nil {
 		t.Reset(next)
 	}
 }

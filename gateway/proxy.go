@@ -182,7 +182,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &countingBody{ReadCloser: r.Body, progress: &pw.progress}
 		}
-		go g.watchStall(ctx, pw, rt.agentAddr, cancel)
+		defer g.watchStall(ctx, pw, rt.agentAddr, cancel)()
 		g.proxy.ServeHTTP(pw, r.WithContext(ctx))
 	}
 }
