@@ -49,7 +49,7 @@ func refTo(obj api.Object) api.OwnerReference {
 		Name: obj.GetMeta().Name, UID: obj.GetMeta().UID}
 }
 
-func mustCreate(t *testing.T, src *reconciletest.Source, obj api.Object) api.Object {
+func mustCreate(t testing.TB, src *reconciletest.Source, obj api.Object) api.Object {
 	t.Helper()
 	out, err := src.Create(context.Background(), obj)
 	if err != nil {
@@ -83,7 +83,7 @@ func exists(t *testing.T, src *reconciletest.Source, kind, name string) bool {
 // startInformers runs a synced informer for every kind, with the indexes
 // New sets up, and returns them and a function that stops them (also
 // called when the test ends).
-func startInformers(t *testing.T, src *reconciletest.Source) (map[string]*reconcile.Informer, func()) {
+func startInformers(t testing.TB, src *reconciletest.Source) (map[string]*reconcile.Informer, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	infs := map[string]*reconcile.Informer{}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -228,79 +227,86 @@ func (r *NodeLivenessReconciler) Reconcile(ctx context.Context, req reconcile.Re
 }
 
 // agentDataPath judges an agent's data path from the probe reports of the
-// connected gateways.
+// connected gateways. Every heartbeat of the agent asks for it, and it
+// reads every connected gateway: it allocates for what a message shows,
+// not per gateway.
 func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, lease time.Duration) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
-	var connected, answered, pending, failures []string
+	connected := 0
+	answered, pending := firstNames{n: nameListMax}, firstNames{n: nameListMax}
+	failures := firstNames{n: failureListMax}
 	for _, name := range r.connectedGateways.get(r.Gateways, now, lease, false) {
 		obj, ok := r.Gateways.Get(name)
 		if !ok {
 			continue
 		}
 		gw := obj.(*api.Gateway)
-		connected = append(connected, gw.Metadata.Name)
+		connected++
 		probe := r.probes.of(gw)[agent]
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
-			answered = append(answered, gw.Metadata.Name)
+			answered.add(gw.Metadata.Name)
 		case failed:
-			failures = append(failures, fmt.Sprintf("%s: %s", gw.Metadata.Name, probe))
+			failures.addFailure(gw.Metadata.Name, probe)
 		default:
-			pending = append(pending, gw.Metadata.Name)
+			pending.add(gw.Metadata.Name)
 		}
 	}
 	switch {
-	case len(answered) > 0:
+	case answered.count > 0:
 		c.Status, c.Reason = api.ConditionTrue, api.ReasonProbeSucceeded
-		c.Message = fmt.Sprintf("probes from gateways %s reach the agent through WireGuard", nameList(answered))
-	case len(failures) > 0:
+		c.Message = fmt.Sprintf("probes from gateways %s reach the agent through WireGuard", answered.nameList())
+	case failures.count > 0:
 		c.Status, c.Reason = api.ConditionFalse, api.ReasonProbeFailed
-		c.Message = fmt.Sprintf("no connected gateway reaches the agent through WireGuard (%s)", failureList(failures))
-	case len(connected) == 0:
+		c.Message = fmt.Sprintf("no connected gateway reaches the agent through WireGuard (%s)", failures.failureList())
+	case connected == 0:
 		c.Status, c.Reason = api.ConditionUnknown, ReasonNoGatewayConnected
 		c.Message = "no enabled gateway is connected to probe the agent"
 	default:
 		c.Status, c.Reason = api.ConditionUnknown, ReasonProbePending
-		c.Message = fmt.Sprintf("waiting for gateways %s to probe the agent", nameList(pending))
+		c.Message = fmt.Sprintf("waiting for gateways %s to probe the agent", pending.nameList())
 	}
 	return c
 }
 
 // gatewayDataPath judges a gateway's data path from its own probe
-// reports of the connected agents.
+// reports of the connected agents. It reads every connected agent, and
+// allocates only for what a message shows.
 func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bool, now time.Time, lease time.Duration) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
 	probes := r.probes.of(gw)
-	var targets, answered, pending, failures []string
+	targets, answered := 0, 0
+	pending, failures := firstNames{n: nameListMax}, firstNames{n: failureListMax}
 	// Agents without an address are left out: no gateway has them as a
 	// peer yet.
 	for _, name := range r.connectedAgents.get(r.Agents, now, lease, true) {
-		targets = append(targets, name)
-		switch ok, failed := probeVerdict(probes[name]); {
+		targets++
+		probe := probes[name]
+		switch ok, failed := probeVerdict(probe); {
 		case ok:
-			answered = append(answered, name)
+			answered++
 		case failed:
-			failures = append(failures, fmt.Sprintf("%s: %s", name, probes[name]))
+			failures.addFailure(name, probe)
 		default:
-			pending = append(pending, name)
+			pending.add(name)
 		}
 	}
 	switch {
-	case len(targets) == 0:
+	case targets == 0:
 		c.Status, c.Reason = api.ConditionTrue, ReasonNoAgents
 		c.Message = "no connected agent to probe"
 	case !gwConnected:
 		c.Status, c.Reason = api.ConditionUnknown, ReasonNotConnected
 		c.Message = "the gateway is not connected, so its probe reports are not current"
-	case len(answered) > 0:
+	case answered > 0:
 		c.Status, c.Reason = api.ConditionTrue, api.ReasonProbeSucceeded
 		c.Message = "probes through WireGuard reach connected agents"
-	case len(failures) > 0:
+	case failures.count > 0:
 		c.Status, c.Reason = api.ConditionFalse, api.ReasonProbeFailed
-		c.Message = fmt.Sprintf("probes through WireGuard reach no connected agent (%s)", failureList(failures))
+		c.Message = fmt.Sprintf("probes through WireGuard reach no connected agent (%s)", failures.failureList())
 	default:
 		c.Status, c.Reason = api.ConditionUnknown, ReasonProbePending
-		c.Message = fmt.Sprintf("waiting for the gateway to probe agents %s", nameList(pending))
+		c.Message = fmt.Sprintf("waiting for the gateway to probe agents %s", pending.nameList())
 	}
 	return c
 }
@@ -450,15 +456,4 @@ func probesOf(obj api.Object) map[string]string {
 		out[p.Name] = p.Probe
 	}
 	return out
-}
-
-// failureList renders probe failures for a message, shortened like
-// nameList.
-func failureList(failures []string) string {
-	const max = 3
-	first := firstSorted(failures, max)
-	if len(failures) <= max {
-		return strings.Join(first, "; ")
-	}
-	return fmt.Sprintf("%s; and %d more", strings.Join(first, "; "), len(failures)-max)
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -500,4 +501,47 @@ func TestConnectedSet(t *testing.T) {
 	if got := get(); len(got) != 0 {
 		t.Fatalf("after a1 was deleted: %v, want none", got)
 	}
+}
+
+// BenchmarkDataPathJudgement judges the data path of one agent of a fleet
+// of 2,000 agents and 200 gateways that all probe all of them (agent), and
+// of one of the gateways (gateway): what every heartbeat status write of a
+// node costs Control.
+func BenchmarkDataPathJudgement(b *testing.B) {
+	const agents, gateways = 2000, 200
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	probes := map[string]string{}
+	var nodes []nodeFix
+	for i := range agents {
+		name := fmt.Sprintf("agent-%05d", i)
+		nodes = append(nodes, agentFix(name, fmt.Sprintf("100.64.%d.%d", 1+i/250, 1+i%250)))
+		probes[name] = ProbeOK
+	}
+	for i := range gateways {
+		f := gatewayFix(fmt.Sprintf("gw-%04d", i), fmt.Sprintf("100.65.%d.%d", i/250, 1+i%250))
+		f.probes = probes
+		nodes = append(nodes, f)
+	}
+	createAll(b, src, clk, nodes)
+	infs, _ := startInformers(b, src)
+	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
+	now, lease := clk.Now(), r.lease()
+	b.Run("agent", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if c := r.agentDataPath("agent-00007", now, lease); c.Reason != api.ReasonProbeSucceeded {
+				b.Fatalf("got %s: %s", c.Reason, c.Message)
+			}
+		}
+	})
+	gw, _ := infs["Gateway"].Get("gw-0007")
+	b.Run("gateway", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if c := r.gatewayDataPath(gw.(*api.Gateway), true, now, lease); c.Reason != api.ReasonProbeSucceeded {
+				b.Fatalf("got %s: %s", c.Reason, c.Message)
+			}
+		}
+	})
 }

@@ -52,7 +52,7 @@ func gatewayFix(name, addr string) nodeFix {
 }
 
 // create stores the node with clk at its creation time, and its status.
-func (f nodeFix) create(t *testing.T, src *reconciletest.Source, clk *clock) api.Object {
+func (f nodeFix) create(t testing.TB, src *reconciletest.Source, clk *clock) api.Object {
 	t.Helper()
 	off := !f.disabled
 	var obj api.Object
@@ -108,7 +108,7 @@ func (f nodeFix) create(t *testing.T, src *reconciletest.Source, clk *clock) api
 }
 
 // createAll creates the nodes in order, moving clk by each one's after.
-func createAll(t *testing.T, src *reconciletest.Source, clk *clock, nodes []nodeFix) {
+func createAll(t testing.TB, src *reconciletest.Source, clk *clock, nodes []nodeFix) {
 	t.Helper()
 	for _, n := range nodes {
 		clk.Advance(n.after)

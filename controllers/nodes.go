@@ -195,30 +195,55 @@ func probeVerdict(probe string) (ok, failed bool) {
 	return false, true
 }
 
+// How many names a message shows of a list, and of probe failures.
+const (
+	nameListMax    = 5
+	failureListMax = 3
+)
+
 // nameList renders names for a message, shortening long lists so that a
 // message does not grow with the fleet.
 func nameList(names []string) string {
-	const max = 5
-	first := firstSorted(names, max)
-	if len(names) <= max {
-		return strings.Join(first, ", ")
+	f := firstNames{n: nameListMax}
+	for _, s := range names {
+		f.add(s)
 	}
-	return fmt.Sprintf("%s and %d more", strings.Join(first, ", "), len(names)-max)
+	return f.nameList()
 }
 
-// firstSorted returns the n smallest of ss in order, in one pass: the
-// lists are of a fleet's nodes, and only a few are shown.
-func firstSorted(ss []string, n int) []string {
-	out := make([]string, 0, n+1)
-	for _, s := range ss {
-		if len(out) == n && s >= out[n-1] {
-			continue
-		}
-		i, _ := slices.BinarySearch(out, s)
-		out = slices.Insert(out, i, s)
-		if len(out) > n {
-			out = out[:n]
-		}
+// firstNames keeps the n smallest of the strings added, in order, in one
+// pass, and counts them all: the lists are of a fleet's nodes, and a
+// message shows only a few.
+type firstNames struct {
+	n     int
+	count int
+	first []string
+}
+
+func (f *firstNames) add(s string) {
+	f.count++
+	if len(f.first) == f.n && s >= f.first[f.n-1] {
+		return
 	}
-	return out
+	i, _ := slices.BinarySearch(f.first, s)
+	f.first = slices.Insert(f.first, i, s)
+	if len(f.first) > f.n {
+		f.first = f.first[:f.n]
+	}
+}
+
+// addFailure adds a node's failed probe, shown as "name: failure".
+func (f *firstNames) addFailure(name, probe string) { f.add(name + ": " + probe) }
+
+// nameList renders the names: "a, b, c and 4 more".
+func (f *firstNames) nameList() string { return f.render(", ", " ") }
+
+// failureList renders failures: "a: x; b: y; and 4 more".
+func (f *firstNames) failureList() string { return f.render("; ", "; ") }
+
+func (f *firstNames) render(sep, beforeMore string) string {
+	if f.count <= len(f.first) {
+		return strings.Join(f.first, sep)
+	}
+	return fmt.Sprintf("%s%sand %d more", strings.Join(f.first, sep), beforeMore, f.count-len(f.first))
 }

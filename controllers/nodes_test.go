@@ -11,8 +11,9 @@ import (
 	"github.com/kakuremichi/kakuremichi/reconcile"
 )
 
-// TestFirstSorted checks the one-pass selection against a sort.
-func TestFirstSorted(t *testing.T) {
+// TestFirstNames checks the one-pass selection against a sort, and the
+// count.
+func TestFirstNames(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for round := range 200 {
 		ss := make([]string, r.IntN(30))
@@ -22,8 +23,45 @@ func TestFirstSorted(t *testing.T) {
 		n := 1 + r.IntN(6)
 		want := slices.Sorted(slices.Values(ss))
 		want = want[:min(n, len(want))]
-		if got := firstSorted(ss, n); !slices.Equal(got, want) {
-			t.Fatalf("round %d: firstSorted(%v, %d) = %v, want %v", round, ss, n, got, want)
+		f := firstNames{n: n}
+		for _, s := range ss {
+			f.add(s)
+		}
+		if !slices.Equal(f.first, want) || f.count != len(ss) {
+			t.Fatalf("round %d: firstNames of %v, %d: got %v (count %d), want %v (count %d)", round, ss, n, f.first, f.count, want, len(ss))
+		}
+	}
+}
+
+// TestFirstNamesRender checks how a message shows a list: every name up
+// to its limit, then the first ones and how many more.
+func TestFirstNamesRender(t *testing.T) {
+	names := func(n int, list func() string, add func(string)) string {
+		for i := range n {
+			add(fmt.Sprintf("n%d", n-i)) // in reverse: rendered sorted
+		}
+		return list()
+	}
+	for _, tc := range []struct {
+		n        int
+		failures bool
+		want     string
+	}{
+		{5, false, "n1, n2, n3, n4, n5"},
+		{7, false, "n1, n2, n3, n4, n5 and 2 more"},
+		{3, true, "n1: x; n2: x; n3: x"},
+		{4, true, "n1: x; n2: x; n3: x; and 1 more"},
+	} {
+		var got string
+		if tc.failures {
+			f := firstNames{n: failureListMax}
+			got = names(tc.n, f.failureList, func(s string) { f.addFailure(s, "x") })
+		} else {
+			f := firstNames{n: nameListMax}
+			got = names(tc.n, f.nameList, f.add)
+		}
+		if got != tc.want {
+			t.Errorf("%d names (failures %v): got %q, want %q", tc.n, tc.failures, got, tc.want)
 		}
 	}
 }
