@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -469,4 +470,63 @@ func TestLargeGatewayStatusIsRecorded(t *testing.T) {
 			t.Fatalf("agents[%d]: %+v, want agent-%05d with probe %q", i, p, i, want)
 		}
 	}
+}
+
+// TestVolatileHeartbeatsAreNotRewritten: a gateway whose heartbeats, ten
+// a second, differ only in probe and handshake times has its status
+// written once, not once per heartbeat; a probe that fails is written at
+// once.
+func TestVolatileHeartbeatsAreNotRewritten(t *testing.T) {
+	c := startControl(t)
+	gwKey := c.apiKey("gws", api.RoleGateway, 1)
+	var failing atomic.Bool
+	newNodeWithStatus(t, c.url(), "Gateway", "gw", gwKey, t.TempDir(), func() bridge.NodeStatus {
+		now := time.Now()
+		st := bridge.NodeStatus{Peers: []bridge.PeerStatus{{Name: "ag", Endpoint: "192.0.2.1:40000", LastHandshake: now, RxBytes: now.UnixNano()}},
+			Probes: []bridge.ProbeStatus{{Agent: "ag", OK: true, LatencyMS: float64(now.Nanosecond()), CheckedAt: now}}}
+		if failing.Load() {
+			st.Probes[0] = bridge.ProbeStatus{Agent: "ag", Message: "dial: i/o timeout", CheckedAt: now}
+		}
+		return st
+	})
+	get := func() (api.Gateway, bool) {
+		code, out := c.call("GET", apiBase+"/gateways/gw", "")
+		var gw api.Gateway
+		return gw, code == 200 && json.Unmarshal(out, &gw) == nil
+	}
+	must := func() api.Gateway {
+		gw, ok := get()
+		if !ok {
+			t.Fatal("get gateway gw: failed")
+		}
+		return gw
+	}
+	eventually(t, "the gateway's first heartbeat recorded", 10*time.Second, func() bool {
+		gw, ok := get()
+		return ok && gw.Status.LastHeartbeat != nil && len(gw.Status.Agents) == 1
+	})
+	// The gateway's slice settles (its revision is news, and written).
+	f := must()
+	for deadline := time.Now().Add(10 * time.Second); ; f = must() {
+		time.Sleep(time.Second)
+		if g := must(); g.Status.Revision == f.Status.Revision {
+			f = g
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway's revision still changes after 10 s")
+		}
+	}
+	first := f.Metadata.ResourceVersion
+	time.Sleep(2 * time.Second) // some twenty heartbeats, over two seconds of timestamps
+	if got := must(); got.Metadata.ResourceVersion != first {
+		a, _ := json.Marshal(f.Status)
+		b, _ := json.Marshal(got.Status)
+		t.Fatalf("heartbeats that changed only timestamps were written: resourceVersion %s, then %s\n%s\n%s", first, got.Metadata.ResourceVersion, a, b)
+	}
+	failing.Store(true)
+	eventually(t, "the failed probe recorded", 5*time.Second, func() bool {
+		a := must().Status.Agents
+		return len(a) == 1 && a[0].Probe == "failed: dial: i/o timeout"
+	})
 }

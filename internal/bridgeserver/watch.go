@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -236,7 +235,7 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 			continue
 		}
 		now := s.cfg.Now()
-		if lastStatus != nil && reflect.DeepEqual(*lastStatus, *m.Status) && now.Sub(lastQueued) < s.cfg.StatusInterval {
+		if lastStatus != nil && sameReport(lastStatus, m.Status) && now.Sub(lastQueued) < s.cfg.StatusInterval {
 			continue
 		}
 		st := *m.Status
@@ -253,6 +252,29 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 			c.statusCh <- hb
 		}
 	}
+}
+
+// sameReport reports whether two heartbeats say the same of a node but for
+// what changes on every one: when each peer last handshook (not whether
+// it ever did), its byte counters, and when each probe and target check
+// ran and how long a probe took. A heartbeat that differs only in those is
+// written once per StatusInterval, with the rest: a gateway's lists every
+// agent, and writing all of it every ten seconds for its timestamps was
+// most of what an idle fleet wrote into the store. What is shown of them
+// is at most that interval old; a handshake counts as fresh for three
+// minutes.
+func sameReport(a, b *bridge.NodeStatus) bool {
+	return a.Version == b.Version && a.DataPath == b.DataPath && a.Revision == b.Revision &&
+		slices.Equal(a.Routes, b.Routes) &&
+		slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
+			return x.Name == y.Name && x.Endpoint == y.Endpoint && x.LastHandshake.IsZero() == y.LastHandshake.IsZero()
+		}) &&
+		slices.EqualFunc(a.Targets, b.Targets, func(x, y bridge.TargetStatus) bool {
+			return x.Tunnel == y.Tunnel && x.Reachable == y.Reachable && x.Message == y.Message
+		}) &&
+		slices.EqualFunc(a.Probes, b.Probes, func(x, y bridge.ProbeStatus) bool {
+			return x.Agent == y.Agent && x.OK == y.OK && x.Message == y.Message
+		})
 }
 
 // heartbeat is a node status to record and when it arrived.
