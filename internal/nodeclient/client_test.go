@@ -21,12 +21,8 @@ import (
 func TestReconnectsWhenTheConnectionDrops(t *testing.T) {
 	var accepts atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != bridge.WatchPath {
-			http.NotFound(w, r)
-			return
-		}
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
+		ws, ok := acceptWatch(w, r)
+		if !ok {
 			return
 		}
 		accepts.Add(1)
@@ -91,12 +87,8 @@ func TestHeartbeatAtOnceForAChallenge(t *testing.T) {
 	beats := make(chan int64, 16)
 	send := make(chan bridge.Message)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != bridge.WatchPath {
-			http.NotFound(w, r)
-			return
-		}
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
+		ws, ok := acceptWatch(w, r)
+		if !ok {
 			return
 		}
 		defer ws.CloseNow()
@@ -190,12 +182,8 @@ func TestChangesFollowsTheMessages(t *testing.T) {
 	second := bridge.Slice{"self": self, "peer/b": peer("b")}
 	var watches atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != bridge.WatchPath {
-			http.NotFound(w, r)
-			return
-		}
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
+		ws, ok := acceptWatch(w, r)
+		if !ok {
 			return
 		}
 		defer ws.CloseNow()
@@ -274,4 +262,15 @@ func TestChangesFollowsTheMessages(t *testing.T) {
 	if m.Type != bridge.Snapshot || m.Revision != 3 || err != nil || saved.Digest() != second.Digest() {
 		t.Fatalf("from disk: got %s at revision %d with %d items (%v), want the Snapshot of revision 3 with self and peer/b", m.Type, m.Revision, len(m.Items), err)
 	}
+}
+
+// acceptWatch answers a node's watch request with a WebSocket, as Control
+// does, and anything else with 404.
+func acceptWatch(w http.ResponseWriter, r *http.Request) (*websocket.Conn, bool) {
+	if r.URL.Path != bridge.WatchPath {
+		http.NotFound(w, r)
+		return nil, false
+	}
+	ws, err := websocket.Accept(w, r, nil)
+	return ws, err == nil
 }
