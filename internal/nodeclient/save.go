@@ -16,19 +16,19 @@ import (
 // deltas is written once, at most saveInterval after the first.
 const saveInterval = time.Second
 
-// saveSoon writes the slice file now, or, when it was written less than
-// the save interval ago, once that interval is up, with the slice of then.
+// saveSoon has the slice file written: at once after a quiet spell, or,
+// when it was written less than the save interval ago, once that interval
+// is up, with the slice of then. The write runs on a goroutine of its own,
+// never the caller's: a gateway's file is megabytes, and a slow disk would
+// otherwise hold up the next message from Control, the heartbeat that
+// acknowledges an ACME challenge and the answers to Control's pings.
 func (c *Client) saveSoon() {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
 	if c.saveTimer != nil {
 		return // a write is due; it takes the newest slice
 	}
-	wait := c.cfg.SaveInterval - time.Since(c.lastSave)
-	if wait <= 0 {
-		c.saveLocked()
-		return
-	}
+	wait := max(0, c.cfg.SaveInterval-time.Since(c.lastSave))
 	c.saveTimer = time.AfterFunc(wait, func() {
 		c.saveMu.Lock()
 		defer c.saveMu.Unlock()
