@@ -21,6 +21,7 @@ import (
 	"github.com/kakuremichi/kakuremichi/internal/control"
 	"github.com/kakuremichi/kakuremichi/internal/flagenv"
 	"github.com/kakuremichi/kakuremichi/internal/nodecmd"
+	"github.com/kakuremichi/kakuremichi/store"
 )
 
 const envPrefix = nodecmd.EnvPrefix
@@ -95,7 +96,7 @@ func runControl(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Store.KeyFile, "etcd-key-file", "", "client key for the external etcd cluster")
 	fs.StringVar(&cfg.Store.Prefix, "etcd-prefix", "/kakuremichi/", "key prefix in etcd")
 	fs.Int64Var(&cfg.Store.QuotaBackendBytes, "etcd-quota-bytes", 2<<30, "embedded etcd: size at which writes are refused (NOSPACE)")
-	fs.StringVar(&cfg.Store.AutoCompactionRetention, "etcd-compaction-retention", "1h", "embedded etcd: how much history watches can resume from")
+	fs.StringVar(&cfg.Store.AutoCompactionRetention, "etcd-compaction-retention", store.DefaultAutoCompactionRetention, "embedded etcd: how much history watches can resume from")
 	fs.Func("overlay-prefix", "private network node addresses are taken from (default 100.64.0.0/10)", func(v string) error {
 		p, err := netip.ParsePrefix(v)
 		if err != nil || !p.Addr().Is4() && !p.Addr().Is6() {
