@@ -41,7 +41,7 @@ func TestControlScaleSmall(t *testing.T) {
 // KAKUREMICHI_SCALE_AGENTS and KAKUREMICHI_SCALE_GATEWAYS (10000 and 1000
 // by default), rounds of tunnel propagation from KAKUREMICHI_SCALE_ROUNDS
 // (3). KAKUREMICHI_SCALE_CONTROL_LOG names a file to keep Control's log
-// in. KAKUREMICHI_SCALE_IDLE is the idle window in seconds (60), over
+// in, whether the run passes or fails. KAKUREMICHI_SCALE_IDLE is the idle window in seconds (60), over
 // which Control's CPU and the growth of its store's database are
 // measured. With KAKUREMICHI_SCALE_FULL_STATUS=1 every heartbeat carries what a
 // real node's does: each peer's endpoint and latest handshake (every two
@@ -278,6 +278,16 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	}
 	res := scaleResult{agents: agents, gateways: gateways}
 	c := newControl(tb)
+	// Kept whether the run passes or fails: a failure is when it is
+	// wanted. Cleanups run last first, so this runs before Control's
+	// directory goes.
+	if path := os.Getenv("KAKUREMICHI_SCALE_CONTROL_LOG"); path != "" {
+		tb.Cleanup(func() {
+			if err := os.WriteFile(path, []byte(c.logs()), 0o644); err != nil {
+				tb.Errorf("keep Control's log: %v", err)
+			}
+		})
+	}
 	token := c.adminToken()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -548,11 +558,6 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 		}
 	}
 	res.rssKiB = rssKiB(c.pid())
-	if path := os.Getenv("KAKUREMICHI_SCALE_CONTROL_LOG"); path != "" {
-		if err := os.WriteFile(path, []byte(c.logs()), 0o644); err != nil {
-			tb.Errorf("keep Control's log: %v", err)
-		}
-	}
 	return res
 }
 
