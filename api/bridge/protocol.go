@@ -242,13 +242,24 @@ func (s Slice) Apply(m Message) (Slice, error) {
 	default:
 		return nil, fmt.Errorf("apply %s: not a slice message", m.Type)
 	}
+	if err := m.CheckItems(); err != nil {
+		return nil, err
+	}
 	for _, it := range m.Items {
-		if it.Key == "" {
-			return nil, fmt.Errorf("apply %s: an item has no key", m.Type)
-		}
 		out[it.Key] = it
 	}
 	return out, nil
+}
+
+// CheckItems reports an item of a Snapshot or Delta that cannot be
+// applied: one without a key.
+func (m Message) CheckItems() error {
+	for _, it := range m.Items {
+		if it.Key == "" {
+			return fmt.Errorf("apply %s: an item has no key", m.Type)
+		}
+	}
+	return nil
 }
 
 // Digest is a hash of the slice's content, independent of map order.

@@ -457,10 +457,8 @@ func (c *Client) handle(m bridge.Message) error {
 	var next bridge.Slice
 	if c.cfg.Changes != nil {
 		// The node keeps the slice: check what Apply would.
-		for _, it := range m.Items {
-			if it.Key == "" {
-				return fmt.Errorf("apply %s: an item has no key", m.Type)
-			}
+		if err := m.CheckItems(); err != nil {
+			return err
 		}
 	} else {
 		if cur == nil {
