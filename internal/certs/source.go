@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/kakuremichi/kakuremichi/api"
+	"github.com/kakuremichi/kakuremichi/internal/secretsource"
 	"github.com/kakuremichi/kakuremichi/reconcile"
 	"github.com/kakuremichi/kakuremichi/store"
 )
@@ -46,16 +46,19 @@ var _ reconcile.ListerWatcher = KeyPairSource{}
 
 // List implements reconcile.ListerWatcher.
 func (s KeyPairSource) List(ctx context.Context) ([]api.Object, int64, error) {
-	return listSecrets(ctx, s.Store, keyPairPrefix, decodeKeyPair)
+	return s.source().List(ctx)
 }
 
-// Watch implements reconcile.ListerWatcher; the relay goroutine ends with
-// ctx or with the store's channel.
+// Watch implements reconcile.ListerWatcher.
 func (s KeyPairSource) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Event, error) {
-	return watchSecrets(ctx, s.Store, keyPairPrefix, fromRev, decodeKeyPair, func(name string) api.Object {
+	return s.source().Watch(ctx, fromRev)
+}
+
+func (s KeyPairSource) source() secretsource.Source {
+	return secretsource.Source{Store: s.Store, Prefix: keyPairPrefix, Decode: decodeKeyPair, Gone: func(name string) api.Object {
 		return &api.CertificateKeyPair{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: api.CertificateKeyPairKind},
 			Metadata: api.ObjectMeta{Name: name}, Hostname: name}
-	})
+	}}
 }
 
 // ChallengeSource lists and watches pending HTTP-01 challenges as
@@ -69,72 +72,19 @@ var _ reconcile.ListerWatcher = ChallengeSource{}
 
 // List implements reconcile.ListerWatcher.
 func (s ChallengeSource) List(ctx context.Context) ([]api.Object, int64, error) {
-	return listSecrets(ctx, s.Store, challengePrefix, decodeChallenge)
+	return s.source().List(ctx)
 }
 
 // Watch implements reconcile.ListerWatcher.
 func (s ChallengeSource) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Event, error) {
-	return watchSecrets(ctx, s.Store, challengePrefix, fromRev, decodeChallenge, func(name string) api.Object {
+	return s.source().Watch(ctx, fromRev)
+}
+
+func (s ChallengeSource) source() secretsource.Source {
+	return secretsource.Source{Store: s.Store, Prefix: challengePrefix, Decode: decodeChallenge, Gone: func(name string) api.Object {
 		return &api.ACMEChallenge{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: api.ACMEChallengeKind},
 			Metadata: api.ObjectMeta{Name: name}, Token: name}
-	})
-}
-
-type decodeFunc func(name string, value []byte, rev int64) (api.Object, error)
-
-func listSecrets(ctx context.Context, st *store.Store, prefix string, decode decodeFunc) ([]api.Object, int64, error) {
-	secrets, rev, err := st.ListSecrets(ctx, prefix)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make([]api.Object, 0, len(secrets))
-	for _, sec := range secrets {
-		obj, err := decode(strings.TrimPrefix(sec.Name, prefix), sec.Value, sec.Revision)
-		if err != nil {
-			// One bad value must not hide every other one.
-			continue
-		}
-		out = append(out, obj)
-	}
-	return out, rev, nil
-}
-
-func watchSecrets(ctx context.Context, st *store.Store, prefix string, fromRev int64, decode decodeFunc, gone func(name string) api.Object) (<-chan reconcile.Event, error) {
-	in, err := st.WatchSecrets(ctx, prefix, fromRev)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan reconcile.Event)
-	go func() {
-		defer close(out)
-		for ev := range in {
-			rev := ev.Revision
-			name := strings.TrimPrefix(ev.Name, prefix)
-			var re reconcile.Event
-			switch ev.Type {
-			case api.Error:
-				re = reconcile.Event{Type: api.Error, Err: ev.Err}
-			case api.Deleted:
-				obj := gone(name)
-				obj.GetMeta().ResourceVersion = strconv.FormatInt(rev, 10)
-				re = reconcile.Event{Type: api.Deleted, Revision: rev, Object: obj}
-			default:
-				obj, err := decode(name, ev.Value, rev)
-				if err != nil {
-					continue
-				}
-				re = reconcile.Event{Type: ev.Type, Revision: rev, Object: obj}
-			}
-			select {
-			case out <- re:
-			case <-ctx.Done():
-				for range in {
-				}
-				return
-			}
-		}
-	}()
-	return out, nil
+	}}
 }
 
 func decodeKeyPair(host string, value []byte, rev int64) (api.Object, error) {
