@@ -401,3 +401,51 @@ func checkWireGuardKey(k string) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// NodeLease is when Control last heard from an agent or a gateway. The
+// bridge renews it on a node's heartbeats, apart from the node's status,
+// which is then written only when what the node reports changes: a status
+// lists every peer, and rewriting it every few seconds to say "still
+// here" was most of what a large fleet wrote into the store. Like
+// ACMEChallenge it is not a served kind: reads of agents and gateways
+// report it as status.lastHeartbeat. Its name is the node's kind, plural,
+// a slash and its name ("agents/home").
+type NodeLease struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta `json:"metadata"`
+	// RenewTime is the latest heartbeat the lease records.
+	RenewTime time.Time `json:"renewTime"`
+
+	// status is never set; it exists so GetStatus can return something.
+	status CommonStatus
+}
+
+// NodeLeaseKind is the Kind of a NodeLease.
+const NodeLeaseKind = "NodeLease"
+
+// NodeLeaseName returns the name of the lease of the node of kind
+// ("Agent" or "Gateway") and name, and false for any other kind.
+func NodeLeaseName(kind, name string) (string, bool) {
+	switch kind {
+	case "Agent":
+		return "agents/" + name, true
+	case "Gateway":
+		return "gateways/" + name, true
+	}
+	return "", false
+}
+
+// GetTypeMeta implements Object.
+func (l *NodeLease) GetTypeMeta() *TypeMeta { return &l.TypeMeta }
+
+// GetMeta implements Object.
+func (l *NodeLease) GetMeta() *ObjectMeta { return &l.Metadata }
+
+// GetStatus implements Object; a lease has no status.
+func (l *NodeLease) GetStatus() *CommonStatus { return &l.status }
+
+// Default implements Object.
+func (l *NodeLease) Default() {}
+
+// ValidateSpec implements Object.
+func (l *NodeLease) ValidateSpec() ErrorList { return nil }

@@ -44,7 +44,9 @@ type DeleteOptions struct {
 }
 
 // Get returns the object of the given kind and name, with its
-// resourceVersion, or an error wrapping api.ErrNotFound.
+// resourceVersion, or an error wrapping api.ErrNotFound. An agent's or a
+// gateway's status.lastHeartbeat is the later of the stored one and its
+// lease's (api.NodeLease): when Control last heard from it.
 func (s *Store) Get(ctx context.Context, kind, name string) (api.Object, error) {
 	k, err := lookupKind(kind)
 	if err != nil {
@@ -55,13 +57,20 @@ func (s *Store) Get(ctx context.Context, kind, name string) (api.Object, error) 
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	obj, _, err := s.read(ctx, op, k, name)
-	return obj, err
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mergeLeases(ctx, obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return obj, nil
 }
 
 // List returns the objects of a kind that match sel, sorted by name, and
 // the revision they were read at: a Watch from that revision + 1 misses
 // nothing and repeats nothing. Large kinds are read in pages, all at the
-// same revision.
+// same revision. Agents and gateways come with their leases merged into
+// status.lastHeartbeat, as Get returns them (their watch events do not).
 func (s *Store) List(ctx context.Context, kind string, sel api.Selector) (objs []api.Object, rev int64, err error) {
 	k, err := lookupKind(kind)
 	if err != nil {
@@ -101,6 +110,9 @@ func (s *Store) List(ctx context.Context, kind string, sel api.Selector) (objs [
 			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
+			if err := s.mergeLeases(ctx, objs...); err != nil {
+				return nil, 0, fmt.Errorf("%s: %w", op, err)
+			}
 			return objs, rev, nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
@@ -359,7 +371,7 @@ func (s *Store) Delete(ctx context.Context, kind, name string, opts DeleteOption
 			}
 			resp, err = s.client.Txn(ctx).
 				If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-				Then(clientv3.OpDelete(key)).
+				Then(append([]clientv3.Op{clientv3.OpDelete(key)}, s.leaseGoes(k.Kind, name)...)...).
 				Commit()
 		}
 		if err != nil {
@@ -425,9 +437,10 @@ func (s *Store) finalize(ctx context.Context, op string, last api.Object, kv *mv
 		return last, nil
 	}
 	key := string(kv.Key)
+	m := last.GetMeta()
 	resp, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-		Then(clientv3.OpDelete(key)).
+		Then(append([]clientv3.Op{clientv3.OpDelete(key)}, s.leaseGoes(last.GetTypeMeta().Kind, m.Name)...)...).
 		Commit()
 	if err != nil {
 		return nil, s.mapErr(op, err)

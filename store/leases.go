@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kakuremichi/kakuremichi/api"
+)
+
+// Node leases (api.NodeLease) are kept as secrets named
+// LeasePrefix + "<plural>/<name>": beside the nodes, never served, a few
+// dozen bytes each.
+
+// LeasePrefix is the secret name prefix of every node lease.
+const LeasePrefix = "leases/"
+
+// leaseValue is a lease's stored form.
+type leaseValue struct {
+	RenewTime time.Time `json:"renewTime"`
+}
+
+// RenewLease records at as the latest heartbeat of the node of kind and
+// name. The write is unconditional: a lease only ever moves forward in
+// practice, and one replica's slightly older time overwriting another's
+// costs at most a few seconds of the lease.
+func (s *Store) RenewLease(ctx context.Context, kind, name string, at time.Time) error {
+	ln, ok := api.NodeLeaseName(kind, name)
+	if !ok {
+		return fmt.Errorf("renew lease of %s %q: %w: only agents and gateways have leases", kind, name, api.ErrBadRequest)
+	}
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("renew lease of %s %q: %w", kind, name, err)
+	}
+	v, err := json.Marshal(leaseValue{RenewTime: at.UTC()})
+	if err != nil {
+		return err
+	}
+	return s.PutSecret(ctx, LeasePrefix+ln, v, 0)
+}
+
+// DeleteLease removes a node's lease; a missing one is not an error.
+func (s *Store) DeleteLease(ctx context.Context, kind, name string) error {
+	ln, ok := api.NodeLeaseName(kind, name)
+	if !ok {
+		return nil
+	}
+	return s.DeleteSecret(ctx, LeasePrefix+ln)
+}
+
+// leaseGoes is what deleting a node of kind and name deletes with it, in
+// the same transaction: its lease.
+func (s *Store) leaseGoes(kind, name string) []clientv3.Op {
+	ln, ok := api.NodeLeaseName(kind, name)
+	if !ok {
+		return nil
+	}
+	return []clientv3.Op{clientv3.OpDelete(s.secretKey(LeasePrefix + ln))}
+}
+
+// DecodeLease turns a stored lease, named without LeasePrefix, into an
+// api.NodeLease.
+func DecodeLease(name string, value []byte, rev int64) (api.Object, error) {
+	var v leaseValue
+	if err := json.Unmarshal(value, &v); err != nil {
+		return nil, fmt.Errorf("decode lease %s: %w", name, err)
+	}
+	l := NewLease(name)
+	l.RenewTime = v.RenewTime
+	l.Metadata.ResourceVersion = strconv.FormatInt(rev, 10)
+	return l, nil
+}
+
+// NewLease returns an empty lease named name ("agents/home").
+func NewLease(name string) *api.NodeLease {
+	return &api.NodeLease{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: api.NodeLeaseKind},
+		Metadata: api.ObjectMeta{Name: name}}
+}
+
+// LeaseOf returns the name of the lease of obj, an agent or a gateway.
+func LeaseOf(obj api.Object) (string, bool) {
+	return api.NodeLeaseName(obj.GetTypeMeta().Kind, obj.GetMeta().Name)
+}
+
+// mergeLeases sets the status.lastHeartbeat of every agent and gateway
+// among objs to its lease's time where that is later, so that whoever
+// reads nodes sees when Control last heard from each ("last seen"), not
+// when its status was last rewritten. objs are changed in place: Get and
+// List call it on the objects they decoded. Other kinds are left alone.
+// One read of a lone node's lease, or of the leases of each kind present.
+func (s *Store) mergeLeases(ctx context.Context, objs ...api.Object) error {
+	read := map[string]map[string]time.Time{} // lease times by lease name, by kind
+	for _, obj := range objs {
+		var beat **time.Time
+		switch n := obj.(type) {
+		case *api.Agent:
+			beat = &n.Status.LastHeartbeat
+		case *api.Gateway:
+			beat = &n.Status.LastHeartbeat
+		default:
+			continue
+		}
+		kind := obj.GetTypeMeta().Kind
+		ln, _ := api.NodeLeaseName(kind, obj.GetMeta().Name)
+		times, ok := read[kind]
+		if !ok {
+			times = map[string]time.Time{}
+			var secrets []Secret
+			if len(objs) == 1 {
+				v, rev, err := s.GetSecret(ctx, LeasePrefix+ln)
+				switch {
+				case err == nil:
+					secrets = []Secret{{Name: LeasePrefix + ln, Value: v, Revision: rev}}
+				case !errors.Is(err, api.ErrNotFound):
+					return err
+				}
+			} else {
+				all, _ := api.NodeLeaseName(kind, "")
+				var err error
+				if secrets, _, err = s.ListSecrets(ctx, LeasePrefix+all); err != nil {
+					return err
+				}
+			}
+			for _, sec := range secrets {
+				var v leaseValue
+				if json.Unmarshal(sec.Value, &v) == nil {
+					times[strings.TrimPrefix(sec.Name, LeasePrefix)] = v.RenewTime
+				}
+			}
+			read[kind] = times
+		}
+		// A lease older than the node is a deleted namesake's.
+		if t, ok := times[ln]; ok && !t.Before(obj.GetMeta().CreationTimestamp) && (*beat == nil || t.After(**beat)) {
+			*beat = &t
+		}
+	}
+	return nil
+}
