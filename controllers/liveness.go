@@ -47,6 +47,9 @@ type NodeLivenessReconciler struct {
 	// Agents and Gateways are synced informers of the two node kinds.
 	// Required.
 	Agents, Gateways *reconcile.Informer
+	// Leases is a synced informer of the nodes' leases (api.NodeLease);
+	// nil judges nodes by the lastHeartbeat of their statuses alone.
+	Leases *reconcile.Informer
 	// Lease is how long after its last heartbeat a node counts as
 	// connected; zero means DefaultNodeLease.
 	Lease time.Duration
@@ -85,7 +88,7 @@ func (s *connectedSet) changed() { s.gen.Add(1) }
 // get returns the names of inf's nodes that are connected at now (and,
 // with needAddress, have an overlay address). The slice is shared: read
 // only.
-func (s *connectedSet) get(inf *reconcile.Informer, now time.Time, lease time.Duration, needAddress bool) []string {
+func (s *connectedSet) get(inf *reconcile.Informer, beats nodeBeats, now time.Time, lease time.Duration, needAddress bool) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	gen := s.gen.Load()
@@ -95,16 +98,15 @@ func (s *connectedSet) get(inf *reconcile.Informer, now time.Time, lease time.Du
 	var names []string
 	until := now.Add(lease)
 	for _, obj := range inf.ListUnsorted() {
-		if !isConnected(obj, now, lease) {
+		beat := beats.of(obj)
+		if !isConnected(obj, beat, now, lease) {
 			continue
 		}
 		if _, ok := nodeAddress(obj); needAddress && !ok {
 			continue
 		}
 		names = append(names, obj.GetMeta().Name)
-		if _, st, _, ok := nodeParts(obj); ok && st.LastHeartbeat != nil {
-			until = minTime(until, st.LastHeartbeat.Add(lease))
-		}
+		until = minTime(until, beat.Add(lease))
 	}
 	s.built, s.builtGen, s.validUntil, s.names = true, gen, until, names
 	return names
@@ -175,7 +177,7 @@ func (r *NodeLivenessReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	lease := r.lease()
 	// Judged on the informer's object, which is only read; cloned only
 	// when there is something to write (most heartbeats change nothing).
-	enabled, ns, _, ok := nodeParts(cached)
+	enabled, _, _, ok := nodeParts(cached)
 	if !ok {
 		return reconcile.Result{}, reconcile.Terminal(fmt.Errorf("judge liveness of %s: the cache holds a %T", req, cached))
 	}
@@ -183,7 +185,7 @@ func (r *NodeLivenessReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	changed := cached.GetStatus().ObservedGeneration != gen
 	conds := slices.Clone(cached.GetStatus().Conditions)
 
-	conn, expiresIn := connectedCondition(ns, conds, now, lease)
+	conn, expiresIn := connectedCondition(r.beats().of(cached), conds, now, lease)
 	if cur := api.FindCondition(conds, api.NodeConnected); cur == nil || *cur != conn {
 		// Ours rather than the bridge's kept as it was: say which spec
 		// it saw. The bridge's is left alone, so the two never fight.
@@ -235,7 +237,7 @@ func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, leas
 	connected := 0
 	answered, pending := firstNames{n: nameListMax}, firstNames{n: nameListMax}
 	failures := firstNames{n: failureListMax}
-	for _, name := range r.connectedGateways.get(r.Gateways, now, lease, false) {
+	for _, name := range r.connectedGateways.get(r.Gateways, r.beats(), now, lease, false) {
 		obj, ok := r.Gateways.Get(name)
 		if !ok {
 			continue
@@ -279,7 +281,7 @@ func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bo
 	pending, failures := firstNames{n: nameListMax}, firstNames{n: failureListMax}
 	// Agents without an address are left out: no gateway has them as a
 	// peer yet.
-	for _, name := range r.connectedAgents.get(r.Agents, now, lease, true) {
+	for _, name := range r.connectedAgents.get(r.Agents, r.beats(), now, lease, true) {
 		targets++
 		probe := probes[name]
 		switch ok, failed := probeVerdict(probe); {
@@ -413,6 +415,34 @@ func (r *NodeLivenessReconciler) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
+}
+
+func (r *NodeLivenessReconciler) beats() nodeBeats { return nodeBeats{leases: r.Leases} }
+
+// onLeaseChange returns a lease informer handler that enqueues the node
+// of a renewed lease when the node does not count as connected yet: a
+// silent node heard from again. A renewal of a connected node's lease
+// enqueues nothing; its reconcile runs when the lease it judged runs out
+// and finds the renewal then.
+func (r *NodeLivenessReconciler) onLeaseChange(enqueue func(reconcile.Request)) func(reconcile.Change) {
+	return func(ch reconcile.Change) {
+		if ch.Resync || ch.New == nil {
+			return
+		}
+		key, ok := nodeOfLease(ch.New)
+		if !ok {
+			return
+		}
+		inf := r.Agents
+		if key.Kind == "Gateway" {
+			inf = r.Gateways
+		}
+		obj, ok := inf.Get(key.Name)
+		if !ok || api.IsConditionTrue(obj.GetStatus().Conditions, api.NodeConnected) {
+			return
+		}
+		enqueue(reconcile.Request{Key: key})
+	}
 }
 
 func (r *NodeLivenessReconciler) lease() time.Duration {

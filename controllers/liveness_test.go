@@ -54,7 +54,7 @@ func TestConnectedCondition(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := &api.NodeStatus{LastHeartbeat: tt.last}
-			got, left := connectedCondition(st, tt.conds, now, lease)
+			got, left := connectedCondition(st.LastHeartbeat, tt.conds, now, lease)
 			if got.Type != api.NodeConnected || got.Status != tt.wantStatus || got.Reason != tt.wantReason || left != tt.wantLeft {
 				t.Fatalf("got %s %s/%s, expires in %v, want Connected %s/%s, in %v",
 					got.Type, got.Status, got.Reason, left, tt.wantStatus, tt.wantReason, tt.wantLeft)
@@ -482,12 +482,14 @@ func TestConnectedSet(t *testing.T) {
 	infs, _ := startInformers(t, src)
 	var s connectedSet
 	lease := 40 * time.Second
-	get := func() []string { return slices.Sorted(slices.Values(s.get(infs["Agent"], clk.Now(), lease, true))) }
+	get := func() []string {
+		return slices.Sorted(slices.Values(s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true)))
+	}
 	if got := get(); !slices.Equal(got, []string{"a1", "a2"}) {
 		t.Fatalf("connected with an address: %v, want a1 a2", got)
 	}
-	first := s.get(infs["Agent"], clk.Now(), lease, true)
-	if again := s.get(infs["Agent"], clk.Now(), lease, true); &again[0] != &first[0] {
+	first := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true)
+	if again := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true); &again[0] != &first[0] {
 		t.Fatalf("the set was built again with nothing changed")
 	}
 	clk.Advance(11 * time.Second) // a2's lease ran out

@@ -66,6 +66,10 @@ type Config struct {
 	// ControlHostname is Control's own public name, "" for none: a tunnel
 	// that claims it never owns it (HostnameReservedForControl).
 	ControlHostname string
+	// Leases lists and watches the nodes' leases (api.NodeLease), which
+	// the bridge renews between status writes; nil judges nodes by the
+	// lastHeartbeat of their statuses alone.
+	Leases reconcile.ListerWatcher
 }
 
 // Manager runs an informer for every kind and Control's controllers over
@@ -74,6 +78,7 @@ type Manager struct {
 	store       Store
 	log         *slog.Logger
 	informers   map[string]*reconcile.Informer   // by kind; fixed after New
+	leases      *reconcile.Informer              // nil without Config.Leases
 	controllers map[string]*reconcile.Controller // by name; fixed after New
 	// configErr is why the Config cannot run, reported by Run (New
 	// cannot fail).
@@ -126,6 +131,9 @@ func New(cfg Config) *Manager {
 	}
 	tunnels, agents, gateways := m.informers["Tunnel"], m.informers["Agent"], m.informers["Gateway"]
 	noRequests := func(api.Object) []reconcile.Request { return nil }
+	if cfg.Leases != nil {
+		m.leases = reconcile.NewInformer(reconcile.InformerConfig{Kind: api.NodeLeaseKind, Source: cfg.Leases, Logger: log})
+	}
 	// A heartbeat that only renews a node's lease wakes none of the loops
 	// below: none of them would find anything new (see heartbeatOnly).
 	// At 10,000 nodes that is some 500 changes a second.
@@ -134,7 +142,7 @@ func New(cfg Config) *Manager {
 	ts := reconcile.NewController(reconcile.ControllerConfig{
 		Name: "tunnel-status",
 		Reconciler: &TunnelStatusReconciler{Store: cfg.Store, Tunnels: tunnels, Agents: agents, Gateways: gateways,
-			Lease: lease, Now: now, Logger: log, ControlHostname: cfg.ControlHostname},
+			Leases: m.leases, Lease: lease, Now: now, Logger: log, ControlHostname: cfg.ControlHostname},
 		Workers: workers,
 		Logger:  log,
 	})
@@ -142,6 +150,11 @@ func New(cfg Config) *Manager {
 	ts.WatchIf(agents, tunnelsOfAgent(tunnels), judged)
 	ts.Watch(gateways, noRequests) // to wait for its sync; the handler below diffs
 	gateways.AddHandler(onGatewayChangeForTunnels(tunnels, ts.Enqueue))
+	if m.leases != nil {
+		// A renewal changes no tunnel's status: a node coming back or
+		// going silent does, through its Connected condition.
+		ts.Watch(m.leases, noRequests)
+	}
 	m.controllers["tunnel-status"] = ts
 
 	// One worker: allocations are serialised anyway (see
@@ -157,7 +170,7 @@ func New(cfg Config) *Manager {
 	}
 	m.controllers["overlay-ipam"] = ipam
 
-	live := &NodeLivenessReconciler{Store: cfg.Store, Agents: agents, Gateways: gateways, Lease: lease, Now: now, Logger: log}
+	live := &NodeLivenessReconciler{Store: cfg.Store, Agents: agents, Gateways: gateways, Leases: m.leases, Lease: lease, Now: now, Logger: log}
 	lc := reconcile.NewController(reconcile.ControllerConfig{
 		Name: "node-liveness", Reconciler: live, Workers: workers, Logger: log,
 	})
@@ -165,6 +178,10 @@ func New(cfg Config) *Manager {
 	lc.WatchIf(gateways, nil, judged)
 	agents.AddHandler(live.onAgentChange(lc.Enqueue))
 	gateways.AddHandler(live.onGatewayChange(lc.Enqueue))
+	if m.leases != nil {
+		lc.Watch(m.leases, noRequests)
+		m.leases.AddHandler(live.onLeaseChange(lc.Enqueue))
+	}
 	m.controllers["node-liveness"] = lc
 
 	gc := &GarbageCollector{Store: cfg.Store, Informers: m.informers, Logger: log}
@@ -205,6 +222,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	for kind, inf := range m.informers {
 		start(kind+" informer", inf.Run)
+	}
+	if m.leases != nil {
+		start("lease informer", m.leases.Run)
 	}
 	for name, c := range m.controllers {
 		start("controller "+name, c.Run)

@@ -79,14 +79,14 @@ func nodeParts(obj api.Object) (enabled bool, st *api.NodeStatus, peers []api.No
 // the bridge wrote. Within the lease the bridge's word stands, except
 // that a fresh heartbeat overrides a verdict of this loop's (expired,
 // never connected) or a missing condition: the heartbeat is proof.
-func connectedCondition(st *api.NodeStatus, conds []api.Condition, now time.Time, lease time.Duration) (api.Condition, time.Duration) {
+func connectedCondition(beat *time.Time, conds []api.Condition, now time.Time, lease time.Duration) (api.Condition, time.Duration) {
 	c := api.Condition{Type: api.NodeConnected}
-	if st.LastHeartbeat == nil {
+	if beat == nil {
 		c.Status, c.Reason = api.ConditionUnknown, api.ReasonNeverConnected
 		c.Message = "no heartbeat has been received from this node yet"
 		return c, 0
 	}
-	last := *st.LastHeartbeat
+	last := *beat
 	left := last.Add(lease).Sub(now)
 	if left <= 0 {
 		c.Status, c.Reason = api.ConditionFalse, api.ReasonHeartbeatExpired
@@ -147,15 +147,15 @@ func leaseRenewed(last, next *time.Time, now time.Time, lease time.Duration) boo
 	return last != nil && next != nil && !next.Before(*last) && last.Add(lease).After(now)
 }
 
-// isConnected reports whether a node counts as connected at now: it is
-// enabled and its Connected condition, as connectedCondition computes it,
-// is True. Loops judging one node by another's state use it rather than
+// isConnected reports whether a node whose latest heartbeat was beat
+// counts as connected at now: it is enabled and its Connected condition,
+// as connectedCondition computes it, is True. Loops judging one node by another's state use it rather than
 // the stored condition, which may be stale until the node's own reconcile.
 // It is connectedCondition's Status without the message, which would cost
 // a formatted string per node per loop.
-func isConnected(obj api.Object, now time.Time, lease time.Duration) bool {
-	enabled, st, _, ok := nodeParts(obj)
-	if !ok || !enabled || st.LastHeartbeat == nil || !st.LastHeartbeat.Add(lease).After(now) {
+func isConnected(obj api.Object, beat *time.Time, now time.Time, lease time.Duration) bool {
+	enabled, _, _, ok := nodeParts(obj)
+	if !ok || !enabled || beat == nil || !beat.Add(lease).After(now) {
 		return false
 	}
 	cur := api.FindCondition(obj.GetStatus().Conditions, api.NodeConnected)

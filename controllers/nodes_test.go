@@ -87,9 +87,9 @@ func TestIsConnectedAgreesWithConnectedCondition(t *testing.T) {
 				if cur != nil {
 					a.Status.Conditions = []api.Condition{*cur}
 				}
-				c, _ := connectedCondition(&a.Status.NodeStatus, a.Status.Conditions, now, lease)
+				c, _ := connectedCondition(a.Status.LastHeartbeat, a.Status.Conditions, now, lease)
 				want := enabled && c.Status == api.ConditionTrue
-				if got := isConnected(a, now, lease); got != want {
+				if got := isConnected(a, a.Status.LastHeartbeat, now, lease); got != want {
 					t.Errorf("heartbeat %v, condition %+v, enabled %t: isConnected %t, want %t", beat, cur, enabled, got, want)
 				}
 			}

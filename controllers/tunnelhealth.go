@@ -125,7 +125,7 @@ func (r *TunnelStatusReconciler) observeDataPlane(t, next *api.Tunnel, ownsHostn
 		target.Status, target.Reason = api.ConditionUnknown, ReasonAgentDisabled
 		target.Message = fmt.Sprintf("agent %q is disabled and does not reach %s", t.Spec.Agent, t.Spec.Target)
 	default:
-		conn, _ := connectedCondition(&agent.Status.NodeStatus, agent.Status.Conditions, now, lease)
+		conn, _ := connectedCondition(r.beats().of(agent), agent.Status.Conditions, now, lease)
 		if conn.Status == api.ConditionTrue {
 			agentCond.Status, agentCond.Reason = api.ConditionTrue, ReasonAgentConnected
 			agentCond.Message = fmt.Sprintf("agent %q is connected", t.Spec.Agent)
@@ -208,7 +208,7 @@ func (r *TunnelStatusReconciler) routes(t *api.Tunnel, conflict *api.Condition, 
 	var out []api.TunnelGatewayStatus
 	var serving, pending []string
 	for _, obj := range r.Gateways.List() {
-		if !isConnected(obj, now, lease) {
+		if !isConnected(obj, r.beats().of(obj), now, lease) {
 			continue
 		}
 		gw := obj.(*api.Gateway)

@@ -73,6 +73,9 @@ type TunnelStatusReconciler struct {
 	// Agents and Gateways are synced informers of the node kinds.
 	// Required.
 	Agents, Gateways *reconcile.Informer
+	// Leases is a synced informer of the nodes' leases (api.NodeLease);
+	// nil judges nodes by the lastHeartbeat of their statuses alone.
+	Leases *reconcile.Informer
 	// Lease is how long after its last heartbeat a node counts as
 	// connected; zero means DefaultNodeLease.
 	Lease time.Duration

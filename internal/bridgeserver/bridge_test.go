@@ -30,10 +30,15 @@ type ctlPlane struct {
 	addr   string
 	cancel context.CancelFunc
 	done   chan error
+	// lease is Control's --node-lease; zero, its default.
+	lease time.Duration
 }
 
-func startControl(t *testing.T) *ctlPlane {
-	c := &ctlPlane{t: t, dir: t.TempDir()}
+func startControl(t *testing.T) *ctlPlane { return startControlLease(t, 0) }
+
+// startControlLease is startControl with Control's node lease.
+func startControlLease(t *testing.T, lease time.Duration) *ctlPlane {
+	c := &ctlPlane{t: t, dir: t.TempDir(), lease: lease}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +67,7 @@ func (c *ctlPlane) run(ln net.Listener) {
 	c.cancel, c.done = cancel, make(chan error, 1)
 	ready := make(chan struct{})
 	go func() {
-		c.done <- control.Run(ctx, control.Config{DataDir: c.dir, Listener: ln, Ready: func(net.Addr) { close(ready) }})
+		c.done <- control.Run(ctx, control.Config{DataDir: c.dir, Listener: ln, NodeLease: c.lease, Ready: func(net.Addr) { close(ready) }})
 	}()
 	select {
 	case <-ready:
@@ -477,7 +482,8 @@ func TestLargeGatewayStatusIsRecorded(t *testing.T) {
 // written once, not once per heartbeat; a probe that fails is written at
 // once.
 func TestVolatileHeartbeatsAreNotRewritten(t *testing.T) {
-	c := startControl(t)
+	// A 2 s lease: the bridge renews it at most every 400 ms.
+	c := startControlLease(t, 2*time.Second)
 	gwKey := c.apiKey("gws", api.RoleGateway, 1)
 	var failing atomic.Bool
 	newNodeWithStatus(t, c.url(), "Gateway", "gw", gwKey, t.TempDir(), func() bridge.NodeStatus {
@@ -519,10 +525,19 @@ func TestVolatileHeartbeatsAreNotRewritten(t *testing.T) {
 	}
 	first := f.Metadata.ResourceVersion
 	time.Sleep(2 * time.Second) // some twenty heartbeats, over two seconds of timestamps
-	if got := must(); got.Metadata.ResourceVersion != first {
+	got := must()
+	if got.Metadata.ResourceVersion != first {
 		a, _ := json.Marshal(f.Status)
 		b, _ := json.Marshal(got.Status)
 		t.Fatalf("heartbeats that changed only timestamps were written: resourceVersion %s, then %s\n%s\n%s", first, got.Metadata.ResourceVersion, a, b)
+	}
+	// They renewed the lease, which a read shows as lastHeartbeat, and
+	// which keeps the gateway connected past the status's own.
+	if got.Status.LastHeartbeat == nil || got.Status.LastHeartbeat.Sub(*f.Status.LastHeartbeat) < time.Second {
+		t.Fatalf("lastHeartbeat after 2 s of renewals: %v, was %v; want it a second later at least", got.Status.LastHeartbeat, f.Status.LastHeartbeat)
+	}
+	if c := api.FindCondition(got.Status.Conditions, api.NodeConnected); c == nil || c.Status != api.ConditionTrue {
+		t.Fatalf("Connected after 2 s of lease renewals under a 2 s lease: %+v, want True", c)
 	}
 	failing.Store(true)
 	eventually(t, "the failed probe recorded", 5*time.Second, func() bool {

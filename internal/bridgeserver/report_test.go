@@ -2,6 +2,7 @@ package bridgeserver
 
 import (
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -82,4 +83,66 @@ func TestSameReportComparesEveryOtherField(t *testing.T) {
 	if sameReport(&a, &b) {
 		t.Error("a peer's first handshake: got the same report")
 	}
+}
+
+// TestHeartbeatGate follows one connection's heartbeats through the gate:
+// what is new is written to the status at once; a heartbeat that differs
+// only in volatile fields renews the lease, at most once per interval; the
+// handshake times a status shows are rewritten once per refresh, and never
+// for a list too long to show them.
+func TestHeartbeatGate(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	g := heartbeatGate{leaseInterval: 8 * time.Second, statusRefresh: time.Minute}
+	report := func(peers int, handshake time.Time, probe string) *bridge.NodeStatus {
+		st := &bridge.NodeStatus{Version: "v1", Revision: 7}
+		for i := range peers {
+			name := "ag-" + strconv.Itoa(i)
+			st.Peers = append(st.Peers, bridge.PeerStatus{Name: name, Endpoint: "192.0.2.1:51820", LastHandshake: handshake, RxBytes: handshake.Unix()})
+			st.Probes = append(st.Probes, bridge.ProbeStatus{Agent: name, OK: probe == "", Message: probe, CheckedAt: handshake})
+		}
+		return st
+	}
+	type want int
+	const (
+		nothing want = iota
+		lease
+		status
+	)
+	check := func(step string, st *bridge.NodeStatus, at time.Duration, w want) {
+		t.Helper()
+		hb, ok := g.admit(st, t0.Add(at))
+		got := nothing
+		switch {
+		case ok && hb.leaseOnly:
+			got = lease
+		case ok:
+			got = status
+		}
+		name := map[want]string{nothing: "nothing", lease: "the lease only", status: "the status"}
+		if got != w {
+			t.Fatalf("%s: wrote %s, want %s", step, name[got], name[w])
+		}
+		if ok && (!hb.at.Equal(t0.Add(at)) || hb.status.Revision != st.Revision) {
+			t.Fatalf("%s: recorded %+v at %v, want the heartbeat at %v", step, hb.status, hb.at, t0.Add(at))
+		}
+	}
+	hs := t0
+	check("first heartbeat", report(3, hs, ""), 0, status)
+	check("same, 3 s later", report(3, hs, ""), 3*time.Second, nothing)
+	check("newer handshakes and counters, 5 s later", report(3, hs.Add(5*time.Second), ""), 5*time.Second, nothing)
+	check("same, 9 s later", report(3, hs.Add(5*time.Second), ""), 9*time.Second, lease)
+	check("same, 12 s later", report(3, hs.Add(5*time.Second), ""), 12*time.Second, nothing)
+	check("a failed probe", report(3, hs.Add(5*time.Second), "dial: i/o timeout"), 13*time.Second, status)
+	check("same failure", report(3, hs.Add(5*time.Second), "dial: i/o timeout"), 14*time.Second, nothing)
+	check("handshakes of 13 s ago, 60 s after the last status", report(3, hs.Add(5*time.Second), "dial: i/o timeout"), 73*time.Second, lease)
+	check("handshakes moved, 62 s after the last status", report(3, hs.Add(70*time.Second), "dial: i/o timeout"), 75*time.Second, status)
+
+	// A list longer than a status shows in full: its handshake times are
+	// not shown, and only the lease moves.
+	g = heartbeatGate{leaseInterval: 8 * time.Second, statusRefresh: time.Minute}
+	check("first heartbeat of a large gateway", report(detailedPeers+1, hs, ""), 0, status)
+	for i := 1; i <= 10; i++ {
+		check("newer handshakes of a large gateway", report(detailedPeers+1, hs.Add(time.Duration(i)*time.Minute), ""), time.Duration(i)*time.Minute, lease)
+	}
+	check("a peer gone from a large gateway", report(detailedPeers, hs.Add(11*time.Minute), ""), 11*time.Minute, status)
 }

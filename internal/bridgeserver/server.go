@@ -39,9 +39,15 @@ type Config struct {
 	// PingInterval is how often Control pings each node; zero means 15 s.
 	// A node that does not answer within the interval is disconnected.
 	PingInterval time.Duration
-	// StatusInterval is how often an unchanged heartbeat is still written
-	// to the node's status (to refresh lastHeartbeat); zero means 15 s.
-	StatusInterval time.Duration
+	// LeaseInterval is the least time between two renewals of a node's
+	// lease (api.NodeLease) by its heartbeats, when nothing else is
+	// written; zero means 8 s.
+	LeaseInterval time.Duration
+	// StatusRefresh is how often a node's status is rewritten when its
+	// heartbeats change nothing it shows but the times of its peers'
+	// handshakes; zero means a minute. Any other change is written at
+	// once.
+	StatusRefresh time.Duration
 	// KeepaliveSeconds is the WireGuard keepalive agents are told to use;
 	// zero means 15.
 	KeepaliveSeconds int
@@ -93,8 +99,11 @@ func New(cfg Config) *Server {
 	if cfg.PingInterval == 0 {
 		cfg.PingInterval = 15 * time.Second
 	}
-	if cfg.StatusInterval == 0 {
-		cfg.StatusInterval = 15 * time.Second
+	if cfg.LeaseInterval == 0 {
+		cfg.LeaseInterval = 8 * time.Second
+	}
+	if cfg.StatusRefresh == 0 {
+		cfg.StatusRefresh = time.Minute
 	}
 	if cfg.KeepaliveSeconds == 0 {
 		cfg.KeepaliveSeconds = 15

@@ -211,12 +211,16 @@ func (s *Server) pingLoop(ctx context.Context, c *conn) {
 }
 
 // readLoop takes heartbeats until the connection ends. It never waits
-// for the store: a status to record goes to statusLoop, replacing one not
-// yet written, so that a slow store delays no pong (and no node is taken
-// for dead while Control is busy).
+// for the store: a status or lease to record goes to statusLoop, replacing
+// one not yet written, so that a slow store delays no pong (and no node is
+// taken for dead while Control is busy).
+//
+// A heartbeat is written into the node's status when it reports
+// something new; when it differs only in the times of the peers'
+// handshakes the status shows, at most once per StatusRefresh; otherwise
+// it only renews the node's lease, once per LeaseInterval.
 func (s *Server) readLoop(ctx context.Context, c *conn) {
-	var lastQueued time.Time
-	var lastStatus *bridge.NodeStatus
+	gate := heartbeatGate{leaseInterval: s.cfg.LeaseInterval, statusRefresh: s.cfg.StatusRefresh}
 	for {
 		typ, data, err := c.ws.Read(ctx)
 		if err != nil {
@@ -235,18 +239,18 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 			continue
 		}
 		now := s.cfg.Now()
-		if lastStatus != nil && sameReport(lastStatus, m.Status) && now.Sub(lastQueued) < s.cfg.StatusInterval {
+		hb, ok := gate.admit(m.Status, now)
+		if !ok {
 			continue
 		}
-		st := *m.Status
-		lastStatus, lastQueued = &st, now
-		hb := heartbeat{status: st, at: now}
 		select {
 		case c.statusCh <- hb:
 		default:
-			// The one queued is not written yet: this one replaces it.
+			// The one queued is not written yet: this one replaces it,
+			// and writes the status if that one was to.
 			select {
-			case <-c.statusCh:
+			case prev := <-c.statusCh:
+				hb.leaseOnly = hb.leaseOnly && prev.leaseOnly
 			default:
 			}
 			c.statusCh <- hb
@@ -254,15 +258,40 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 	}
 }
 
+// heartbeatGate decides what each heartbeat of one connection writes: the
+// node's status when it reports something new (or, once per
+// statusRefresh, newer handshake times its status shows), else its lease
+// once per leaseInterval, else nothing.
+type heartbeatGate struct {
+	leaseInterval, statusRefresh time.Duration
+
+	last             *bridge.NodeStatus // the report last written to the status
+	statusAt, beatAt time.Time
+}
+
+// admit returns what to record of a heartbeat st received at now, and
+// false for nothing.
+func (g *heartbeatGate) admit(st *bridge.NodeStatus, now time.Time) (heartbeat, bool) {
+	writeStatus := g.last == nil || !sameReport(g.last, st) ||
+		(now.Sub(g.statusAt) >= g.statusRefresh && !sameHandshakesShown(g.last, st))
+	if !writeStatus && now.Sub(g.beatAt) < g.leaseInterval {
+		return heartbeat{}, false
+	}
+	cp := *st
+	if writeStatus {
+		g.last, g.statusAt = &cp, now
+	}
+	g.beatAt = now
+	return heartbeat{status: cp, at: now, leaseOnly: !writeStatus}, true
+}
+
 // sameReport reports whether two heartbeats say the same of a node but for
 // what changes on every one: when each peer last handshook (not whether
 // it ever did), its byte counters, and when each probe and target check
-// ran and how long a probe took. A heartbeat that differs only in those is
-// written once per StatusInterval, with the rest: a gateway's lists every
-// agent, and writing all of it every ten seconds for its timestamps was
-// most of what an idle fleet wrote into the store. What is shown of them
-// is at most that interval old; a handshake counts as fresh for three
-// minutes.
+// ran and how long a probe took. A heartbeat that differs only in those
+// renews the node's lease and leaves its status alone: a gateway's lists
+// every agent, and writing all of it every few seconds for its timestamps
+// was most of what an idle fleet wrote into the store.
 func sameReport(a, b *bridge.NodeStatus) bool {
 	return a.Version == b.Version && a.DataPath == b.DataPath && a.Revision == b.Revision &&
 		slices.Equal(a.Routes, b.Routes) &&
@@ -277,10 +306,28 @@ func sameReport(a, b *bridge.NodeStatus) bool {
 		})
 }
 
+// sameHandshakesShown reports whether the statuses written from two
+// heartbeats that sameReport finds the same would show the same handshake
+// times: the only volatile part a status keeps, and only in a list short
+// enough to be shown in full (peerStatuses).
+func sameHandshakesShown(a, b *bridge.NodeStatus) bool {
+	if len(b.Peers) > detailedPeers || len(a.Peers) != len(b.Peers) {
+		return len(a.Peers) == len(b.Peers)
+	}
+	for i := range a.Peers {
+		if !a.Peers[i].LastHandshake.Truncate(time.Second).Equal(b.Peers[i].LastHandshake.Truncate(time.Second)) {
+			return false
+		}
+	}
+	return true
+}
+
 // heartbeat is a node status to record and when it arrived.
 type heartbeat struct {
 	status bridge.NodeStatus
 	at     time.Time
+	// leaseOnly: the status says nothing new; renew the lease only.
+	leaseOnly bool
 }
 
 // statusLoop records the heartbeats readLoop queues, at most
@@ -298,10 +345,17 @@ func (s *Server) statusLoop(ctx context.Context, c *conn) {
 			return
 		case s.writers <- struct{}{}:
 		}
-		err := s.recordStatus(ctx, c.principal, hb.status, hb.at)
+		var err error
+		what := "record node status"
+		if hb.leaseOnly {
+			what = "renew node lease"
+			err = s.cfg.Store.RenewLease(ctx, c.principal.Role.NodeKind(), c.principal.Node, hb.at)
+		} else {
+			err = s.recordStatus(ctx, c.principal, hb.status, hb.at)
+		}
 		<-s.writers
 		if err != nil && !errors.Is(err, context.Canceled) {
-			s.log.Warn("record node status", "name", c.principal.Node, "err", err)
+			s.log.Warn(what, "name", c.principal.Node, "err", err)
 		}
 	}
 }

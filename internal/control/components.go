@@ -3,17 +3,27 @@ package control
 import (
 	"context"
 	"log/slog"
+	"time"
 
+	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/controllers"
 	"github.com/kakuremichi/kakuremichi/internal/certs"
+	"github.com/kakuremichi/kakuremichi/internal/secretsource"
 	"github.com/kakuremichi/kakuremichi/store"
 )
+
+// leaseSource lists and watches the nodes' leases the bridge renews.
+func leaseSource(st *store.Store) secretsource.Source {
+	return secretsource.Source{Store: st, Prefix: store.LeasePrefix, Decode: store.DecodeLease,
+		Gone: func(name string) api.Object { return store.NewLease(name) }}
+}
 
 // components returns Control's long-running loops besides the API, by
 // name.
 func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(context.Context) error {
 	mgr := controllers.New(controllers.Config{Store: storeAdapter{st: st}, Logger: log.With("component", "controllers"),
-		OverlayPrefix: cfg.OverlayPrefix, NodeLease: cfg.NodeLease, ControlHostname: cfg.PublicHostname})
+		OverlayPrefix: cfg.OverlayPrefix, NodeLease: nodeLease(cfg), ControlHostname: cfg.PublicHostname,
+		Leases: leaseSource(st)})
 	out := map[string]func(context.Context) error{
 		"controllers": mgr.Run,
 	}
@@ -36,4 +46,13 @@ func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(c
 		}
 	}
 	return out
+}
+
+// nodeLease is how long a node counts as connected after its last
+// heartbeat.
+func nodeLease(cfg Config) time.Duration {
+	if cfg.NodeLease > 0 {
+		return cfg.NodeLease
+	}
+	return controllers.DefaultNodeLease
 }

@@ -180,7 +180,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.PublicHostname != "" {
 		sources["Tunnel"] = withoutHostname(sources["Tunnel"], cfg.PublicHostname)
 	}
-	br := bridgeserver.New(bridgeserver.Config{Store: st, Sources: sources, Logger: log.With("component", "bridge")})
+	// The bridge renews a node's lease at most five times per lease:
+	// with the default 40 s, on every heartbeat (10 s apart), so that
+	// three may be lost.
+	br := bridgeserver.New(bridgeserver.Config{Store: st, Sources: sources, Logger: log.With("component", "bridge"),
+		LeaseInterval: nodeLease(cfg) / 5})
 	br.Register(srv.Echo())
 	srv.Echo().GET(api.CAPath, serveCA(st))
 	web, err := ui.New(ui.Config{Store: st, Accounts: acc, Audit: auditLog, Logger: log.With("component", "ui")})

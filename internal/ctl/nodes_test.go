@@ -335,6 +335,9 @@ func TestNodeColumns(t *testing.T) {
 		{"a handshake renewed every two minutes is fresh", handshakesColumn([]api.NodePeerStatus{
 			{Name: "a", LastHandshake: before(2*time.Minute + 59*time.Second)},
 		}, fleetNow), "1/1"},
+		{"so is one shown by a status rewritten a minute later", handshakesColumn([]api.NodePeerStatus{
+			{Name: "a", LastHandshake: before(2*time.Minute + 25*time.Second + time.Minute)},
+		}, fleetNow), "1/1"},
 		{"handshakes none", handshakesColumn(nil, fleetNow), "0/0"},
 		{"probed", probedColumn([]api.NodePeerStatus{{Probe: "ok"}, {Probe: ""}, {Probe: "timeout"}, {Probe: "ok"}}), "2/4"},
 		{"reachable", reachableColumn([]api.TargetStatus{{Reachable: true}, {Reachable: false}}), "1/2"},

@@ -300,12 +300,14 @@ func lastSeen(t *time.Time, now time.Time) string {
 	return formatAge(now.Sub(*t)) + " ago"
 }
 
-// handshakeFresh is how old a peer's latest WireGuard handshake may be for
-// the peer to count as connected. WireGuard renews a session every two
-// minutes while packets flow (the agents' keepalives see to that) and
-// rejects one older than three (Reject-After-Time), so a handshake older
-// than that means the path is down.
-const handshakeFresh = 3 * time.Minute
+// handshakeFresh is how old a peer's latest WireGuard handshake may be, as
+// a node's status shows it, for the peer to count as connected. WireGuard
+// renews a session every two minutes while packets flow (the agents'
+// keepalives see to that) and rejects one older than three
+// (Reject-After-Time); Control rewrites a status for newer handshake
+// times alone once a minute, so a handshake shown older than four minutes
+// means the path is down.
+const handshakeFresh = 4 * time.Minute
 
 // handshakeIsFresh reports whether a peer handshook within handshakeFresh
 // of now.
