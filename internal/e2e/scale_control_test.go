@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -14,6 +15,7 @@ import (
 	"time"
 	"unique"
 
+	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 	"github.com/kakuremichi/kakuremichi/internal/nodeclient"
 	"github.com/kakuremichi/kakuremichi/internal/wgnet"
@@ -69,6 +71,7 @@ func BenchmarkControlScale(b *testing.B) {
 		b.ReportMetric(r.settle.Seconds(), "settle-s")
 		b.ReportMetric(float64(r.rssKiB)/1024, "control-rss-MiB")
 		b.ReportMetric(r.dbGrowth, "idle-db-MiB/s")
+		b.ReportMetric(r.idleWrites, "idle-writes/s")
 	}
 }
 
@@ -235,6 +238,7 @@ type scaleResult struct {
 	idleCPU          float64         // Control CPU seconds per second with the fleet idle
 	dbMiB            float64         // the store's database file after the idle window
 	dbGrowth         float64         // its growth in MiB/s over that window
+	idleWrites       float64         // store revisions per second over that window: its writes
 }
 
 // fileMiB is the size of a file in MiB, 0 if it cannot be read.
@@ -249,9 +253,9 @@ func fileMiB(path string) float64 {
 func (r scaleResult) String() string {
 	q := func(p int) time.Duration { return r.propagation[min(len(r.propagation)-1, len(r.propagation)*p/100)] }
 	return fmt.Sprintf("%d agents, %d gateways: enrolled in %v (control CPU %.1fs); tunnel from its apply request to every gateway p50 %v p99 %v max %v (%d samples); "+
-		"idle control CPU %.0f%% of a core, store database %.0f MiB growing %.2f MiB/s; Control stopped in %v, restart settled in %v (%v after ready, control CPU %.1fs); control RSS %d MiB before restart, %d MiB after",
+		"idle control CPU %.0f%% of a core, %.0f store writes/s, store database %.0f MiB growing %.2f MiB/s; Control stopped in %v, restart settled in %v (%v after ready, control CPU %.1fs); control RSS %d MiB before restart, %d MiB after",
 		r.agents, r.gateways, r.enrol.Round(time.Millisecond), r.cpuEnrol, q(50), q(99), r.propagation[len(r.propagation)-1],
-		len(r.propagation), 100*r.idleCPU, r.dbMiB, r.dbGrowth, r.stop.Round(time.Millisecond), r.settle.Round(time.Millisecond), r.settleFromReady.Round(time.Millisecond), r.cpuSettle,
+		len(r.propagation), 100*r.idleCPU, r.idleWrites, r.dbMiB, r.dbGrowth, r.stop.Round(time.Millisecond), r.settle.Round(time.Millisecond), r.settleFromReady.Round(time.Millisecond), r.cpuSettle,
 		r.rssBeforeKiB/1024, r.rssKiB/1024)
 }
 
@@ -452,15 +456,29 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	res.cpuEnrol = cpuSeconds([]int{c.pid()}) - cpu0
 	progress("enrolled in %v", res.enrol)
 
-	// Idle: the fleet only sends heartbeats. A node's status is written
-	// about every 20 s, so a shorter window measures where it falls in
-	// that cycle as much as Control.
+	// Idle: the fleet only sends heartbeats, which renew leases every
+	// 8-10 s (and, with full statuses, rewrite an agent's once a minute
+	// for its handshake times), so a shorter window measures where it
+	// falls in that cycle as much as Control. The database file grows in
+	// steps of 16 MiB; the store's revision counts its writes.
 	idle := time.Duration(envInt("KAKUREMICHI_SCALE_IDLE", 60)) * time.Second
 	if _, ok := tb.(*testing.B); !ok {
 		idle = 2 * time.Second
 	}
+	revision := func() int64 {
+		code, out, err := request(ctx, "GET", c.url()+prefix+"/tunnels", token, "")
+		var list api.List
+		if err != nil || code != 200 || json.Unmarshal(out, &list) != nil {
+			tb.Fatalf("list tunnels for the store's revision: %d %v %s", code, err, out)
+		}
+		rev, err := strconv.ParseInt(list.Metadata.ResourceVersion, 10, 64)
+		if err != nil {
+			tb.Fatalf("list tunnels: resourceVersion %q: %v", list.Metadata.ResourceVersion, err)
+		}
+		return rev
+	}
 	cpuIdle := cpuSeconds([]int{c.pid()})
-	db0 := fileMiB(c.dataDir + "/etcd/member/snap/db")
+	db0, rev0 := fileMiB(c.dataDir+"/etcd/member/snap/db"), revision()
 	for end := time.Now().Add(idle); time.Now().Before(end); {
 		time.Sleep(min(30*time.Second, time.Until(end)))
 		progress("idle: the store's database is %.0f MiB", fileMiB(c.dataDir+"/etcd/member/snap/db"))
@@ -468,7 +486,8 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	res.idleCPU = (cpuSeconds([]int{c.pid()}) - cpuIdle) / idle.Seconds()
 	res.dbMiB = fileMiB(c.dataDir + "/etcd/member/snap/db")
 	res.dbGrowth = (res.dbMiB - db0) / idle.Seconds()
-	progress("idle: control uses %.0f%% of a core; the store's database grew %.2f MiB/s to %.0f MiB", 100*res.idleCPU, res.dbGrowth, res.dbMiB)
+	res.idleWrites = float64(revision()-rev0) / idle.Seconds()
+	progress("idle: control uses %.0f%% of a core; %.0f store writes/s; the store's database grew %.2f MiB/s to %.0f MiB", 100*res.idleCPU, res.idleWrites, res.dbGrowth, res.dbMiB)
 
 	// Propagation: each round applies a tunnel and times, at every
 	// gateway, the delta that carries its route.
