@@ -134,9 +134,9 @@ func New(cfg Config) *Manager {
 	if cfg.Leases != nil {
 		m.leases = reconcile.NewInformer(reconcile.InformerConfig{Kind: api.NodeLeaseKind, Source: cfg.Leases, Logger: log})
 	}
-	// A heartbeat that only renews a node's lease wakes none of the loops
-	// below: none of them would find anything new (see heartbeatOnly).
-	// At 10,000 nodes that is some 500 changes a second.
+	// A status write that only moved lastHeartbeat wakes none of the
+	// loops below: none of them would find anything new (see
+	// heartbeatOnly). Renewals of leases reach only node-liveness.
 	judged := func(ch reconcile.Change) bool { return !heartbeatOnly(ch, now(), lease) }
 
 	ts := reconcile.NewController(reconcile.ControllerConfig{

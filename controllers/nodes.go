@@ -105,10 +105,12 @@ func connectedCondition(beat *time.Time, conds []api.Condition, now time.Time, l
 
 // heartbeatOnly reports whether ch is a node's heartbeat that changed
 // nothing but its lastHeartbeat (and so its resourceVersion) while the
-// lease it had still held at now. The bridge writes such a refresh about
-// every 20 s per node even when nothing else moves; judging the node then
-// would find what it found before, since the node was connected before
-// and after. Its own liveness reconcile still runs when the lease it last
+// lease it had still held at now. The bridge renews a lease apart from
+// the status (api.NodeLease), so such a write is rare: a status written
+// by a Control that does not (an older one, a replica being upgraded), or
+// one whose only change was rounded away. Judging the node then would
+// find what it found before, since the node was connected before and
+// after. Its own liveness reconcile still runs when the lease it last
 // judged runs out (it asked to be requeued then), and finds the later
 // heartbeat. Added, deleted and resynced objects are never heartbeats.
 func heartbeatOnly(ch reconcile.Change, now time.Time, lease time.Duration) bool {
