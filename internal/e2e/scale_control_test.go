@@ -445,7 +445,8 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			if time.Now().After(deadline) {
 				// Not under first.mu: the fleet stops, and applies, after.
 				peers, addressed, _ := first.counts()
-				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v\n%s",
+				dumpControl(c)
+				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v; Control's goroutines are dumped in its log (kept with KAKUREMICHI_SCALE_CONTROL_LOG)\n%s",
 					what, missing, timeout, first.kind, first.name, peers, addressed, tail(c.logs(), 3000))
 			}
 			time.Sleep(2 * time.Second)
@@ -565,7 +566,9 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			break
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("after the restart %d nodes have not resynced (e.g. %s %s)\n%s", behind, example.kind, example.name, tail(c.logs(), 3000))
+			dumpControl(c)
+			tb.Fatalf("after the restart %d nodes have not resynced (e.g. %s %s); Control's goroutines are dumped in its log (kept with KAKUREMICHI_SCALE_CONTROL_LOG)\n%s",
+				behind, example.kind, example.name, tail(c.logs(), 3000))
 		}
 		time.Sleep(time.Second)
 	}
@@ -578,6 +581,13 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 	}
 	res.rssKiB = rssKiB(c.pid())
 	return res
+}
+
+// dumpControl has Control write its goroutines into its log and exit
+// (SIGQUIT), for a run that found it stuck: what it waits on is there.
+func dumpControl(c *controlProc) {
+	syscall.Kill(c.pid(), syscall.SIGQUIT)
+	time.Sleep(3 * time.Second)
 }
 
 func tail(s string, n int) string {
