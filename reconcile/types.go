@@ -97,3 +97,29 @@ func IsTerminal(err error) bool {
 	var t terminalError
 	return errors.As(err, &t)
 }
+
+// Relay returns a channel of the events conv makes of in's, for a
+// ListerWatcher built on another source: conv returns false to drop one.
+// The channel closes when in does. When ctx ends first, the relay stops
+// sending and drains in, so that its source is never blocked on an
+// abandoned watch; the relay goroutine is owned by ctx and in.
+func Relay[E any](ctx context.Context, in <-chan E, conv func(E) (Event, bool)) <-chan Event {
+	out := make(chan Event)
+	go func() {
+		defer close(out)
+		for e := range in {
+			ev, ok := conv(e)
+			if !ok {
+				continue
+			}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				for range in {
+				}
+				return
+			}
+		}
+	}()
+	return out
+}

@@ -255,21 +255,10 @@ func (f hostnameFilter) Watch(ctx context.Context, fromRev int64) (<-chan reconc
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan reconcile.Event)
-	go func() {
-		defer close(out)
-		for ev := range in {
-			if (ev.Type == api.Added || ev.Type == api.Modified) && ev.Object != nil && f.reserved(ev.Object) {
-				ev.Type = api.Deleted
-			}
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				for range in {
-				}
-				return
-			}
+	return reconcile.Relay(ctx, in, func(ev reconcile.Event) (reconcile.Event, bool) {
+		if (ev.Type == api.Added || ev.Type == api.Modified) && ev.Object != nil && f.reserved(ev.Object) {
+			ev.Type = api.Deleted
 		}
-	}()
-	return out, nil
+		return ev, true
+	}), nil
 }

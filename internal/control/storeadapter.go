@@ -37,21 +37,9 @@ func (a storeAdapter) Watch(ctx context.Context, kind string, fromRev int64) (<-
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan reconcile.Event)
-	go func() {
-		defer close(out)
-		for ev := range in {
-			select {
-			case out <- reconcile.Event{Type: ev.Type, Object: ev.Object, Revision: ev.Revision, Err: ev.Err}:
-			case <-ctx.Done():
-				// Drain so the store's goroutine is never blocked on us.
-				for range in {
-				}
-				return
-			}
-		}
-	}()
-	return out, nil
+	return reconcile.Relay(ctx, in, func(ev store.Event) (reconcile.Event, bool) {
+		return reconcile.Event{Type: ev.Type, Object: ev.Object, Revision: ev.Revision, Err: ev.Err}, true
+	}), nil
 }
 
 // source fixes the kind, making the adapter a reconcile.ListerWatcher.

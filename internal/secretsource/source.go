@@ -55,35 +55,21 @@ func (s Source) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Even
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan reconcile.Event)
-	go func() {
-		defer close(out)
-		for ev := range in {
-			rev := ev.Revision
-			name := strings.TrimPrefix(ev.Name, s.Prefix)
-			var re reconcile.Event
-			switch ev.Type {
-			case api.Error:
-				re = reconcile.Event{Type: api.Error, Err: ev.Err}
-			case api.Deleted:
-				obj := s.Gone(name)
-				obj.GetMeta().ResourceVersion = strconv.FormatInt(rev, 10)
-				re = reconcile.Event{Type: api.Deleted, Revision: rev, Object: obj}
-			default:
-				obj, err := s.Decode(name, ev.Value, rev)
-				if err != nil {
-					continue
-				}
-				re = reconcile.Event{Type: ev.Type, Revision: rev, Object: obj}
-			}
-			select {
-			case out <- re:
-			case <-ctx.Done():
-				for range in {
-				}
-				return
-			}
+	return reconcile.Relay(ctx, in, func(ev store.SecretEvent) (reconcile.Event, bool) {
+		rev := ev.Revision
+		name := strings.TrimPrefix(ev.Name, s.Prefix)
+		switch ev.Type {
+		case api.Error:
+			return reconcile.Event{Type: api.Error, Err: ev.Err}, true
+		case api.Deleted:
+			obj := s.Gone(name)
+			obj.GetMeta().ResourceVersion = strconv.FormatInt(rev, 10)
+			return reconcile.Event{Type: api.Deleted, Revision: rev, Object: obj}, true
 		}
-	}()
-	return out, nil
+		obj, err := s.Decode(name, ev.Value, rev)
+		if err != nil {
+			return reconcile.Event{}, false
+		}
+		return reconcile.Event{Type: ev.Type, Revision: rev, Object: obj}, true
+	}), nil
 }
