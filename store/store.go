@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/fileutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/kakuremichi/kakuremichi/api"
@@ -235,20 +236,20 @@ func (s *Store) startEmbedded(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("open store: waiting for embedded etcd: %w", ctx.Err())
 	}
 
+	// Control calls its embedded etcd in process, not through the
+	// socket: gRPC's HTTP/2 transport over a unix socket deadlocks for
+	// good when many unary calls are in flight at once (grpc-go 1.82.1
+	// and later, grpc/grpc-go#9330), and a fleet reconnecting after a
+	// restart makes a thousand. The socket serves the one call the
+	// in-process client cannot make (defragmenting, see clearSpaceAlarm),
+	// and other local tools.
 	endpoint := "unix://" + sock
 	if listen.Scheme != "unix" {
 		endpoint = "http://" + e.Clients[0].Addr().String()
 	}
-	client, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{endpoint},
-		DialTimeout: dialTimeout,
-		Logger:      newZapLogger(s.log.With("component", "etcd-client"), zapcore.WarnLevel, &s.quiet),
-	})
-	if err != nil {
-		return fmt.Errorf("open store: connect to embedded etcd: %w", err)
-	}
+	client := v3client.New(e.Server)
 	s.client, s.etcd, s.lock, s.embedded = client, e, lock, true
-	if err := s.clearSpaceAlarm(ctx); err != nil {
+	if err := s.clearSpaceAlarm(ctx, endpoint); err != nil {
 		client.Close()
 		return err
 	}
@@ -258,7 +259,7 @@ func (s *Store) startEmbedded(ctx context.Context, cfg Config) (err error) {
 // clearSpaceAlarm lifts a NOSPACE alarm left from an earlier run when the
 // store has room again, e.g. after the quota was raised: etcd never lifts
 // it by itself, so without this a full store would stay read-only forever.
-func (s *Store) clearSpaceAlarm(ctx context.Context) error {
+func (s *Store) clearSpaceAlarm(ctx context.Context, endpoint string) error {
 	alarms, err := s.client.AlarmList(ctx)
 	if err != nil {
 		return s.mapErr("open store: list alarms", err)
@@ -267,11 +268,18 @@ func (s *Store) clearSpaceAlarm(ctx context.Context) error {
 		if a.Alarm != etcdserverpb.AlarmType_NOSPACE {
 			continue
 		}
-		ep := s.client.Endpoints()[0]
-		if _, err := s.client.Defragment(ctx, ep); err != nil {
+		// The in-process client's maintenance calls lack what a
+		// defragmentation needs: this one goes through the socket.
+		mc, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: dialTimeout,
+			Logger: newZapLogger(s.log.With("component", "etcd-client"), zapcore.WarnLevel, &s.quiet)})
+		if err != nil {
+			return fmt.Errorf("open store: connect to embedded etcd: %w", err)
+		}
+		defer mc.Close()
+		if _, err := mc.Defragment(ctx, endpoint); err != nil {
 			return s.mapErr("open store: defragment", err)
 		}
-		st, err := s.client.Status(ctx, ep)
+		st, err := mc.Status(ctx, endpoint)
 		if err != nil {
 			return s.mapErr("open store: read status", err)
 		}

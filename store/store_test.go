@@ -94,8 +94,8 @@ func TestLongDataDirFallsBackToLoopback(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
 	s := openTestStore(t, Config{DataDir: dir})
 	mustCreate(t, s, newTunnel("web", "web.example.com"))
-	if ep := s.Client().Endpoints()[0]; !strings.HasPrefix(ep, "http://127.0.0.1:") {
-		t.Errorf("endpoint: got %q, want a loopback address", ep)
+	if ep := s.etcd.Clients[0].Addr().String(); !strings.HasPrefix(ep, "127.0.0.1:") {
+		t.Errorf("etcd listens on %q, want a loopback address", ep)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "etcd.sock")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket file: got %v, want none", err)
