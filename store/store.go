@@ -197,10 +197,11 @@ func (s *Store) startEmbedded(ctx context.Context, cfg Config) (err error) {
 	ec.AdvertisePeerUrls = []url.URL{self}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
 	ec.InitialClusterToken = "kakuremichi"
-	// Clients reach it on a unix socket inside the data directory (mode
-	// 0700): private to this user and free of port collisions. A data
-	// directory too deep for a socket path falls back to a random
-	// loopback port.
+	// It listens on a unix socket inside the data directory (mode 0700):
+	// private to this user and free of port collisions. A data directory
+	// too deep for a socket path falls back to a random loopback port.
+	// Control itself calls it in process (below); the socket is for
+	// defragmenting and for local tools.
 	sock := filepath.Join(dir, "etcd.sock")
 	listen := url.URL{Scheme: "unix", Path: sock}
 	if len(sock) > maxUnixSocketPath {
