@@ -435,6 +435,32 @@ func NodeLeaseName(kind, name string) (string, bool) {
 	return "", false
 }
 
+// NodeOfLease returns the kind and name of the node a lease named lease
+// belongs to, the inverse of NodeLeaseName.
+func NodeOfLease(lease string) (kind, name string, ok bool) {
+	plural, name, _ := strings.Cut(lease, "/")
+	switch {
+	case name == "":
+		return "", "", false
+	case plural == "agents":
+		return "Agent", name, true
+	case plural == "gateways":
+		return "Gateway", name, true
+	}
+	return "", "", false
+}
+
+// LastHeard returns when Control last heard from a node created at
+// created: the later of beat, the lastHeartbeat its status was last
+// written with, and renewed, its lease's time. A lease older than the
+// node is a deleted namesake's, and is not its. nil if neither says.
+func LastHeard(beat, renewed *time.Time, created time.Time) *time.Time {
+	if renewed == nil || renewed.Before(created) || (beat != nil && !renewed.After(*beat)) {
+		return beat
+	}
+	return renewed
+}
+
 // GetTypeMeta implements Object.
 func (l *NodeLease) GetTypeMeta() *TypeMeta { return &l.TypeMeta }
 

@@ -30,8 +30,7 @@ func openLeaseStore(t *testing.T) (*store.Store, reconcile.ListerWatcher) {
 			t.Errorf("close the store: %v", err)
 		}
 	})
-	return st, secretsource.Source{Store: st, Prefix: store.LeasePrefix, Decode: store.DecodeLease,
-		Gone: func(name string) api.Object { return store.NewLease(name) }}
+	return st, secretsource.Leases(st)
 }
 
 // TestManagerNodeLivenessFromLeases runs the Manager with the nodes'
@@ -46,14 +45,7 @@ func TestManagerNodeLivenessFromLeases(t *testing.T) {
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
 	runManagerWith(t, Config{Store: src, Leases: source, Workers: 2, Resync: 50 * time.Millisecond, Now: clk.Now, NodeLease: 40 * time.Second})
-	mustCreate(t, src, &api.Agent{Metadata: api.ObjectMeta{Name: "ag"}})
-	eventually(t, "an address", func() bool {
-		return condition(getNode(t, src, "Agent", "ag"), NodeAddressAssigned).Status == api.ConditionTrue
-	})
-	heartbeat(t, src, clk, "Agent", "ag", nil)
-	eventually(t, "connected", func() bool {
-		return condition(getNode(t, src, "Agent", "ag"), api.NodeConnected).Status == api.ConditionTrue
-	})
+	connectAgent(t, src, clk, "ag")
 	renew := func(at time.Time) {
 		t.Helper()
 		if err := leases.RenewLease(ctx, "Agent", "ag", at); err != nil {
@@ -68,15 +60,7 @@ func TestManagerNodeLivenessFromLeases(t *testing.T) {
 		clk.Advance(20 * time.Second)
 	}
 	// 60 s after the status's heartbeat, whose lease ran out 20 s ago.
-	clk.Advance(21 * time.Second)
-	time.Sleep(200 * time.Millisecond) // four resyncs, to let a wrong verdict show
-	if c := condition(getNode(t, src, "Agent", "ag"), api.NodeConnected); c.Status != api.ConditionTrue {
-		t.Fatalf("Connected 21 s after the last lease renewal: got %s (%s), want True", c.Status, c.Reason)
-	}
-	clk.Advance(20 * time.Second)
-	eventually(t, "offline once the last renewal ran out", func() bool {
-		return condition(getNode(t, src, "Agent", "ag"), api.NodeConnected).Reason == api.ReasonHeartbeatExpired
-	})
+	lastRenewalRunsOut(t, src, clk, "ag")
 	renew(clk.Now())
 	eventually(t, "connected again on a renewal alone", func() bool {
 		return condition(getNode(t, src, "Agent", "ag"), api.NodeConnected).Status == api.ConditionTrue

@@ -417,8 +417,6 @@ func (r *NodeLivenessReconciler) now() time.Time {
 	return time.Now()
 }
 
-func (r *NodeLivenessReconciler) beats() nodeBeats { return nodeBeats{leases: r.Leases} }
-
 // onLeaseChange returns a lease informer handler that enqueues the node
 // of a renewed lease when the node does not count as connected yet: a
 // silent node heard from again. A renewal of a connected node's lease
@@ -429,19 +427,19 @@ func (r *NodeLivenessReconciler) onLeaseChange(enqueue func(reconcile.Request)) 
 		if ch.Resync || ch.New == nil {
 			return
 		}
-		key, ok := nodeOfLease(ch.New)
+		kind, name, ok := api.NodeOfLease(ch.New.GetMeta().Name)
 		if !ok {
 			return
 		}
 		inf := r.Agents
-		if key.Kind == "Gateway" {
+		if kind == "Gateway" {
 			inf = r.Gateways
 		}
-		obj, ok := inf.Get(key.Name)
+		obj, ok := inf.Get(name)
 		if !ok || api.IsConditionTrue(obj.GetStatus().Conditions, api.NodeConnected) {
 			return
 		}
-		enqueue(reconcile.Request{Key: key})
+		enqueue(reconcile.Request{Key: api.Key{Kind: kind, Name: name}})
 	}
 }
 

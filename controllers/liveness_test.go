@@ -392,28 +392,42 @@ func TestManagerNodeLivenessAcrossRenewals(t *testing.T) {
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
 	runManagerWith(t, Config{Store: src, Workers: 2, Resync: 50 * time.Millisecond, Now: clk.Now, NodeLease: 40 * time.Second})
-	mustCreate(t, src, &api.Agent{Metadata: api.ObjectMeta{Name: "ag"}})
-	eventually(t, "an address", func() bool {
-		return condition(getNode(t, src, "Agent", "ag"), NodeAddressAssigned).Status == api.ConditionTrue
-	})
-	heartbeat(t, src, clk, "Agent", "ag", nil)
-	eventually(t, "connected", func() bool {
-		return condition(getNode(t, src, "Agent", "ag"), api.NodeConnected).Status == api.ConditionTrue
-	})
+	connectAgent(t, src, clk, "ag")
 	for range 3 {
 		clk.Advance(20 * time.Second)
 		heartbeat(t, src, clk, "Agent", "ag", nil)
 	}
-	// 60 s after the first heartbeat: its lease ran out 20 s ago, the last
-	// renewal's holds for 40 s more.
+	// 60 s after the first heartbeat: its lease ran out 20 s ago.
+	lastRenewalRunsOut(t, src, clk, "ag")
+}
+
+// connectAgent creates an agent, waits for its address, and has it
+// heartbeat once and count as connected.
+func connectAgent(t *testing.T, src *reconciletest.Source, clk *clock, name string) {
+	t.Helper()
+	mustCreate(t, src, &api.Agent{Metadata: api.ObjectMeta{Name: name}})
+	eventually(t, "an address", func() bool {
+		return condition(getNode(t, src, "Agent", name), NodeAddressAssigned).Status == api.ConditionTrue
+	})
+	heartbeat(t, src, clk, "Agent", name, nil)
+	eventually(t, "connected", func() bool {
+		return condition(getNode(t, src, "Agent", name), api.NodeConnected).Status == api.ConditionTrue
+	})
+}
+
+// lastRenewalRunsOut checks, just after an agent's last renewal of its
+// 40 s lease, that it is still connected 21 s later and offline 41 s
+// later.
+func lastRenewalRunsOut(t *testing.T, src *reconciletest.Source, clk *clock, name string) {
+	t.Helper()
 	clk.Advance(21 * time.Second)
 	time.Sleep(200 * time.Millisecond) // four resyncs, to let a wrong verdict show
-	if c := condition(getNode(t, src, "Agent", "ag"), api.NodeConnected); c.Status != api.ConditionTrue {
-		t.Fatalf("Connected 21 s after a renewal: got %s (%s), want True", c.Status, c.Reason)
+	if c := condition(getNode(t, src, "Agent", name), api.NodeConnected); c.Status != api.ConditionTrue {
+		t.Fatalf("Connected 21 s after the last renewal: got %s (%s), want True", c.Status, c.Reason)
 	}
 	clk.Advance(20 * time.Second)
 	eventually(t, "offline once the last renewal ran out", func() bool {
-		return condition(getNode(t, src, "Agent", "ag"), api.NodeConnected).Reason == api.ReasonHeartbeatExpired
+		return condition(getNode(t, src, "Agent", name), api.NodeConnected).Reason == api.ReasonHeartbeatExpired
 	})
 }
 

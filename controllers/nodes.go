@@ -151,10 +151,11 @@ func leaseRenewed(last, next *time.Time, now time.Time, lease time.Duration) boo
 
 // isConnected reports whether a node whose latest heartbeat was beat
 // counts as connected at now: it is enabled and its Connected condition,
-// as connectedCondition computes it, is True. Loops judging one node by another's state use it rather than
-// the stored condition, which may be stale until the node's own reconcile.
-// It is connectedCondition's Status without the message, which would cost
-// a formatted string per node per loop.
+// as connectedCondition computes it, is True. Loops judging one node by
+// another's state use it rather than the stored condition, which may be
+// stale until the node's own reconcile. It is connectedCondition's Status
+// without the message, which would cost a formatted string per node per
+// loop.
 func isConnected(obj api.Object, beat *time.Time, now time.Time, lease time.Duration) bool {
 	enabled, _, _, ok := nodeParts(obj)
 	if !ok || !enabled || beat == nil || !beat.Add(lease).After(now) {

@@ -45,15 +45,6 @@ func (s *Store) RenewLease(ctx context.Context, kind, name string, at time.Time)
 	return s.PutSecret(ctx, LeasePrefix+ln, v, 0)
 }
 
-// DeleteLease removes a node's lease; a missing one is not an error.
-func (s *Store) DeleteLease(ctx context.Context, kind, name string) error {
-	ln, ok := api.NodeLeaseName(kind, name)
-	if !ok {
-		return nil
-	}
-	return s.DeleteSecret(ctx, LeasePrefix+ln)
-}
-
 // leaseGoes is what deleting a node of kind and name deletes with it, in
 // the same transaction: its lease.
 func (s *Store) leaseGoes(kind, name string) []clientv3.Op {
@@ -64,15 +55,22 @@ func (s *Store) leaseGoes(kind, name string) []clientv3.Op {
 	return []clientv3.Op{clientv3.OpDelete(s.secretKey(LeasePrefix + ln))}
 }
 
+// renewTime decodes a stored lease's time.
+func renewTime(value []byte) (time.Time, error) {
+	var v leaseValue
+	err := json.Unmarshal(value, &v)
+	return v.RenewTime, err
+}
+
 // DecodeLease turns a stored lease, named without LeasePrefix, into an
 // api.NodeLease.
 func DecodeLease(name string, value []byte, rev int64) (api.Object, error) {
-	var v leaseValue
-	if err := json.Unmarshal(value, &v); err != nil {
+	t, err := renewTime(value)
+	if err != nil {
 		return nil, fmt.Errorf("decode lease %s: %w", name, err)
 	}
 	l := NewLease(name)
-	l.RenewTime = v.RenewTime
+	l.RenewTime = t
 	l.Metadata.ResourceVersion = strconv.FormatInt(rev, 10)
 	return l, nil
 }
@@ -83,15 +81,10 @@ func NewLease(name string) *api.NodeLease {
 		Metadata: api.ObjectMeta{Name: name}}
 }
 
-// LeaseOf returns the name of the lease of obj, an agent or a gateway.
-func LeaseOf(obj api.Object) (string, bool) {
-	return api.NodeLeaseName(obj.GetTypeMeta().Kind, obj.GetMeta().Name)
-}
-
 // mergeLeases sets the status.lastHeartbeat of every agent and gateway
-// among objs to its lease's time where that is later, so that whoever
-// reads nodes sees when Control last heard from each ("last seen"), not
-// when its status was last rewritten. objs are changed in place: Get and
+// among objs to when Control last heard from it (api.LastHeard), so that
+// whoever reads nodes sees that ("last seen"), not when its status was
+// last rewritten. objs are changed in place: Get and
 // List call it on the objects they decoded. Other kinds are left alone.
 // One read of a lone node's lease, or of the leases of each kind present.
 func (s *Store) mergeLeases(ctx context.Context, objs ...api.Object) error {
@@ -128,16 +121,14 @@ func (s *Store) mergeLeases(ctx context.Context, objs ...api.Object) error {
 				}
 			}
 			for _, sec := range secrets {
-				var v leaseValue
-				if json.Unmarshal(sec.Value, &v) == nil {
-					times[strings.TrimPrefix(sec.Name, LeasePrefix)] = v.RenewTime
+				if t, err := renewTime(sec.Value); err == nil {
+					times[strings.TrimPrefix(sec.Name, LeasePrefix)] = t
 				}
 			}
 			read[kind] = times
 		}
-		// A lease older than the node is a deleted namesake's.
-		if t, ok := times[ln]; ok && !t.Before(obj.GetMeta().CreationTimestamp) && (*beat == nil || t.After(**beat)) {
-			*beat = &t
+		if t, ok := times[ln]; ok {
+			*beat = api.LastHeard(*beat, &t, obj.GetMeta().CreationTimestamp)
 		}
 	}
 	return nil

@@ -311,15 +311,12 @@ func sameReport(a, b *bridge.NodeStatus) bool {
 // times: the only volatile part a status keeps, and only in a list short
 // enough to be shown in full (peerStatuses).
 func sameHandshakesShown(a, b *bridge.NodeStatus) bool {
-	if len(b.Peers) > detailedPeers || len(a.Peers) != len(b.Peers) {
-		return len(a.Peers) == len(b.Peers)
+	if len(b.Peers) > detailedPeers {
+		return true
 	}
-	for i := range a.Peers {
-		if !a.Peers[i].LastHandshake.Truncate(time.Second).Equal(b.Peers[i].LastHandshake.Truncate(time.Second)) {
-			return false
-		}
-	}
-	return true
+	return slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
+		return x.LastHandshake.Truncate(time.Second).Equal(y.LastHandshake.Truncate(time.Second))
+	})
 }
 
 // heartbeat is a node status to record and when it arrived.

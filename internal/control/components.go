@@ -5,25 +5,18 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/controllers"
 	"github.com/kakuremichi/kakuremichi/internal/certs"
 	"github.com/kakuremichi/kakuremichi/internal/secretsource"
 	"github.com/kakuremichi/kakuremichi/store"
 )
 
-// leaseSource lists and watches the nodes' leases the bridge renews.
-func leaseSource(st *store.Store) secretsource.Source {
-	return secretsource.Source{Store: st, Prefix: store.LeasePrefix, Decode: store.DecodeLease,
-		Gone: func(name string) api.Object { return store.NewLease(name) }}
-}
-
 // components returns Control's long-running loops besides the API, by
 // name.
 func components(st *store.Store, cfg Config, log *slog.Logger) map[string]func(context.Context) error {
 	mgr := controllers.New(controllers.Config{Store: storeAdapter{st: st}, Logger: log.With("component", "controllers"),
 		OverlayPrefix: cfg.OverlayPrefix, NodeLease: nodeLease(cfg), ControlHostname: cfg.PublicHostname,
-		Leases: leaseSource(st)})
+		Leases: secretsource.Leases(st)})
 	out := map[string]func(context.Context) error{
 		"controllers": mgr.Run,
 	}

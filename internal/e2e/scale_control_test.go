@@ -445,9 +445,8 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			if time.Now().After(deadline) {
 				// Not under first.mu: the fleet stops, and applies, after.
 				peers, addressed, _ := first.counts()
-				dumpControl(c)
-				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v; Control's goroutines are dumped in its log (kept with KAKUREMICHI_SCALE_CONTROL_LOG)\n%s",
-					what, missing, timeout, first.kind, first.name, peers, addressed, tail(c.logs(), 3000))
+				tb.Fatalf("%s: %d nodes still lack their whole slice after %v; e.g. %s %s has %d peers, address %v%s\n%s",
+					what, missing, timeout, first.kind, first.name, peers, addressed, dumpControl(c), tail(c.logs(), 3000))
 			}
 			time.Sleep(2 * time.Second)
 		}
@@ -479,13 +478,14 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 		return rev
 	}
 	cpuIdle := cpuSeconds([]int{c.pid()})
-	db0, rev0 := fileMiB(c.dataDir+"/etcd/member/snap/db"), revision()
+	dbFile := c.dataDir + "/etcd/member/snap/db"
+	db0, rev0 := fileMiB(dbFile), revision()
 	for end := time.Now().Add(idle); time.Now().Before(end); {
 		time.Sleep(min(30*time.Second, time.Until(end)))
-		progress("idle: the store's database is %.0f MiB", fileMiB(c.dataDir+"/etcd/member/snap/db"))
+		progress("idle: the store's database is %.0f MiB", fileMiB(dbFile))
 	}
 	res.idleCPU = (cpuSeconds([]int{c.pid()}) - cpuIdle) / idle.Seconds()
-	res.dbMiB = fileMiB(c.dataDir + "/etcd/member/snap/db")
+	res.dbMiB = fileMiB(dbFile)
 	res.dbGrowth = (res.dbMiB - db0) / idle.Seconds()
 	res.idleWrites = float64(revision()-rev0) / idle.Seconds()
 	progress("idle: control uses %.0f%% of a core; %.0f store writes/s; the store's database grew %.2f MiB/s to %.0f MiB", 100*res.idleCPU, res.idleWrites, res.dbGrowth, res.dbMiB)
@@ -566,9 +566,8 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 			break
 		}
 		if time.Now().After(deadline) {
-			dumpControl(c)
-			tb.Fatalf("after the restart %d nodes have not resynced (e.g. %s %s); Control's goroutines are dumped in its log (kept with KAKUREMICHI_SCALE_CONTROL_LOG)\n%s",
-				behind, example.kind, example.name, tail(c.logs(), 3000))
+			tb.Fatalf("after the restart %d nodes have not resynced (e.g. %s %s)%s\n%s",
+				behind, example.kind, example.name, dumpControl(c), tail(c.logs(), 3000))
 		}
 		time.Sleep(time.Second)
 	}
@@ -584,10 +583,12 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 }
 
 // dumpControl has Control write its goroutines into its log and exit
-// (SIGQUIT), for a run that found it stuck: what it waits on is there.
-func dumpControl(c *controlProc) {
+// (SIGQUIT), for a run that found it stuck: what it waits on is there. It
+// returns what a failure message says of it.
+func dumpControl(c *controlProc) string {
 	syscall.Kill(c.pid(), syscall.SIGQUIT)
 	time.Sleep(3 * time.Second)
+	return "; Control's goroutines are dumped in its log (kept with KAKUREMICHI_SCALE_CONTROL_LOG)"
 }
 
 func tail(s string, n int) string {

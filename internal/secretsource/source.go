@@ -73,3 +73,10 @@ func (s Source) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Even
 		return reconcile.Event{Type: ev.Type, Revision: rev, Object: obj}, true
 	}), nil
 }
+
+// Leases is the source of the nodes' leases (api.NodeLease) the bridge
+// renews, named "agents/<name>" and "gateways/<name>".
+func Leases(st *store.Store) Source {
+	return Source{Store: st, Prefix: store.LeasePrefix, Decode: store.DecodeLease,
+		Gone: func(name string) api.Object { return store.NewLease(name) }}
+}
