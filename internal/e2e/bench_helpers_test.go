@@ -350,6 +350,41 @@ func benchLoad(cl *http.Client, url string, conns int, d time.Duration) (loadRes
 		p50: ms(lats[len(lats)/2]), p99: ms(lats[len(lats)*99/100])}, nil
 }
 
+// udpRoundTrip sends 100-byte datagrams one at a time to addr, a process
+// that echoes them (benchsrv udpecho), for d and returns the median round
+// trip in milliseconds: what one more process on a path costs at the
+// least. A datagram not back within a second counts as lost; more than a
+// few lost is an error.
+func udpRoundTrip(addr string, d time.Duration) (float64, error) {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	msg, buf := make([]byte, 100), make([]byte, 2048)
+	var rtts []time.Duration
+	lost := 0
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		t0 := time.Now()
+		c.SetDeadline(t0.Add(time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return 0, err
+		}
+		if _, err := c.Read(buf); err != nil {
+			if lost++; lost > 3 {
+				return 0, fmt.Errorf("%d datagrams to %s not echoed: %w", lost, addr, err)
+			}
+			continue
+		}
+		rtts = append(rtts, time.Since(t0))
+	}
+	if len(rtts) == 0 {
+		return 0, fmt.Errorf("no datagram to %s echoed in %v", addr, d)
+	}
+	slices.Sort(rtts)
+	return float64(rtts[len(rtts)/2].Nanoseconds()) / 1e6, nil
+}
+
 // procMemory returns a process's resident set size and its peak, in MiB,
 // from /proc/<pid>/status.
 func procMemory(pid int) (rss, peak float64, err error) {

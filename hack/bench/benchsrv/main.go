@@ -3,6 +3,7 @@
 //
 //	benchsrv app -listen 127.0.0.1:8080
 //	benchsrv proxy -listen 127.0.0.1:8443 -target http://127.0.0.1:8080
+//	benchsrv udpecho -listen 127.0.0.1:8081
 //
 // The app answers GET /bytes?n=N with N bytes, POST /upload with the
 // count of bytes it read, and GET /healthz with a three-byte body; the bulk body is copied from a precomputed buffer so the
@@ -10,7 +11,9 @@
 // is measured. The proxy is a plain httputil.ReverseProxy terminating TLS
 // with a self-signed ECDSA P-256 certificate (the kind a gateway makes when
 // it has no other), with a keep-alive pool sized for hundreds of
-// concurrent requests: the HTTPS baseline without a tunnel.
+// concurrent requests: the HTTPS baseline without a tunnel. Udpecho sends
+// every UDP datagram back to where it came from: the suite times round trips
+// to it, what one more process on a path costs on the machine at the least.
 package main
 
 import (
@@ -40,7 +43,7 @@ const maxBytes = 64 << 30
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchsrv app|proxy [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchsrv app|proxy|udpecho [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -53,11 +56,35 @@ func main() {
 		err = serveApp(*listen)
 	case "proxy":
 		err = serveProxy(*listen, *target)
+	case "udpecho":
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", *listen); err == nil {
+			log.Printf("listening on %s", pc.LocalAddr())
+			err = echoUDP(pc)
+		}
 	default:
-		err = fmt.Errorf("unknown command %q: use app or proxy", os.Args[1])
+		err = fmt.Errorf("unknown command %q: use app, proxy or udpecho", os.Args[1])
 	}
 	if err != nil {
 		log.Fatal(err)
+	}
+}
+
+// echoUDP sends every datagram pc receives back to its sender, until pc
+// is closed.
+func echoUDP(pc net.PacketConn) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		// A send that fails (the sender gone) loses one datagram, as UDP
+		// may; the sender times out and counts it.
+		pc.WriteTo(buf[:n], from)
 	}
 }
 

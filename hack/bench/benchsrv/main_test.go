@@ -2,10 +2,12 @@ package main
 
 import (
 	"io"
+	"net"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAppBytes(t *testing.T) {
@@ -81,4 +83,33 @@ type zeros struct{}
 func (zeros) Read(b []byte) (int, error) {
 	clear(b)
 	return len(b), nil
+}
+
+func TestUDPEchoSendsBack(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- echoUDP(pc) }()
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2000)
+	for _, msg := range []string{"ping", strings.Repeat("x", 1400)} {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != msg {
+			t.Fatalf("sent %d bytes: got %d bytes back (%v), want them all", len(msg), n, err)
+		}
+	}
+	pc.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("echo after close: got %v, want nil", err)
+	}
 }
