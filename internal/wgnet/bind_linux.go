@@ -41,6 +41,25 @@ type udpBind struct {
 	// unsupported; Send reads them without taking mu.
 	socks atomic.Pointer[[2]*bindSocket]
 	told  bool // the limited socket buffers were logged
+	// out counts the data packets Send passes on, and in those the
+	// sockets receive (flight.go); nil counts nothing. Set before the
+	// bind is used.
+	out, in *flight
+	indices localIndices // the receiver indices in counts
+}
+
+// counted makes recv wait while too many received packets are still inside
+// wireguard-go, and count what it receives.
+func (b *udpBind) counted(recv conn.ReceiveFunc) conn.ReceiveFunc {
+	if b.in == nil {
+		return recv
+	}
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		b.in.wait()
+		n, err := recv(bufs, sizes, eps)
+		b.in.add(b.indices.ours(bufs, sizes, n))
+		return n, err
+	}
 }
 
 var _ conn.Bind = (*udpBind)(nil)
@@ -104,7 +123,7 @@ func (b *udpBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		var fns []conn.ReceiveFunc
 		for _, s := range socks {
 			if s != nil {
-				fns = append(fns, s.receive)
+				fns = append(fns, b.counted(s.receive))
 			}
 		}
 		return fns, uint16(p), nil
@@ -167,6 +186,12 @@ func (b *udpBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	s := socks[0]
 	if e.v6 {
 		s = socks[1]
+	}
+	// Counted as out whether or not the send succeeds: either way
+	// wireguard-go is done with them.
+	b.out.done(transportPackets(bufs))
+	if b.in != nil {
+		b.indices.note(bufs)
 	}
 	if s == nil {
 		return syscall.EAFNOSUPPORT

@@ -87,6 +87,16 @@ func TestBulkTransfer(t *testing.T) {
 				t.Fatalf("sha256 of what arrived: got %x, want %x", got, want.Sum(nil))
 			}
 			t.Logf("%d MiB in %v", size>>20, time.Since(start).Round(time.Millisecond))
+			// Every packet counted into wireguard-go was counted out:
+			// a count left behind would hold the link for a stall each
+			// time it filled.
+			for _, n := range []*node{tt.from, tt.to} {
+				link := n.dev.net.(*netStack).link
+				waitFor(t, 5*time.Second, n.name+"'s packets inside wireguard-go to come out", func() bool {
+					return link.flight.n.Load() == 0 && link.in.n.Load() == 0
+				})
+				t.Logf("%s: %d outbound and %d inbound stalls", n.name, link.flight.stalls.Load(), link.in.stalls.Load())
+			}
 		})
 	}
 }

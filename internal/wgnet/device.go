@@ -243,6 +243,15 @@ func New(cfg Config) (*Device, error) {
 	if cfg.stdBind {
 		bind = conn.NewDefaultBind()
 	}
+	// Where this package's link feeds this package's bind, what is inside
+	// wireguard-go between them is bounded (flight.go).
+	if ns, ok := tnet.(*netStack); ok {
+		if ub, ok := bind.(*udpBind); ok {
+			out, in := newFlight(flightMax, ns.link.stopped), newFlight(flightMax, ns.link.stopped)
+			ns.link.flight, ub.out = out, out
+			ns.link.in, ub.in = in, in
+		}
+	}
 	wg := device.NewDevice(tun, bind, DeviceLogger(log))
 	d := &Device{
 		log:     log,

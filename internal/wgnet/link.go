@@ -80,6 +80,12 @@ type link struct {
 	next    int // segment of pending[head] to read next
 
 	gros sync.Pool // *gro.GRO, one per concurrent Write
+
+	// flight counts what Read handed wireguard-go and the bind has not yet
+	// sent, in what the bind received and Write has not yet been given
+	// (flight.go); both nil where the bind does not count.
+	flight, in *flight
+	stopped    chan struct{} // closed by shut
 }
 
 var (
@@ -89,7 +95,7 @@ var (
 )
 
 func newLink(mtu int, ackDelay time.Duration) *link {
-	l := &link{mtu: mtu, events: make(chan tun.Event, 1), ackDelay: ackDelay}
+	l := &link{mtu: mtu, events: make(chan tun.Event, 1), ackDelay: ackDelay, stopped: make(chan struct{})}
 	l.ready = sync.NewCond(&l.mu)
 	if ackDelay > 0 {
 		l.quickAck = uint32(2 * (mtu - header.IPv4MinimumSize - header.TCPMinimumSize))
@@ -206,6 +212,7 @@ func (l *link) dispatcherOrNil() stack.NetworkDispatcher {
 // and returns how many it wrote. A segment cut short by the end of bufs
 // continues on the next call.
 func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	l.flight.wait()
 	if l.head == len(l.pending) {
 		l.mu.Lock()
 		for len(l.out) == 0 && !l.closed {
@@ -233,6 +240,7 @@ func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		l.head++
 		l.next = 0
 	}
+	l.flight.add(n)
 	return n, nil
 }
 
@@ -270,11 +278,14 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 	g := l.gros.Get().(*gro.GRO)
 	g.Dispatcher = d
 	var err error
+	written := 0
+	defer func() { l.in.done(written) }()
 	for _, b := range bufs {
 		p := b[offset:]
 		if len(p) == 0 {
 			continue
 		}
+		written++
 		var proto tcpip.NetworkProtocolNumber
 		switch p[0] >> 4 {
 		case 4:
@@ -320,6 +331,7 @@ func (l *link) shut() {
 		l.out, l.outBytes = nil, 0
 		l.dropHeldLocked()
 		close(l.events)
+		close(l.stopped)
 	}
 	l.ready.Broadcast()
 	l.mu.Unlock()
