@@ -257,8 +257,14 @@ type NodePeerStatus struct {
 	Name string `json:"name"`
 	// Endpoint is the peer's last seen UDP address.
 	Endpoint string `json:"endpoint,omitempty"`
-	// LastHandshake is the peer's latest WireGuard handshake.
+	// LastHandshake is the peer's latest WireGuard handshake, shown when
+	// the node has at most 100 peers.
 	LastHandshake *time.Time `json:"lastHandshake,omitempty"`
+	// Connected: the peer's latest handshake was within three minutes
+	// (WireGuard's Reject-After-Time) when the status was written, so its
+	// session was current. Shown for any number of peers, and written
+	// whenever it changes.
+	Connected bool `json:"connected,omitempty"`
 	// Probe says whether a probe through the tunnel answered (gateways).
 	Probe string `json:"probe,omitempty"`
 }

@@ -272,7 +272,7 @@ type heartbeatGate struct {
 // admit returns what to record of a heartbeat st received at now, and
 // false for nothing.
 func (g *heartbeatGate) admit(st *bridge.NodeStatus, now time.Time) (heartbeat, bool) {
-	writeStatus := g.last == nil || !sameReport(g.last, st) ||
+	writeStatus := g.last == nil || !sameReport(g.last, st) || !sameConnected(g.last, g.statusAt, st, now) ||
 		(now.Sub(g.statusAt) >= g.statusRefresh && !sameHandshakesShown(g.last, st))
 	if !writeStatus && now.Sub(g.beatAt) < g.leaseInterval {
 		return heartbeat{}, false
@@ -306,12 +306,32 @@ func sameReport(a, b *bridge.NodeStatus) bool {
 		})
 }
 
+// sessionFresh is how old a peer's latest handshake may be for its session
+// to count as current: WireGuard rejects an older one (Reject-After-Time),
+// and renews it every two minutes while packets flow.
+const sessionFresh = 3 * time.Minute
+
+// connected reports whether p's session was current at now.
+func connected(p bridge.PeerStatus, now time.Time) bool {
+	return !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= sessionFresh
+}
+
+// sameConnected reports whether heartbeat a, written at aAt, and b,
+// received at bAt, which sameReport finds the same, show each peer as
+// connected or not alike: a session running out is news, though nothing
+// in the heartbeat changed but the time.
+func sameConnected(a *bridge.NodeStatus, aAt time.Time, b *bridge.NodeStatus, bAt time.Time) bool {
+	return slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
+		return connected(x, aAt) == connected(y, bAt)
+	})
+}
+
 // sameHandshakesShown reports whether the statuses written from two
 // heartbeats that sameReport finds the same would show the same handshake
 // times: the only volatile part a status keeps, and only in a list short
-// enough to be shown in full (peerStatuses).
+// enough to be shown with them (peerStatuses).
 func sameHandshakesShown(a, b *bridge.NodeStatus) bool {
-	if len(b.Peers) > detailedPeers {
+	if len(b.Peers) > timedPeers {
 		return true
 	}
 	return slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
@@ -364,16 +384,26 @@ func (s *Server) statusLoop(ctx context.Context, c *conn) {
 // some 9,000 agents filled it; the heartbeat was then not recorded and the
 // gateway looked offline. Listed briefly, an agent takes about 40 bytes,
 // 80 with a failure.
+//
+// timedPeers is how many peers a status lists with their handshake times.
+// Those change every two minutes for every peer, and a status shows them
+// up to a minute late (StatusRefresh) at the cost of rewriting it: an agent
+// lists every gateway, and 10,000 agents of 1,000 gateways each rewriting
+// about 100 KB a minute would write some 16 MB/s into the store, every
+// version of it kept for the compaction retention. Beyond timedPeers a
+// peer shows whether it is connected, which changes only when a session
+// starts or runs out.
 const (
+	timedPeers    = 100
 	detailedPeers = 1000
 	failureChars  = 32
 )
 
-func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus) []api.NodePeerStatus {
+func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, now time.Time) []api.NodePeerStatus {
 	if len(ps) == 0 {
 		return nil
 	}
-	brief := len(ps) > detailedPeers
+	brief, timed := len(ps) > detailedPeers, len(ps) <= timedPeers
 	probe := map[string]string{}
 	for _, p := range probes {
 		if p.OK {
@@ -388,9 +418,11 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus) []api.Nod
 	}
 	out := make([]api.NodePeerStatus, 0, len(ps))
 	for _, p := range ps {
-		n := api.NodePeerStatus{Name: p.Name, Probe: probe[p.Name]}
+		n := api.NodePeerStatus{Name: p.Name, Probe: probe[p.Name], Connected: connected(p, now)}
 		if !brief {
 			n.Endpoint = p.Endpoint
+		}
+		if timed {
 			if !p.LastHandshake.IsZero() {
 				t := p.LastHandshake.UTC().Truncate(time.Second)
 				n.LastHandshake = &t
@@ -420,7 +452,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		case *api.Agent:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
 			n.Status.DataPath = hb.DataPath
-			n.Status.Gateways = peerStatuses(hb.Peers, nil)
+			n.Status.Gateways = peerStatuses(hb.Peers, nil, now)
 			n.Status.Targets = nil
 			for _, t := range hb.Targets {
 				n.Status.Targets = append(n.Status.Targets, api.TargetStatus{Tunnel: t.Tunnel, Reachable: t.Reachable, Message: t.Message})
@@ -428,7 +460,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		case *api.Gateway:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
 			n.Status.DataPath = hb.DataPath
-			n.Status.Agents = peerStatuses(hb.Peers, hb.Probes)
+			n.Status.Agents = peerStatuses(hb.Peers, hb.Probes, now)
 			n.Status.Routes = len(hb.Routes)
 		}
 		conds := &obj.GetStatus().Conditions

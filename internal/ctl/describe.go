@@ -222,7 +222,7 @@ func statusTables(obj api.Object, now time.Time, extra describeExtra) []section 
 				reported, ok := extra.probes[p.Name]
 				probe = probeCell(reported, ok)
 			}
-			peers.rows = append(peers.rows, peerRow(p, now, probe))
+			peers.rows = append(peers.rows, peerRow(p, len(o.Status.Gateways), now, probe))
 		}
 		targets := section{title: "Targets", header: []string{"TUNNEL", "REACHABLE", "MESSAGE"}}
 		ts := append([]api.TargetStatus(nil), o.Status.Targets...)
@@ -234,7 +234,7 @@ func statusTables(obj api.Object, now time.Time, extra describeExtra) []section 
 	case *api.Gateway:
 		peers := section{title: "Peers", header: peerHeader}
 		for _, p := range sortedPeers(o.Status.Agents) {
-			peers.rows = append(peers.rows, peerRow(p, now, probeCell(p.Probe, true)))
+			peers.rows = append(peers.rows, peerRow(p, len(o.Status.Agents), now, probeCell(p.Probe, true)))
 		}
 		return []section{peers}
 	case *api.Tunnel:
@@ -255,8 +255,21 @@ func sortedPeers(peers []api.NodePeerStatus) []api.NodePeerStatus {
 	return out
 }
 
-func peerRow(p api.NodePeerStatus, now time.Time, probe string) []string {
-	return []string{p.Name, orNone(p.Endpoint), lastSeen(p.LastHandshake, now), probe}
+// timedPeers is how many peers a node's status lists with their handshake
+// times (Control's bridge server); a longer list says of each only whether
+// its session is current.
+const timedPeers = 100
+
+func peerRow(p api.NodePeerStatus, peers int, now time.Time, probe string) []string {
+	seen := lastSeen(p.LastHandshake, now)
+	switch {
+	case peers <= timedPeers:
+	case p.Connected:
+		seen = "within 3m"
+	default:
+		seen = "not within 3m"
+	}
+	return []string{p.Name, orNone(p.Endpoint), seen, probe}
 }
 
 // probeCell shows one gateway's probe of an agent: ok, the failure as the

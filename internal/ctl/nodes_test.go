@@ -339,6 +339,18 @@ func TestNodeColumns(t *testing.T) {
 			{Name: "a", LastHandshake: before(2*time.Minute + 25*time.Second + time.Minute)},
 		}, fleetNow), "1/1"},
 		{"handshakes none", handshakesColumn(nil, fleetNow), "0/0"},
+		{"a node of many peers shows whether each is connected", handshakesColumn([]api.NodePeerStatus{
+			{Name: "a", Connected: true}, {Name: "b"}, {Name: "c", Connected: true},
+		}, fleetNow), "2/3"},
+		{"a handshake time shown outweighs connected", handshakesColumn([]api.NodePeerStatus{
+			{Name: "a", LastHandshake: before(handshakeFresh + time.Second), Connected: true},
+		}, fleetNow), "0/1"},
+		{"peer of a short list", strings.Join(peerRow(api.NodePeerStatus{Name: "a", LastHandshake: before(50 * time.Second), Connected: true},
+			timedPeers, fleetNow, "ok"), " "), "a <none> 50s ago ok"},
+		{"connected peer of a long list", strings.Join(peerRow(api.NodePeerStatus{Name: "a", Endpoint: "192.0.2.1:1", Connected: true},
+			timedPeers+1, fleetNow, "ok"), " "), "a 192.0.2.1:1 within 3m ok"},
+		{"peer of a long list not connected", strings.Join(peerRow(api.NodePeerStatus{Name: "a"}, timedPeers+1, fleetNow, "ok"), " "),
+			"a <none> not within 3m ok"},
 		{"probed", probedColumn([]api.NodePeerStatus{{Probe: "ok"}, {Probe: ""}, {Probe: "timeout"}, {Probe: "ok"}}), "2/4"},
 		{"reachable", reachableColumn([]api.TargetStatus{{Reachable: true}, {Reachable: false}}), "1/2"},
 		{"serving", servingColumn([]api.TunnelGatewayStatus{{Serving: true}, {Serving: true}, {Serving: false}}), "2/3"},

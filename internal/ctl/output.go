@@ -310,9 +310,13 @@ func lastSeen(t *time.Time, now time.Time) string {
 const handshakeFresh = 4 * time.Minute
 
 // handshakeIsFresh reports whether a peer handshook within handshakeFresh
-// of now.
+// of now; where the status shows no handshake times (a node of more than
+// 100 peers), whether Control found it connected.
 func handshakeIsFresh(p api.NodePeerStatus, now time.Time) bool {
-	return p.LastHandshake != nil && !p.LastHandshake.IsZero() && now.Sub(*p.LastHandshake) <= handshakeFresh
+	if p.LastHandshake == nil || p.LastHandshake.IsZero() {
+		return p.Connected
+	}
+	return now.Sub(*p.LastHandshake) <= handshakeFresh
 }
 
 // handshakesColumn counts the peers with a fresh handshake: "2/3".
