@@ -41,23 +41,23 @@ type udpBind struct {
 	// unsupported; Send reads them without taking mu.
 	socks atomic.Pointer[[2]*bindSocket]
 	told  bool // the limited socket buffers were logged
-	// out counts the data packets Send passes on, and in those the
+	// outFlight counts the data packets Send passes on, and inFlight those the
 	// sockets receive (flight.go); nil counts nothing. Set before the
 	// bind is used.
-	out, in *flight
-	indices localIndices // the receiver indices in counts
+	outFlight, inFlight *flight
+	indices             localIndices // the receiver indices in counts
 }
 
 // counted makes recv wait while too many received packets are still inside
 // wireguard-go, and count what it receives.
 func (b *udpBind) counted(recv conn.ReceiveFunc) conn.ReceiveFunc {
-	if b.in == nil {
+	if b.inFlight == nil {
 		return recv
 	}
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		b.in.wait()
+		b.inFlight.wait()
 		n, err := recv(bufs, sizes, eps)
-		b.in.add(b.indices.ours(bufs, sizes, n))
+		b.inFlight.add(b.indices.ours(bufs, sizes, n))
 		return n, err
 	}
 }
@@ -189,8 +189,8 @@ func (b *udpBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	// Counted as out whether or not the send succeeds: either way
 	// wireguard-go is done with them.
-	b.out.done(transportPackets(bufs))
-	if b.in != nil {
+	b.outFlight.done(transportPackets(bufs))
+	if b.inFlight != nil {
 		b.indices.note(bufs)
 	}
 	if s == nil {

@@ -93,9 +93,9 @@ func TestBulkTransfer(t *testing.T) {
 			for _, n := range []*node{tt.from, tt.to} {
 				link := n.dev.net.(*netStack).link
 				waitFor(t, 5*time.Second, n.name+"'s packets inside wireguard-go to come out", func() bool {
-					return link.flight.n.Load() == 0 && link.in.n.Load() == 0
+					return link.outFlight.n.Load() == 0 && link.inFlight.n.Load() == 0
 				})
-				t.Logf("%s: %d outbound and %d inbound stalls", n.name, link.flight.stalls.Load(), link.in.stalls.Load())
+				t.Logf("%s: %d outbound and %d inbound stalls", n.name, link.outFlight.stalls.Load(), link.inFlight.stalls.Load())
 			}
 		})
 	}

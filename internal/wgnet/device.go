@@ -248,8 +248,8 @@ func New(cfg Config) (*Device, error) {
 	if ns, ok := tnet.(*netStack); ok {
 		if ub, ok := bind.(*udpBind); ok {
 			out, in := newFlight(flightMax, ns.link.stopped), newFlight(flightMax, ns.link.stopped)
-			ns.link.flight, ub.out = out, out
-			ns.link.in, ub.in = in, in
+			ns.link.outFlight, ub.outFlight = out, out
+			ns.link.inFlight, ub.inFlight = in, in
 		}
 	}
 	wg := device.NewDevice(tun, bind, DeviceLogger(log))

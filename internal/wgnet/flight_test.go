@@ -190,7 +190,7 @@ func TestMadeUpDatagramsDoNotHoldTheReceiver(t *testing.T) {
 	if _, err := sendAndHash(conn, 2, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if n := link.in.stalls.Load(); n != 0 {
+	if n := link.inFlight.stalls.Load(); n != 0 {
 		t.Fatalf("the gateway's receiver waited out %d stalls for %d made-up datagrams, want none", n, 20*flightMax)
 	}
 }

@@ -81,11 +81,11 @@ type link struct {
 
 	gros sync.Pool // *gro.GRO, one per concurrent Write
 
-	// flight counts what Read handed wireguard-go and the bind has not yet
-	// sent, in what the bind received and Write has not yet been given
+	// outFlight counts what Read handed wireguard-go and the bind has not yet
+	// sent, inFlight what the bind received and Write has not yet been given
 	// (flight.go); both nil where the bind does not count.
-	flight, in *flight
-	stopped    chan struct{} // closed by shut
+	outFlight, inFlight *flight
+	stopped             chan struct{} // closed by shut
 }
 
 var (
@@ -212,7 +212,7 @@ func (l *link) dispatcherOrNil() stack.NetworkDispatcher {
 // and returns how many it wrote. A segment cut short by the end of bufs
 // continues on the next call.
 func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	l.flight.wait()
+	l.outFlight.wait()
 	if l.head == len(l.pending) {
 		l.mu.Lock()
 		for len(l.out) == 0 && !l.closed {
@@ -240,7 +240,7 @@ func (l *link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		l.head++
 		l.next = 0
 	}
-	l.flight.add(n)
+	l.outFlight.add(n)
 	return n, nil
 }
 
@@ -279,7 +279,7 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 	g.Dispatcher = d
 	var err error
 	written := 0
-	defer func() { l.in.done(written) }()
+	defer func() { l.inFlight.done(written) }()
 	for _, b := range bufs {
 		p := b[offset:]
 		if len(p) == 0 {
