@@ -39,8 +39,11 @@ func openLeaseStore(t *testing.T) (*store.Store, reconcile.ListerWatcher) {
 // nothing else), goes offline when the renewals stop, and comes back
 // with a renewal alone.
 func TestManagerNodeLivenessFromLeases(t *testing.T) {
-	leases, source := openLeaseStore(t)
+	// First, so that the store is closed before the goroutines are
+	// counted: an embedded etcd starts and stops goroutines of its own
+	// while it runs.
 	leakcheck.Goroutines(t)
+	leases, source := openLeaseStore(t)
 	ctx := context.Background()
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
