@@ -258,16 +258,29 @@ type NodePeerStatus struct {
 	// Endpoint is the peer's last seen UDP address.
 	Endpoint string `json:"endpoint,omitempty"`
 	// LastHandshake is the peer's latest WireGuard handshake, shown when
-	// the node has at most 100 peers.
+	// the node has at most TimedPeers peers.
 	LastHandshake *time.Time `json:"lastHandshake,omitempty"`
-	// Connected: the peer's latest handshake was within three minutes
-	// (WireGuard's Reject-After-Time) when the status was written, so its
-	// session was current. Shown for any number of peers, and written
-	// whenever it changes.
+	// Connected: the peer's latest handshake was within SessionFresh when
+	// the status was written, so its session was current. Shown for any
+	// number of peers, and written whenever it changes.
 	Connected bool `json:"connected,omitempty"`
 	// Probe says whether a probe through the tunnel answered (gateways).
 	Probe string `json:"probe,omitempty"`
 }
+
+// TimedPeers is how many peers a node's status lists with their handshake
+// times. Those change every two minutes for every peer, so a status showing
+// them is rewritten for them alone (once a minute); an agent lists every
+// gateway, and at 10,000 agents of 1,000 gateways that would be some
+// 16 MB/s into the store. Beyond TimedPeers a peer shows only Connected,
+// which changes when a session starts or runs out.
+const TimedPeers = 100
+
+// SessionFresh is how old a peer's latest handshake may be for its session
+// to count as current (NodePeerStatus.Connected): WireGuard rejects an
+// older one (Reject-After-Time), and renews it every two minutes while
+// packets flow.
+const SessionFresh = 3 * time.Minute
 
 // Condition types and reasons of Agents and Gateways.
 const (

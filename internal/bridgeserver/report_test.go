@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kakuremichi/kakuremichi/api"
 	"github.com/kakuremichi/kakuremichi/api/bridge"
 )
 
@@ -146,24 +147,24 @@ func TestHeartbeatGate(t *testing.T) {
 	}
 	check("a peer gone from a large gateway", report(detailedPeers, hs.Add(11*time.Minute), ""), 11*time.Minute, status)
 
-	// An agent of more than timedPeers gateways shows no handshake times
+	// An agent of more than api.TimedPeers gateways shows no handshake times
 	// either; it shows which sessions are current, and a session running
 	// out is news though the heartbeat is the same.
 	g = heartbeatGate{leaseInterval: 8 * time.Second, statusRefresh: time.Minute}
-	check("first heartbeat of an agent of many gateways", report(timedPeers+1, hs, ""), 0, status)
+	check("first heartbeat of an agent of many gateways", report(api.TimedPeers+1, hs, ""), 0, status)
 	for i := 1; i <= 5; i++ {
 		at := time.Duration(i) * 2 * time.Minute
-		check("sessions renewed", report(timedPeers+1, hs.Add(at-10*time.Second), ""), at, lease)
+		check("sessions renewed", report(api.TimedPeers+1, hs.Add(at-10*time.Second), ""), at, lease)
 	}
 	stale := hs.Add(10*time.Minute - 10*time.Second)
-	check("no handshake for 2m50s", report(timedPeers+1, stale, ""), stale.Sub(hs)+sessionFresh-10*time.Second, lease)
-	check("no handshake for 3m10s: the sessions ran out", report(timedPeers+1, stale, ""), stale.Sub(hs)+sessionFresh+10*time.Second, status)
-	check("still none", report(timedPeers+1, stale, ""), stale.Sub(hs)+sessionFresh+20*time.Second, lease)
-	check("sessions back", report(timedPeers+1, stale.Add(4*time.Minute), ""), stale.Sub(hs)+4*time.Minute+time.Second, status)
+	check("no handshake for 2m50s", report(api.TimedPeers+1, stale, ""), stale.Sub(hs)+api.SessionFresh-10*time.Second, lease)
+	check("no handshake for 3m10s: the sessions ran out", report(api.TimedPeers+1, stale, ""), stale.Sub(hs)+api.SessionFresh+10*time.Second, status)
+	check("still none", report(api.TimedPeers+1, stale, ""), stale.Sub(hs)+api.SessionFresh+20*time.Second, lease)
+	check("sessions back", report(api.TimedPeers+1, stale.Add(4*time.Minute), ""), stale.Sub(hs)+4*time.Minute+time.Second, status)
 }
 
 // TestPeerStatusesShowWhatTheListCanHold: handshake times for up to
-// timedPeers peers, endpoints for up to detailedPeers, and for any number
+// api.TimedPeers peers, endpoints for up to detailedPeers, and for any number
 // whether each session is current.
 func TestPeerStatusesShowWhatTheListCanHold(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -172,14 +173,14 @@ func TestPeerStatusesShowWhatTheListCanHold(t *testing.T) {
 		for i := range ps {
 			ps[i] = bridge.PeerStatus{Name: "p" + strconv.Itoa(i), Endpoint: "192.0.2.1:51820", LastHandshake: now.Add(-time.Minute)}
 		}
-		ps[0].LastHandshake = now.Add(-sessionFresh - time.Second) // ran out
-		ps[1].LastHandshake = time.Time{}                          // never
+		ps[0].LastHandshake = now.Add(-api.SessionFresh - time.Second) // ran out
+		ps[1].LastHandshake = time.Time{}                              // never
 		return ps
 	}
 	for _, tc := range []struct {
 		peers            int
 		times, endpoints bool
-	}{{timedPeers, true, true}, {timedPeers + 1, false, true}, {detailedPeers + 1, false, false}} {
+	}{{api.TimedPeers, true, true}, {api.TimedPeers + 1, false, true}, {detailedPeers + 1, false, false}} {
 		got := peerStatuses(list(tc.peers), nil, now)
 		if len(got) != tc.peers {
 			t.Fatalf("%d peers: listed %d", tc.peers, len(got))

@@ -306,14 +306,10 @@ func sameReport(a, b *bridge.NodeStatus) bool {
 		})
 }
 
-// sessionFresh is how old a peer's latest handshake may be for its session
-// to count as current: WireGuard rejects an older one (Reject-After-Time),
-// and renews it every two minutes while packets flow.
-const sessionFresh = 3 * time.Minute
-
-// connected reports whether p's session was current at now.
+// connected reports whether p's session was current at now
+// (api.SessionFresh).
 func connected(p bridge.PeerStatus, now time.Time) bool {
-	return !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= sessionFresh
+	return !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= api.SessionFresh
 }
 
 // sameConnected reports whether heartbeat a, written at aAt, and b,
@@ -331,7 +327,7 @@ func sameConnected(a *bridge.NodeStatus, aAt time.Time, b *bridge.NodeStatus, bA
 // times: the only volatile part a status keeps, and only in a list short
 // enough to be shown with them (peerStatuses).
 func sameHandshakesShown(a, b *bridge.NodeStatus) bool {
-	if len(b.Peers) > timedPeers {
+	if len(b.Peers) > api.TimedPeers {
 		return true
 	}
 	return slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
@@ -383,18 +379,8 @@ func (s *Server) statusLoop(ctx context.Context, c *conn) {
 // object in the store, which takes at most api.MaxObjectBytes. In full,
 // some 9,000 agents filled it; the heartbeat was then not recorded and the
 // gateway looked offline. Listed briefly, an agent takes about 40 bytes,
-// 80 with a failure.
-//
-// timedPeers is how many peers a status lists with their handshake times.
-// Those change every two minutes for every peer, and a status shows them
-// up to a minute late (StatusRefresh) at the cost of rewriting it: an agent
-// lists every gateway, and 10,000 agents of 1,000 gateways each rewriting
-// about 100 KB a minute would write some 16 MB/s into the store, every
-// version of it kept for the compaction retention. Beyond timedPeers a
-// peer shows whether it is connected, which changes only when a session
-// starts or runs out.
+// 80 with a failure. Handshake times are listed up to api.TimedPeers.
 const (
-	timedPeers    = 100
 	detailedPeers = 1000
 	failureChars  = 32
 )
@@ -403,7 +389,7 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, now time.
 	if len(ps) == 0 {
 		return nil
 	}
-	brief, timed := len(ps) > detailedPeers, len(ps) <= timedPeers
+	brief, timed := len(ps) > detailedPeers, len(ps) <= api.TimedPeers
 	probe := map[string]string{}
 	for _, p := range probes {
 		if p.OK {

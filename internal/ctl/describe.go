@@ -255,19 +255,16 @@ func sortedPeers(peers []api.NodePeerStatus) []api.NodePeerStatus {
 	return out
 }
 
-// timedPeers is how many peers a node's status lists with their handshake
-// times (Control's bridge server); a longer list says of each only whether
-// its session is current.
-const timedPeers = 100
-
+// peerRow shows p, one of a node's peers in all; beyond api.TimedPeers
+// peers the status says of each only whether its session is current.
 func peerRow(p api.NodePeerStatus, peers int, now time.Time, probe string) []string {
 	seen := lastSeen(p.LastHandshake, now)
 	switch {
-	case peers <= timedPeers:
+	case peers <= api.TimedPeers:
 	case p.Connected:
-		seen = "within 3m"
+		seen = "within " + formatAge(api.SessionFresh)
 	default:
-		seen = "not within 3m"
+		seen = "not within " + formatAge(api.SessionFresh)
 	}
 	return []string{p.Name, orNone(p.Endpoint), seen, probe}
 }

@@ -311,7 +311,7 @@ const handshakeFresh = 4 * time.Minute
 
 // handshakeIsFresh reports whether a peer handshook within handshakeFresh
 // of now; where the status shows no handshake times (a node of more than
-// 100 peers), whether Control found it connected.
+// api.TimedPeers peers), whether Control found it connected.
 func handshakeIsFresh(p api.NodePeerStatus, now time.Time) bool {
 	if p.LastHandshake == nil || p.LastHandshake.IsZero() {
 		return p.Connected

@@ -345,10 +345,12 @@ func benchLoad(cl *http.Client, url string, conns int, d time.Duration) (loadRes
 		return loadResult{}, fmt.Errorf("no request completed in %v", d)
 	}
 	slices.Sort(lats)
-	ms := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1e6 }
 	return loadResult{requests: len(lats), rps: float64(len(lats)) / wall.Seconds(),
-		p50: ms(lats[len(lats)/2]), p99: ms(lats[len(lats)*99/100])}, nil
+		p50: millis(lats[len(lats)/2]), p99: millis(lats[len(lats)*99/100])}, nil
 }
+
+// millis is d in milliseconds.
+func millis(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 // udpRoundTrip sends 100-byte datagrams one at a time to addr, a process
 // that echoes them (benchsrv udpecho), for d and returns the median round
@@ -382,7 +384,7 @@ func udpRoundTrip(addr string, d time.Duration) (float64, error) {
 		return 0, fmt.Errorf("no datagram to %s echoed in %v", addr, d)
 	}
 	slices.Sort(rtts)
-	return float64(rtts[len(rtts)/2].Nanoseconds()) / 1e6, nil
+	return millis(rtts[len(rtts)/2]), nil
 }
 
 // procMemory returns a process's resident set size and its peak, in MiB,

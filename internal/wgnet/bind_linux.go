@@ -189,8 +189,10 @@ func (b *udpBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	// Counted as out whether or not the send succeeds: either way
 	// wireguard-go is done with them.
-	b.outFlight.done(transportPackets(bufs))
-	if b.inFlight != nil {
+	data := transportPackets(bufs)
+	b.outFlight.done(data)
+	if b.inFlight != nil && data < len(bufs) {
+		// Something other than data: perhaps a handshake.
 		b.indices.note(bufs)
 	}
 	if s == nil {

@@ -279,7 +279,6 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 	g.Dispatcher = d
 	var err error
 	written := 0
-	defer func() { l.inFlight.done(written) }()
 	for _, b := range bufs {
 		p := b[offset:]
 		if len(p) == 0 {
@@ -314,6 +313,7 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	g.Dispatcher = nil
 	l.gros.Put(g)
+	l.inFlight.done(written)
 	if err != nil {
 		return 0, err
 	}
