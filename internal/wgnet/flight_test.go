@@ -190,7 +190,11 @@ func TestMadeUpDatagramsDoNotHoldTheReceiver(t *testing.T) {
 	if _, err := sendAndHash(conn, 2, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if n := link.inFlight.stalls.Load(); n != 0 {
-		t.Fatalf("the gateway's receiver waited out %d stalls for %d made-up datagrams, want none", n, 20*flightMax)
+	// Counted in, the made-up datagrams would cost one stall for every
+	// flightMax of them: 20. The real megabytes may cost one or two of
+	// their own on a loaded machine (the receiving stack busy for longer
+	// than flightStall), which is what a stall is for.
+	if n := link.inFlight.stalls.Load(); n >= 5 {
+		t.Fatalf("the gateway's receiver waited out %d stalls for %d made-up datagrams, want fewer than 5 (20 if they counted)", n, 20*flightMax)
 	}
 }
