@@ -31,18 +31,52 @@ type leaseValue struct {
 // practice, and one replica's slightly older time overwriting another's
 // costs at most a few seconds of the lease.
 func (s *Store) RenewLease(ctx context.Context, kind, name string, at time.Time) error {
-	ln, ok := api.NodeLeaseName(kind, name)
-	if !ok {
-		return fmt.Errorf("renew lease of %s %q: %w: only agents and gateways have leases", kind, name, api.ErrBadRequest)
+	return s.RenewLeases(ctx, []LeaseRenewal{{Kind: kind, Name: name, At: at}})
+}
+
+// LeaseRenewal is one node's latest heartbeat, for RenewLeases.
+type LeaseRenewal struct {
+	Kind, Name string
+	At         time.Time
+}
+
+// leaseBatch is how many leases one transaction renews: etcd's default
+// limit of operations per transaction.
+const leaseBatch = 128
+
+// RenewLeases records many nodes' latest heartbeats, as RenewLease does
+// one's, in as few transactions as etcd takes: a fleet's renewals cost
+// the store an entry per batch rather than one per node. A renewal that
+// names no agent or gateway is left out and reported; the rest are
+// written.
+func (s *Store) RenewLeases(ctx context.Context, rs []LeaseRenewal) error {
+	var errs []error
+	ops := make([]clientv3.Op, 0, len(rs))
+	for _, r := range rs {
+		ln, ok := api.NodeLeaseName(r.Kind, r.Name)
+		if !ok {
+			errs = append(errs, fmt.Errorf("renew lease of %s %q: %w: only agents and gateways have leases", r.Kind, r.Name, api.ErrBadRequest))
+			continue
+		}
+		if err := checkName(r.Name); err != nil {
+			errs = append(errs, fmt.Errorf("renew lease of %s %q: %w", r.Kind, r.Name, err))
+			continue
+		}
+		v, err := json.Marshal(leaseValue{RenewTime: r.At.UTC()})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ops = append(ops, clientv3.OpPut(s.secretKey(LeasePrefix+ln), string(v)))
 	}
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("renew lease of %s %q: %w", kind, name, err)
+	for len(ops) > 0 {
+		n := min(len(ops), leaseBatch)
+		if _, err := s.client.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+			errs = append(errs, s.mapErr(fmt.Sprintf("renew %d leases", n), err))
+		}
+		ops = ops[n:]
 	}
-	v, err := json.Marshal(leaseValue{RenewTime: at.UTC()})
-	if err != nil {
-		return err
-	}
-	return s.PutSecret(ctx, LeasePrefix+ln, v, 0)
+	return errors.Join(errs...)
 }
 
 // leaseGoes is what deleting a node of kind and name deletes with it, in

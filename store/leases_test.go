@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +112,42 @@ func TestLeasesAreReadAsLastHeartbeat(t *testing.T) {
 	}
 	if err := s.RenewLease(ctx, "Agent", "../x", renewed); err == nil {
 		t.Fatal("renew the lease of an agent named ../x: got no error")
+	}
+}
+
+// TestRenewLeasesInBatches: 300 renewals at once are all written, in a
+// few transactions (one store revision each) rather than one per node;
+// one that names no node is reported, and the rest still written.
+func TestRenewLeasesInBatches(t *testing.T) {
+	s := openTestStore(t, Config{})
+	ctx := testContext(t)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var rs []LeaseRenewal
+	for i := range 300 {
+		rs = append(rs, LeaseRenewal{Kind: "Agent", Name: fmt.Sprintf("a%03d", i), At: at.Add(time.Duration(i) * time.Second)})
+	}
+	rs = append(rs, LeaseRenewal{Kind: "Tunnel", Name: "web", At: at})
+	before, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenewLeases(ctx, rs); !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), `Tunnel "web"`) {
+		t.Fatalf("RenewLeases with a tunnel among agents: %v; want a bad request naming it", err)
+	}
+	after, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after - before; got != 3 {
+		t.Fatalf("300 renewals took %d store revisions; want 3 (128 per transaction)", got)
+	}
+	for i := range 300 {
+		v, _, err := s.GetSecret(ctx, LeasePrefix+fmt.Sprintf("agents/a%03d", i))
+		if err != nil {
+			t.Fatalf("lease of a%03d: %v", i, err)
+		}
+		if got, err := renewTime(v); err != nil || !got.Equal(rs[i].At) {
+			t.Fatalf("lease of a%03d: %v %v; want %v", i, got, err, rs[i].At)
+		}
 	}
 }

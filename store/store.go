@@ -39,6 +39,10 @@ const (
 	// compacted: 2,000 agents and 200 gateways with full heartbeats write
 	// about 1.2 MiB/s, and an hour of that is twice the default quota.
 	DefaultAutoCompactionRetention = "5m"
+	// raftEntriesKept is how many applied raft entries the embedded etcd
+	// keeps in memory beyond the 100 it compacts its log by (its
+	// SnapshotCatchUpEntries).
+	raftEntriesKept = 10
 )
 
 const (
@@ -213,6 +217,11 @@ func (s *Store) startEmbedded(ctx context.Context, cfg Config) (err error) {
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = retention
 	ec.QuotaBackendBytes = s.quota
+	// etcd keeps the latest raft entries in memory, whole, for slow
+	// followers to catch up from: 5,000 by default. A single member has
+	// none, and with nodes' statuses of hundreds of KB (a gateway lists
+	// every agent) those entries held gigabytes.
+	ec.SnapshotCatchUpEntries = raftEntriesKept
 
 	e, err := embed.StartEtcd(ec)
 	if err != nil {

@@ -36,8 +36,13 @@ type Event struct {
 // (0: every change after the call), in revision order, each exactly once. The channel is
 // closed when ctx is cancelled, when the store is closed, or after an
 // Error event; the caller must either read until it closes or cancel ctx.
-// A value that does not decode is logged and skipped.
-func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan Event, error) {
+// A value that does not decode is logged and skipped. Event.Old is set
+// only with WithOld.
+func (s *Store) Watch(ctx context.Context, kind string, fromRev int64, opts ...WatchOption) (<-chan Event, error) {
+	var wc watchConfig
+	for _, o := range opts {
+		o(&wc)
+	}
 	k, err := lookupKind(kind)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", kind, err)
@@ -63,7 +68,7 @@ func (s *Store) Watch(ctx context.Context, kind string, fromRev int64) (<-chan E
 	}
 	prefix := s.kindPrefix(k)
 	return watchPrefix(ctx, s, op, prefix, fromRev, []clientv3.OpOption{clientv3.WithPrevKV()},
-		func(e *clientv3.Event) (Event, bool) { return s.event(k, prefix, e) },
+		func(e *clientv3.Event) (Event, bool) { return s.event(k, prefix, e, wc.old) },
 		func(err error) Event { return Event{Type: api.Error, Err: err} }), nil
 }
 
@@ -136,7 +141,19 @@ func watchPrefix[E any](ctx context.Context, s *Store, op, prefix string, fromRe
 }
 
 // event converts an etcd event; false means it was skipped.
-func (s *Store) event(k api.KindInfo, prefix string, e *clientv3.Event) (Event, bool) {
+// WatchOption changes what Watch delivers.
+type WatchOption func(*watchConfig)
+
+type watchConfig struct {
+	old bool
+}
+
+// WithOld has Watch set Event.Old. Each modification then costs a second
+// decode, of the object as it was: informers, which keep their own copy,
+// do without, and a node's status can be hundreds of KB.
+func WithOld() WatchOption { return func(c *watchConfig) { c.old = true } }
+
+func (s *Store) event(k api.KindInfo, prefix string, e *clientv3.Event, withOld bool) (Event, bool) {
 	rev := e.Kv.ModRevision
 	switch e.Type {
 	case mvccpb.PUT:
@@ -149,7 +166,7 @@ func (s *Store) event(k api.KindInfo, prefix string, e *clientv3.Event) (Event, 
 			return Event{Type: api.Added, Object: obj, Revision: rev}, true
 		}
 		ev := Event{Type: api.Modified, Object: obj, Revision: rev}
-		if e.PrevKv != nil {
+		if withOld && e.PrevKv != nil {
 			if old, err := s.decode(k, e.PrevKv); err == nil {
 				ev.Old = old
 			}

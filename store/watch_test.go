@@ -211,3 +211,40 @@ func TestWatchEndsWithContextAndStore(t *testing.T) {
 	}
 	waitGoroutines(t, base)
 }
+
+// TestWatchOldOnlyWhenAsked: a modification carries the object as it was
+// only for a watch that asks for it (WithOld); others are spared decoding
+// it.
+func TestWatchOldOnlyWhenAsked(t *testing.T) {
+	s := openTestStore(t, Config{})
+	ctx := testContext(t)
+	a := tunnelOf(t, mustCreate(t, s, newTunnel("a", "a.example.com")))
+	plain, err := s.Watch(ctx, "tunnels", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withOld, err := s.Watch(ctx, "tunnels", 0, WithOld())
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := tunnelOf(t, api.Clone(a))
+	edit.Spec.Target = "http://localhost:1"
+	mustUpdate(t, s, edit)
+	for _, w := range []struct {
+		name string
+		ch   <-chan Event
+		old  bool
+	}{{"plain", plain, false}, {"WithOld", withOld, true}} {
+		select {
+		case ev := <-w.ch:
+			if ev.Type != api.Modified || (ev.Old != nil) != w.old {
+				t.Fatalf("%s watch: %s with old %v; want Modified with old %v", w.name, ev.Type, ev.Old != nil, w.old)
+			}
+			if w.old && ev.Old.(*api.Tunnel).Spec.Target != a.Spec.Target {
+				t.Fatalf("WithOld: old target %q, want %q", ev.Old.(*api.Tunnel).Spec.Target, a.Spec.Target)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s watch: no event", w.name)
+		}
+	}
+}

@@ -377,7 +377,11 @@ func (s *Server) watch(c echo.Context, k api.KindInfo, sel api.Selector) error {
 	}
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel()
-	events, err := s.store.Watch(ctx, k.Kind, from)
+	var opts []store.WatchOption
+	if !sel.Empty() {
+		opts = append(opts, store.WithOld()) // to tell an object that stops matching
+	}
+	events, err := s.store.Watch(ctx, k.Kind, from, opts...)
 	if err != nil {
 		return err
 	}
