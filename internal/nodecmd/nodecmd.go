@@ -11,7 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/kakuremichi/kakuremichi/internal/flagenv"
 )
@@ -23,12 +27,14 @@ const EnvPrefix = "KAKUREMICHI_"
 // LogFlags are the logging flags every subcommand shares.
 type LogFlags struct {
 	level, format string
+	debugListen   string
 }
 
-// Register declares --log-level and --log-format on fs.
+// Register declares --log-level, --log-format and --debug-listen on fs.
 func (l *LogFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&l.level, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&l.format, "log-format", "text", "text or json")
+	fs.StringVar(&l.debugListen, "debug-listen", "", "address (such as 127.0.0.1:6060) of an HTTP server of the process's Go profiles at /debug/pprof/; off when empty. Whoever reaches it can read them: keep it on loopback")
 }
 
 // Logger builds the logger the flags ask for, writing to w.
@@ -67,6 +73,22 @@ func ParseCommand(fs *flag.FlagSet, args []string, lf *LogFlags, stderr io.Write
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return nil, 2
+	}
+	if lf.debugListen != "" {
+		ln, err := net.Listen("tcp", lf.debugListen)
+		if err != nil {
+			fmt.Fprintf(stderr, "error: --debug-listen: %v\n", err)
+			return nil, 2
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		log.Info("serving Go profiles", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	}
 	return log, -1
 }
