@@ -61,7 +61,7 @@ type RegisterResponse struct {
 type MessageType string
 
 // Message types. Control sends Snapshot, Delta, UpToDate, Ping and Error;
-// a node sends Heartbeat (with status) and Pong.
+// a node sends Heartbeat (with Status or Changes) and Pong.
 const (
 	// Snapshot replaces the node's whole slice.
 	Snapshot MessageType = "snapshot"
@@ -92,8 +92,14 @@ type Message struct {
 	Items []Item `json:"items,omitempty"`
 	// Deleted are keys of items removed (Delta).
 	Deleted []string `json:"deleted,omitempty"`
-	// Status is the node's report (Heartbeat).
+	// Status is the node's whole report (Heartbeat).
 	Status *NodeStatus `json:"status,omitempty"`
+	// Changes is what changed in the node's report since its previous
+	// heartbeat on this connection (Heartbeat; see StatusChanges).
+	Changes *StatusChanges `json:"changes,omitempty"`
+	// AcceptsChanges, on Control's first message on a connection, says
+	// that Control takes heartbeats with Changes.
+	AcceptsChanges bool `json:"acceptsChanges,omitempty"`
 	// Message explains an Error.
 	Message string `json:"message,omitempty"`
 }
@@ -194,6 +200,10 @@ type NodeStatus struct {
 	// Probes reports, on gateways, whether each agent answered a probe
 	// through the tunnel (quality.md 7).
 	Probes []ProbeStatus `json:"probes,omitempty"`
+	// ReportedForm marks a status in reported form (NodeStatus.Reported):
+	// each peer's Connected is the node's word, not to be judged again
+	// from its handshake time.
+	ReportedForm bool `json:"reportedForm,omitempty"`
 }
 
 // PeerStatus is one WireGuard peer as the node sees it.
@@ -201,8 +211,12 @@ type PeerStatus struct {
 	Name          string    `json:"name"`
 	Endpoint      string    `json:"endpoint,omitempty"`
 	LastHandshake time.Time `json:"lastHandshake,omitzero"`
-	RxBytes       int64     `json:"rxBytes,omitempty"`
-	TxBytes       int64     `json:"txBytes,omitempty"`
+	// Connected: the latest handshake was within api.SessionFresh when
+	// the node reported it (set in the reported form, see
+	// NodeStatus.Reported).
+	Connected bool  `json:"connected,omitempty"`
+	RxBytes   int64 `json:"rxBytes,omitempty"`
+	TxBytes   int64 `json:"txBytes,omitempty"`
 }
 
 // TargetStatus is the reachability of one tunnel's target from its agent.

@@ -86,6 +86,19 @@ func TestSameReportComparesEveryOtherField(t *testing.T) {
 	}
 }
 
+// gatewayStatus is a gateway's heartbeat: peers agents, each with its
+// handshake at handshake and its probe failing with probe (or answering,
+// when it is empty).
+func gatewayStatus(peers int, handshake time.Time, probe string) bridge.NodeStatus {
+	st := bridge.NodeStatus{Version: "v1", Revision: 7}
+	for i := range peers {
+		name := "ag-" + strconv.Itoa(i)
+		st.Peers = append(st.Peers, bridge.PeerStatus{Name: name, Endpoint: "192.0.2.1:51820", LastHandshake: handshake, RxBytes: handshake.Unix()})
+		st.Probes = append(st.Probes, bridge.ProbeStatus{Agent: name, OK: probe == "", Message: probe, CheckedAt: handshake})
+	}
+	return st
+}
+
 // TestHeartbeatGate follows one connection's heartbeats through the gate:
 // what is new is written to the status at once; a heartbeat that differs
 // only in volatile fields renews the lease, at most once per interval; the
@@ -95,13 +108,8 @@ func TestHeartbeatGate(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	g := heartbeatGate{leaseInterval: 8 * time.Second, statusRefresh: time.Minute}
 	report := func(peers int, handshake time.Time, probe string) *bridge.NodeStatus {
-		st := &bridge.NodeStatus{Version: "v1", Revision: 7}
-		for i := range peers {
-			name := "ag-" + strconv.Itoa(i)
-			st.Peers = append(st.Peers, bridge.PeerStatus{Name: name, Endpoint: "192.0.2.1:51820", LastHandshake: handshake, RxBytes: handshake.Unix()})
-			st.Probes = append(st.Probes, bridge.ProbeStatus{Agent: name, OK: probe == "", Message: probe, CheckedAt: handshake})
-		}
-		return st
+		st := gatewayStatus(peers, handshake, probe)
+		return &st
 	}
 	type want int
 	const (
@@ -141,11 +149,11 @@ func TestHeartbeatGate(t *testing.T) {
 	// A list longer than a status shows in full: its handshake times are
 	// not shown, and only the lease moves.
 	g = heartbeatGate{leaseInterval: 8 * time.Second, statusRefresh: time.Minute}
-	check("first heartbeat of a large gateway", report(detailedPeers+1, hs, ""), 0, status)
+	check("first heartbeat of a large gateway", report(bridge.EndpointPeers+1, hs, ""), 0, status)
 	for i := 1; i <= 10; i++ {
-		check("newer handshakes of a large gateway", report(detailedPeers+1, hs.Add(time.Duration(i)*time.Minute), ""), time.Duration(i)*time.Minute, lease)
+		check("newer handshakes of a large gateway", report(bridge.EndpointPeers+1, hs.Add(time.Duration(i)*time.Minute), ""), time.Duration(i)*time.Minute, lease)
 	}
-	check("a peer gone from a large gateway", report(detailedPeers, hs.Add(11*time.Minute), ""), 11*time.Minute, status)
+	check("a peer gone from a large gateway", report(bridge.EndpointPeers, hs.Add(11*time.Minute), ""), 11*time.Minute, status)
 
 	// An agent of more than api.TimedPeers gateways shows no handshake times
 	// either; it shows which sessions are current, and a session running
@@ -163,8 +171,89 @@ func TestHeartbeatGate(t *testing.T) {
 	check("sessions back", report(api.TimedPeers+1, stale.Add(4*time.Minute), ""), stale.Sub(hs)+4*time.Minute+time.Second, status)
 }
 
+// TestHeartbeatGateOnChanges follows a node that sends its status whole
+// once and then only what changed, through the same steps as
+// TestHeartbeatGate: changes Control shows are written at once; handshake
+// times, where a status shows them, once per refresh, even when the
+// heartbeats after them are empty; the rest renews the lease. The gate
+// keeps no copy of what it wrote.
+func TestHeartbeatGateOnChanges(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var g heartbeatGate
+	var sent, held *bridge.NodeStatus // what the node sent last, what Control holds
+	reset := func() {
+		g, sent, held = heartbeatGate{leaseInterval: 8 * time.Second, statusRefresh: time.Minute}, nil, nil
+	}
+	status := gatewayStatus
+	const (
+		nothing = "nothing"
+		lease   = "the lease only"
+		written = "the status"
+	)
+	check := func(step string, st bridge.NodeStatus, at time.Duration, want string) {
+		t.Helper()
+		now := t0.Add(at)
+		rep := st.Reported(now)
+		var hb heartbeat
+		var ok bool
+		if sent == nil {
+			sent, held = &rep, &rep
+			hb, ok = g.admit(held, now)
+		} else {
+			ch := sent.ChangesTo(rep)
+			next := held.Apply(ch)
+			prev := held
+			sent, held = &rep, &next
+			hb, ok = g.admitChanges(prev, &ch, held, now)
+			if g.last != nil {
+				t.Fatalf("%s: the gate keeps a copy of the status it wrote", step)
+			}
+		}
+		got := nothing
+		switch {
+		case ok && hb.leaseOnly:
+			got = lease
+		case ok:
+			got = written
+		}
+		if got != want {
+			t.Fatalf("%s: wrote %s, want %s", step, got, want)
+		}
+		if ok && !reflect.DeepEqual(hb.status, rep) {
+			t.Fatalf("%s: recorded %+v, want what the node reported, %+v", step, hb.status, rep)
+		}
+	}
+	hs := t0
+	reset()
+	check("first heartbeat", status(3, hs, ""), 0, written)
+	check("same, 3 s later", status(3, hs, ""), 3*time.Second, nothing)
+	check("newer handshakes and counters, 5 s later", status(3, hs.Add(5*time.Second), ""), 5*time.Second, nothing)
+	check("same, 9 s later", status(3, hs.Add(5*time.Second), ""), 9*time.Second, lease)
+	check("a failed probe", status(3, hs.Add(5*time.Second), "dial: i/o timeout"), 13*time.Second, written)
+	check("same failure", status(3, hs.Add(5*time.Second), "dial: i/o timeout"), 14*time.Second, nothing)
+	check("newer handshakes, 20 s after the last status", status(3, hs.Add(30*time.Second), "dial: i/o timeout"), 33*time.Second, lease)
+	check("nothing new, 59 s after the last status", status(3, hs.Add(30*time.Second), "dial: i/o timeout"), 72*time.Second, lease)
+	check("nothing new, 61 s after: the handshakes are due", status(3, hs.Add(30*time.Second), "dial: i/o timeout"), 74*time.Second, written)
+	check("nothing new after that", status(3, hs.Add(30*time.Second), "dial: i/o timeout"), 83*time.Second, lease)
+
+	// An agent of more than api.TimedPeers gateways: renewals change
+	// nothing; the node says when a session runs out and comes back.
+	reset()
+	check("first heartbeat of an agent of many gateways", status(api.TimedPeers+1, hs, ""), 0, written)
+	for i := 1; i <= 5; i++ {
+		at := time.Duration(i) * 2 * time.Minute
+		check("sessions renewed", status(api.TimedPeers+1, hs.Add(at-10*time.Second), ""), at, lease)
+	}
+	stale := hs.Add(10*time.Minute - 10*time.Second)
+	check("no handshake for 2m50s", status(api.TimedPeers+1, stale, ""), stale.Sub(hs)+api.SessionFresh-10*time.Second, lease)
+	check("no handshake for 3m10s: the sessions ran out", status(api.TimedPeers+1, stale, ""), stale.Sub(hs)+api.SessionFresh+10*time.Second, written)
+	check("still none", status(api.TimedPeers+1, stale, ""), stale.Sub(hs)+api.SessionFresh+20*time.Second, lease)
+	check("sessions back", status(api.TimedPeers+1, stale.Add(4*time.Minute), ""), stale.Sub(hs)+4*time.Minute+time.Second, written)
+	check("a gateway gone", status(api.TimedPeers, stale.Add(4*time.Minute), ""), stale.Sub(hs)+4*time.Minute+2*time.Second, written)
+}
+
 // TestPeerStatusesShowWhatTheListCanHold: handshake times for up to
-// api.TimedPeers peers, endpoints for up to detailedPeers, and for any number
+// api.TimedPeers peers, endpoints for up to bridge.EndpointPeers, and for any number
 // whether each session is current.
 func TestPeerStatusesShowWhatTheListCanHold(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -180,8 +269,8 @@ func TestPeerStatusesShowWhatTheListCanHold(t *testing.T) {
 	for _, tc := range []struct {
 		peers            int
 		times, endpoints bool
-	}{{api.TimedPeers, true, true}, {api.TimedPeers + 1, false, true}, {detailedPeers + 1, false, false}} {
-		got := peerStatuses(list(tc.peers), nil, now)
+	}{{api.TimedPeers, true, true}, {api.TimedPeers + 1, false, true}, {bridge.EndpointPeers + 1, false, false}} {
+		got := peerStatuses(list(tc.peers), nil, false, now)
 		if len(got) != tc.peers {
 			t.Fatalf("%d peers: listed %d", tc.peers, len(got))
 		}

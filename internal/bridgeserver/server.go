@@ -72,6 +72,7 @@ type Server struct {
 	dirtyCh chan struct{} // capacity 1: signals coalesce
 
 	writers chan struct{} // a slot per status write in flight
+	leases  leaseRenewals // renewals leaseLoop writes
 
 	// keyMu holds a *keyUses per API key name: registrations count
 	// their uses through it (see consumeKey).
@@ -117,7 +118,11 @@ func New(cfg Config) *Server {
 		}
 	}
 	for _, kind := range kinds {
-		inf := reconcile.NewInformer(reconcile.InformerConfig{Kind: kind, Source: cfg.Sources[kind], Logger: cfg.Logger})
+		src := cfg.Sources[kind]
+		if kind == "Agent" || kind == "Gateway" {
+			src = withoutPeerLists{src}
+		}
+		inf := reconcile.NewInformer(reconcile.InformerConfig{Kind: kind, Source: src, Logger: cfg.Logger})
 		kind := kind
 		inf.AddHandler(func(ch reconcile.Change) { s.changed(kind, ch) })
 		s.informers[kind] = inf
@@ -145,10 +150,14 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.rebuildLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.leaseLoop(ctx)
 	}()
 	<-ctx.Done()
 	s.mu.Lock()
@@ -647,4 +656,51 @@ func (s *Server) EnrolLocal(ctx context.Context, req bridge.RegisterRequest) (st
 		return "", fmt.Errorf("enrol local %s: %w", req.Kind, err)
 	}
 	return s.issueCredential(ctx, stored)
+}
+
+// withoutPeerLists wraps a source of agents or gateways so that the
+// objects it gives have no peer lists or target reports in their status:
+// the bridge computes slices from their specs and addresses, and writes
+// those lists from heartbeats, never from the cache. A gateway lists
+// every agent and an agent every gateway; at 10,000 agents of 1,000
+// gateways the lists were a gigabyte of the bridge's cache.
+type withoutPeerLists struct {
+	src reconcile.ListerWatcher
+}
+
+func (w withoutPeerLists) List(ctx context.Context) ([]api.Object, int64, error) {
+	objs, rev, err := w.src.List(ctx)
+	for i, obj := range objs {
+		objs[i] = stripPeerLists(obj)
+	}
+	return objs, rev, err
+}
+
+func (w withoutPeerLists) Watch(ctx context.Context, fromRev int64) (<-chan reconcile.Event, error) {
+	in, err := w.src.Watch(ctx, fromRev)
+	if err != nil {
+		return nil, err
+	}
+	return reconcile.Relay(ctx, in, func(ev reconcile.Event) (reconcile.Event, bool) {
+		if ev.Object != nil {
+			ev.Object = stripPeerLists(ev.Object)
+		}
+		return ev, true
+	}), nil
+}
+
+// stripPeerLists returns a copy of an agent or gateway without its
+// status's peer list and target reports; other objects as they are.
+func stripPeerLists(obj api.Object) api.Object {
+	switch n := obj.(type) {
+	case *api.Agent:
+		c := *n
+		c.Status.Gateways, c.Status.Targets = nil, nil
+		return &c
+	case *api.Gateway:
+		c := *n
+		c.Status.Agents = nil
+		return &c
+	}
+	return obj
 }

@@ -44,3 +44,32 @@ func TestStatusCopyLeavesTheCacheAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestStripPeerListsKeepsWhatSlicesRead: the bridge's cache of nodes
+// drops their peer lists and target reports, and keeps their specs,
+// addresses and conditions; the object given is left alone.
+func TestStripPeerListsKeepsWhatSlicesRead(t *testing.T) {
+	gw := &api.Gateway{Metadata: api.ObjectMeta{Name: "gw", ResourceVersion: "5"}, Spec: api.GatewaySpec{PublicEndpoint: "192.0.2.1:51820"}}
+	gw.Status.OverlayAddress, gw.Status.Routes = "100.64.0.1", 3
+	gw.Status.Agents = []api.NodePeerStatus{{Name: "a", Connected: true}}
+	gw.Status.Conditions = []api.Condition{{Type: api.NodeConnected, Status: api.ConditionTrue}}
+	got := stripPeerLists(gw).(*api.Gateway)
+	if got.Status.Agents != nil || got.Status.OverlayAddress != "100.64.0.1" || got.Status.Routes != 3 ||
+		got.Spec != gw.Spec || got.Metadata.ResourceVersion != "5" || len(got.Status.Conditions) != 1 {
+		t.Fatalf("stripped gateway: %+v", got)
+	}
+	if len(gw.Status.Agents) != 1 {
+		t.Fatal("the gateway given lost its agents")
+	}
+	ag := &api.Agent{Metadata: api.ObjectMeta{Name: "ag"}}
+	ag.Status.OverlayAddress = "100.64.0.2"
+	ag.Status.Gateways = []api.NodePeerStatus{{Name: "gw"}}
+	ag.Status.Targets = []api.TargetStatus{{Tunnel: "t", Reachable: true}}
+	if a := stripPeerLists(ag).(*api.Agent); a.Status.Gateways != nil || a.Status.Targets != nil || a.Status.OverlayAddress != "100.64.0.2" {
+		t.Fatalf("stripped agent: %+v", a.Status)
+	}
+	tn := &api.Tunnel{Metadata: api.ObjectMeta{Name: "t"}}
+	if stripPeerLists(tn) != api.Object(tn) {
+		t.Fatal("a tunnel was copied; want it as it is")
+	}
+}

@@ -339,14 +339,20 @@ func diffParts(a, b *part) (up []*entry, del []string) {
 }
 
 // encodeMessage encodes a Snapshot or Delta from entries' cached JSON; it
-// decodes as the bridge.Message json.Marshal would have written.
-func encodeMessage(typ bridge.MessageType, rev int64, digest string, items []*entry, deleted []string) []byte {
-	n := 64 + len(digest)
+// decodes as the bridge.Message json.Marshal would have written. first
+// marks a connection's first message, which says that Control takes
+// heartbeats with only what changed (bridge.Message.AcceptsChanges).
+func encodeMessage(typ bridge.MessageType, rev int64, digest string, items []*entry, deleted []string, first bool) []byte {
+	n := 96 + len(digest)
 	for _, e := range items {
 		n += len(e.json) + 1
 	}
 	b := make([]byte, 0, n)
-	b = append(b, `{"type":`...)
+	b = append(b, '{')
+	if first {
+		b = append(b, `"acceptsChanges":true,`...)
+	}
+	b = append(b, `"type":`...)
 	b = strconv.AppendQuote(b, string(typ))
 	if rev != 0 {
 		b = append(b, `,"revision":`...)

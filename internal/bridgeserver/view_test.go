@@ -152,7 +152,7 @@ func TestEncodeMessage(t *testing.T) {
 		{Type: bridge.Delta, Revision: 9, Digest: "0", Deleted: []string{"peer/a"}},
 	} {
 		var got bridge.Message
-		if err := json.Unmarshal(encodeMessage(want.Type, want.Revision, want.Digest, entries[:len(want.Items)], want.Deleted), &got); err != nil {
+		if err := json.Unmarshal(encodeMessage(want.Type, want.Revision, want.Digest, entries[:len(want.Items)], want.Deleted, want.AcceptsChanges), &got); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(got, want) {

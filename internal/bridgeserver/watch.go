@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/coder/websocket"
 	"github.com/kakuremichi/kakuremichi/api"
@@ -58,7 +60,7 @@ func (s *Server) watch(c echo.Context) error {
 	if !s.synced() {
 		return writeStatus(c, api.NewStatusError(api.ReasonUnavailable, "control is starting; retry"))
 	}
-	if _, _, ok := s.currentView(p); !ok {
+	if _, _, ok := s.currentView(p); !ok && !s.awaitNode(ctx, p) {
 		return writeStatus(c, api.NewStatusError(api.ReasonNotFound, "%s %q does not exist (deleted?); register again", p.Role.NodeKind(), p.Node))
 	}
 	var since int64
@@ -113,6 +115,34 @@ func (s *Server) watch(c echo.Context) error {
 	return nil
 }
 
+// awaitNode waits, for at most nodeLag, until a node that the store
+// holds is in the view: one that registered a moment ago may connect
+// before the informers have seen it. It reports false at once for a node
+// the store does not hold.
+func (s *Server) awaitNode(ctx context.Context, p credential.Principal) bool {
+	if _, err := s.cfg.Store.Get(ctx, p.Role.NodeKind(), p.Node); err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, nodeLag)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		if _, ok := s.informers[p.Role.NodeKind()].Get(p.Node); ok {
+			_, _, ok := s.currentView(p)
+			return ok
+		}
+	}
+}
+
+// nodeLag is how long a connection waits for its node to reach the view.
+const nodeLag = 5 * time.Second
+
 func send(ctx context.Context, ws *websocket.Conn, m bridge.Message) error {
 	data, err := json.Marshal(m)
 	if err != nil {
@@ -137,9 +167,9 @@ func (s *Server) writeLoop(ctx context.Context, c *conn, digest string) {
 	}
 	var err error
 	if d := v.digest(c.principal, last); digest != "" && digest == d {
-		err = send(ctx, c.ws, bridge.Message{Type: bridge.UpToDate, Revision: v.rev, Digest: digest})
+		err = send(ctx, c.ws, bridge.Message{Type: bridge.UpToDate, Revision: v.rev, Digest: digest, AcceptsChanges: true})
 	} else {
-		err = sendRaw(ctx, c.ws, encodeMessage(bridge.Snapshot, v.rev, d, last.entries(), nil))
+		err = sendRaw(ctx, c.ws, encodeMessage(bridge.Snapshot, v.rev, d, last.entries(), nil, true))
 	}
 	if err != nil {
 		return
@@ -165,7 +195,7 @@ func (s *Server) writeLoop(ctx context.Context, c *conn, digest string) {
 		if len(up) == 0 && len(del) == 0 {
 			continue
 		}
-		if err := sendRaw(ctx, c.ws, encodeMessage(bridge.Delta, v.rev, v.digest(c.principal, ns), up, del)); err != nil {
+		if err := sendRaw(ctx, c.ws, encodeMessage(bridge.Delta, v.rev, v.digest(c.principal, ns), up, del, false)); err != nil {
 			return
 		}
 		// Changes that come in a burst (a fleet enrolling) reach a node
@@ -219,8 +249,14 @@ func (s *Server) pingLoop(ctx context.Context, c *conn) {
 // something new; when it differs only in the times of the peers'
 // handshakes the status shows, at most once per StatusRefresh; otherwise
 // it only renews the node's lease, once per LeaseInterval.
+//
+// A heartbeat brings the node's whole status or what changed in it since
+// the one before (bridge.StatusChanges); the connection keeps the whole,
+// with its names interned: ten thousand agents list the same thousand
+// gateways.
 func (s *Server) readLoop(ctx context.Context, c *conn) {
 	gate := heartbeatGate{leaseInterval: s.cfg.LeaseInterval, statusRefresh: s.cfg.StatusRefresh}
+	var report *bridge.NodeStatus // the node's status as of its last heartbeat
 	for {
 		typ, data, err := c.ws.Read(ctx)
 		if err != nil {
@@ -235,11 +271,39 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 			s.log.Warn("bad message from node", "name", c.principal.Node, "err", err)
 			return
 		}
-		if m.Type != bridge.Heartbeat || m.Status == nil {
+		if m.Type != bridge.Heartbeat {
 			continue
 		}
+		var changes *bridge.StatusChanges
+		prev := report
+		switch {
+		case m.Status != nil:
+			st := m.Status.Sorted()
+			internStatus(st.Peers, st.Probes, st.Routes)
+			report = &st
+		case m.Changes != nil && report != nil:
+			changes = m.Changes
+			internStatus(changes.Peers, changes.Probes, changes.Routes)
+			next := report.Apply(*changes)
+			report = &next
+		case m.Changes != nil:
+			s.log.Warn("bad message from node", "name", c.principal.Node, "err", "status changes before a whole status")
+			return
+		default:
+			continue
+		}
+		if n := max(len(report.Peers), len(report.Probes), len(report.Targets), len(report.Routes)); n > maxReported {
+			s.log.Warn("bad message from node", "name", c.principal.Node, "err", fmt.Sprintf("a status of %d entries in one list; at most %d", n, maxReported))
+			return
+		}
 		now := s.cfg.Now()
-		hb, ok := gate.admit(m.Status, now)
+		var hb heartbeat
+		var ok bool
+		if changes != nil {
+			hb, ok = gate.admitChanges(prev, changes, report, now)
+		} else {
+			hb, ok = gate.admit(report, now)
+		}
 		if !ok {
 			continue
 		}
@@ -258,15 +322,89 @@ func (s *Server) readLoop(ctx context.Context, c *conn) {
 	}
 }
 
+// maxReported bounds each list of a node's status as the connection
+// keeps it: changes add up over many messages, and what one node reports
+// must not take Control's memory.
+const maxReported = 1 << 17
+
+// internStatus replaces the names in a heartbeat's lists by their
+// interned copies, which the connection keeps for as long as it lasts.
+func internStatus(peers []bridge.PeerStatus, probes []bridge.ProbeStatus, routes []string) {
+	for i := range peers {
+		peers[i].Name, peers[i].Endpoint = intern(peers[i].Name), intern(peers[i].Endpoint)
+	}
+	for i := range probes {
+		probes[i].Agent = intern(probes[i].Agent)
+	}
+	for i, r := range routes {
+		routes[i] = intern(r)
+	}
+}
+
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
+}
+
 // heartbeatGate decides what each heartbeat of one connection writes: the
 // node's status when it reports something new (or, once per
 // statusRefresh, newer handshake times its status shows), else its lease
 // once per leaseInterval, else nothing.
+//
+// A heartbeat of changes says itself what is new, so the gate keeps no
+// copy of what it last wrote for it: at ten thousand agents of a thousand
+// gateways, that copy was gigabytes.
 type heartbeatGate struct {
 	leaseInterval, statusRefresh time.Duration
 
-	last             *bridge.NodeStatus // the report last written to the status
+	last             *bridge.NodeStatus // the whole report last written to the status
 	statusAt, beatAt time.Time
+	// timesPending: heartbeats of changes brought handshake times (all
+	// they changed) that are not written yet.
+	timesPending bool
+}
+
+// admitChanges returns what to record of a heartbeat of changes ch,
+// received at now, that made next of prev; false for nothing.
+func (g *heartbeatGate) admitChanges(prev *bridge.NodeStatus, ch *bridge.StatusChanges, next *bridge.NodeStatus, now time.Time) (heartbeat, bool) {
+	g.last = nil // the whole status was written when it came
+	news, times := newsIn(prev, ch)
+	g.timesPending = g.timesPending || times
+	writeStatus := news || (g.timesPending && now.Sub(g.statusAt) >= g.statusRefresh)
+	if !writeStatus && now.Sub(g.beatAt) < g.leaseInterval {
+		return heartbeat{}, false
+	}
+	if writeStatus {
+		g.statusAt, g.timesPending = now, false
+	}
+	g.beatAt = now
+	return heartbeat{status: *next, at: now, leaseOnly: !writeStatus}, true
+}
+
+// newsIn reports whether changes ch to prev bring anything a status
+// shows but handshake times, and whether they bring handshake times.
+func newsIn(prev *bridge.NodeStatus, ch *bridge.StatusChanges) (news, times bool) {
+	if ch.Version != prev.Version || ch.DataPath != prev.DataPath || ch.Revision != prev.Revision ||
+		len(ch.PeersGone) > 0 || len(ch.Targets) > 0 || len(ch.TargetsGone) > 0 || len(ch.Routes) > 0 ||
+		len(ch.RoutesGone) > 0 || len(ch.Probes) > 0 || len(ch.ProbesGone) > 0 {
+		return true, false
+	}
+	for _, p := range ch.Peers {
+		i, found := slices.BinarySearchFunc(prev.Peers, p.Name, func(q bridge.PeerStatus, name string) int { return strings.Compare(q.Name, name) })
+		if !found {
+			return true, false
+		}
+		q := prev.Peers[i]
+		if q.Endpoint != p.Endpoint || q.Connected != p.Connected || q.LastHandshake.IsZero() != p.LastHandshake.IsZero() {
+			return true, false
+		}
+		if !q.LastHandshake.Truncate(time.Second).Equal(p.LastHandshake.Truncate(time.Second)) {
+			times = true
+		}
+	}
+	return false, times
 }
 
 // admit returns what to record of a heartbeat st received at now, and
@@ -293,10 +431,11 @@ func (g *heartbeatGate) admit(st *bridge.NodeStatus, now time.Time) (heartbeat, 
 // every agent, and writing all of it every few seconds for its timestamps
 // was most of what an idle fleet wrote into the store.
 func sameReport(a, b *bridge.NodeStatus) bool {
-	return a.Version == b.Version && a.DataPath == b.DataPath && a.Revision == b.Revision &&
+	return a.Version == b.Version && a.DataPath == b.DataPath && a.Revision == b.Revision && a.ReportedForm == b.ReportedForm &&
 		slices.Equal(a.Routes, b.Routes) &&
 		slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
-			return x.Name == y.Name && x.Endpoint == y.Endpoint && x.LastHandshake.IsZero() == y.LastHandshake.IsZero()
+			return x.Name == y.Name && x.Endpoint == y.Endpoint && x.Connected == y.Connected &&
+				x.LastHandshake.IsZero() == y.LastHandshake.IsZero()
 		}) &&
 		slices.EqualFunc(a.Targets, b.Targets, func(x, y bridge.TargetStatus) bool {
 			return x.Tunnel == y.Tunnel && x.Reachable == y.Reachable && x.Message == y.Message
@@ -307,9 +446,13 @@ func sameReport(a, b *bridge.NodeStatus) bool {
 }
 
 // connected reports whether p's session was current at now
-// (api.SessionFresh).
-func connected(p bridge.PeerStatus, now time.Time) bool {
-	return !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= api.SessionFresh
+// (api.SessionFresh): as the node said, in a status in reported form, or
+// else as its handshake time shows.
+func connected(p bridge.PeerStatus, reported bool, now time.Time) bool {
+	if reported {
+		return p.Connected
+	}
+	return bridge.Fresh(p.LastHandshake, now)
 }
 
 // sameConnected reports whether heartbeat a, written at aAt, and b,
@@ -317,8 +460,8 @@ func connected(p bridge.PeerStatus, now time.Time) bool {
 // connected or not alike: a session running out is news, though nothing
 // in the heartbeat changed but the time.
 func sameConnected(a *bridge.NodeStatus, aAt time.Time, b *bridge.NodeStatus, bAt time.Time) bool {
-	return slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
-		return connected(x, aAt) == connected(y, bAt)
+	return a.ReportedForm == b.ReportedForm && slices.EqualFunc(a.Peers, b.Peers, func(x, y bridge.PeerStatus) bool {
+		return connected(x, a.ReportedForm, aAt) == connected(y, b.ReportedForm, bAt)
 	})
 }
 
@@ -343,8 +486,9 @@ type heartbeat struct {
 	leaseOnly bool
 }
 
-// statusLoop records the heartbeats readLoop queues, at most
-// statusWriters at a time across all connections.
+// statusLoop records the heartbeats readLoop queues: statuses at most
+// statusWriters at a time across all connections, lease renewals through
+// leaseLoop.
 func (s *Server) statusLoop(ctx context.Context, c *conn) {
 	for {
 		var hb heartbeat
@@ -353,43 +497,37 @@ func (s *Server) statusLoop(ctx context.Context, c *conn) {
 			return
 		case hb = <-c.statusCh:
 		}
+		if hb.leaseOnly {
+			s.leases.renew(c.principal.Role.NodeKind(), c.principal.Node, hb.at)
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case s.writers <- struct{}{}:
 		}
-		var err error
-		what := "record node status"
-		if hb.leaseOnly {
-			what = "renew node lease"
-			err = s.cfg.Store.RenewLease(ctx, c.principal.Role.NodeKind(), c.principal.Node, hb.at)
-		} else {
-			err = s.recordStatus(ctx, c.principal, hb.status, hb.at)
-		}
+		err := s.recordStatus(ctx, c.principal, hb.status, hb.at)
 		<-s.writers
 		if err != nil && !errors.Is(err, context.Canceled) {
-			s.log.Warn(what, "name", c.principal.Node, "err", err)
+			s.log.Warn("record node status", "name", c.principal.Node, "err", err)
 		}
 	}
 }
 
-// detailedPeers is how many peers a node's status lists in full. Beyond
-// it a peer is listed by name and probe only, with a failure's message
-// cut to failureChars: a gateway lists every agent, and its status is one
-// object in the store, which takes at most api.MaxObjectBytes. In full,
-// some 9,000 agents filled it; the heartbeat was then not recorded and the
-// gateway looked offline. Listed briefly, an agent takes about 40 bytes,
-// 80 with a failure. Handshake times are listed up to api.TimedPeers.
-const (
-	detailedPeers = 1000
-	failureChars  = 32
-)
+// failureChars is how much of a probe failure's message a status shows
+// for a peer in a list too long to show endpoints (bridge.EndpointPeers):
+// a gateway lists every agent, and its status is one object in the
+// store, which takes at most api.MaxObjectBytes. In full, some 9,000
+// agents filled it; the heartbeat was then not recorded and the gateway
+// looked offline. Listed briefly, an agent takes about 40 bytes, 80 with
+// a failure. Handshake times are listed up to api.TimedPeers.
+const failureChars = 32
 
-func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, now time.Time) []api.NodePeerStatus {
+func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, reported bool, now time.Time) []api.NodePeerStatus {
 	if len(ps) == 0 {
 		return nil
 	}
-	brief, timed := len(ps) > detailedPeers, len(ps) <= api.TimedPeers
+	brief, timed := len(ps) > bridge.EndpointPeers, len(ps) <= api.TimedPeers
 	probe := map[string]string{}
 	for _, p := range probes {
 		if p.OK {
@@ -404,7 +542,7 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, now time.
 	}
 	out := make([]api.NodePeerStatus, 0, len(ps))
 	for _, p := range ps {
-		n := api.NodePeerStatus{Name: p.Name, Probe: probe[p.Name], Connected: connected(p, now)}
+		n := api.NodePeerStatus{Name: p.Name, Probe: probe[p.Name], Connected: connected(p, reported, now)}
 		if !brief {
 			n.Endpoint = p.Endpoint
 		}
@@ -438,7 +576,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		case *api.Agent:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
 			n.Status.DataPath = hb.DataPath
-			n.Status.Gateways = peerStatuses(hb.Peers, nil, now)
+			n.Status.Gateways = peerStatuses(hb.Peers, nil, hb.ReportedForm, now)
 			n.Status.Targets = nil
 			for _, t := range hb.Targets {
 				n.Status.Targets = append(n.Status.Targets, api.TargetStatus{Tunnel: t.Tunnel, Reachable: t.Reachable, Message: t.Message})
@@ -446,7 +584,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		case *api.Gateway:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
 			n.Status.DataPath = hb.DataPath
-			n.Status.Agents = peerStatuses(hb.Peers, hb.Probes, now)
+			n.Status.Agents = peerStatuses(hb.Peers, hb.Probes, hb.ReportedForm, now)
 			n.Status.Routes = len(hb.Routes)
 		}
 		conds := &obj.GetStatus().Conditions

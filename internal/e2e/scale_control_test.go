@@ -45,9 +45,10 @@ func TestControlScaleSmall(t *testing.T) {
 // (3). KAKUREMICHI_SCALE_CONTROL_LOG names a file to keep Control's log
 // in, whether the run passes or fails. KAKUREMICHI_SCALE_IDLE is the idle window in seconds (60), over
 // which Control's CPU and the growth of its store's database are
-// measured. With KAKUREMICHI_SCALE_FULL_STATUS=1 every heartbeat carries what a
-// real node's does: each peer's endpoint and latest handshake (every two
-// minutes) and, from a gateway, a probe of each agent. Run it with:
+// measured. With KAKUREMICHI_SCALE_FULL_STATUS=1 every node reports what a
+// real node does: each peer in its slice, with its endpoint and latest
+// handshake (every two minutes) and, from a gateway, a probe of each
+// agent. Run it with:
 //
 //	go test -run XXX -bench ControlScale -benchtime 1x -timeout 60m ./internal/e2e
 //
@@ -125,6 +126,12 @@ type simNode struct {
 	syncedAt  time.Time                          // last Snapshot, Delta or UpToDate
 	firstSync chan struct{}
 	seen      map[string]time.Time // watched route key -> first seen
+
+	// With fullStatus, the status last built and when, and whether the
+	// slice's peers changed since.
+	built        bridge.NodeStatus
+	builtAt      time.Time
+	peersChanged bool
 }
 
 func (n *simNode) apply(m bridge.Message, watched func() []string) error {
@@ -139,6 +146,7 @@ func (n *simNode) apply(m bridge.Message, watched func() []string) error {
 		switch {
 		case strings.HasPrefix(k, "peer/"):
 			n.peers += by
+			n.peersChanged = true
 		case strings.HasPrefix(k, "route/"):
 			n.routes += by
 		case k == "self" && by < 0:
@@ -184,33 +192,54 @@ func (n *simNode) counts() (peers int, addressed bool, routes int) {
 // their peers and probes.
 var fullStatus = os.Getenv("KAKUREMICHI_SCALE_FULL_STATUS") != ""
 
-// simStatus is a simulated node's heartbeat status: empty, or with
-// fullStatus what a node of a fleet of agents and gateways reports, every
-// node of the other kind a peer whose handshake is renewed every two
-// minutes, each at its own moment, and, from a gateway, every agent
-// probed a moment ago.
-func simStatus(kind string, agents, gateways int) bridge.NodeStatus {
+// statusRefresh is how often a simulated node renews the handshake times
+// it reports: well within api.SessionFresh, so every session stays
+// current, as a real node's do.
+const statusRefresh = 30 * time.Second
+
+// status is a simulated node's heartbeat status: empty, or with
+// fullStatus what a real node of its kind reports: a peer for every node
+// of the other kind in its slice, whose handshake is renewed every two
+// minutes, each at its own moment, and, from a gateway, a probe of every
+// agent. The node rebuilds it when its slice's peers change or its times
+// are due; between, every heartbeat gets the same (nodeclient copies
+// what it sends), as a real node's listing of an unchanged device costs
+// it little.
+func (n *simNode) status() bridge.NodeStatus {
 	if !fullStatus {
 		return bridge.NodeStatus{}
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	now := time.Now()
-	peers, format := gateways, "gw-%05d"
-	if kind == "Gateway" {
-		peers, format = agents, "agent-%05d"
+	if !n.peersChanged && now.Sub(n.builtAt) < statusRefresh {
+		return n.built
 	}
-	st := bridge.NodeStatus{Peers: make([]bridge.PeerStatus, peers)}
-	if kind == "Gateway" {
-		st.Probes = make([]bridge.ProbeStatus, peers)
+	n.peersChanged, n.builtAt = false, now
+	names := make([]string, 0, n.peers)
+	for h := range n.keys {
+		if k := h.Value(); strings.HasPrefix(k, "peer/") {
+			names = append(names, k[len("peer/"):])
+		}
 	}
-	for i := range peers {
-		name := fmt.Sprintf(format, i)
-		phase := time.Duration((now.Unix()+int64(i)*7)%120) * time.Second
-		st.Peers[i] = bridge.PeerStatus{Name: name, Endpoint: fmt.Sprintf("198.51.100.%d:%d", 1+i%250, 40000+i/250),
+	slices.Sort(names)
+	st := bridge.NodeStatus{Peers: make([]bridge.PeerStatus, len(names))}
+	if n.kind == "Gateway" {
+		st.Probes = make([]bridge.ProbeStatus, len(names))
+	}
+	for i, name := range names {
+		seq := 0
+		if j := strings.LastIndexByte(name, '-'); j >= 0 {
+			seq, _ = strconv.Atoi(name[j+1:])
+		}
+		phase := time.Duration((now.Unix()+int64(seq)*7)%120) * time.Second
+		st.Peers[i] = bridge.PeerStatus{Name: name, Endpoint: fmt.Sprintf("198.51.100.%d:%d", 1+seq%250, 40000+seq/250),
 			LastHandshake: now.Add(-phase).Truncate(time.Second), RxBytes: 1 << 20, TxBytes: 1 << 20}
 		if st.Probes != nil {
 			st.Probes[i] = bridge.ProbeStatus{Agent: name, OK: true, LatencyMS: 1.2, CheckedAt: now}
 		}
 	}
+	n.built = st
 	return st
 }
 
@@ -357,7 +386,7 @@ func runControlScale(tb testing.TB, agents, gateways, rounds int) scaleResult {
 		cfg := nodeclient.Config{ControlURL: c.url(), APIKey: keys[n.kind], Kind: n.kind, Name: n.name,
 			PublicKey: key.PublicKey(), StateDir: dir, Version: "scale",
 			Changes: func(m bridge.Message) error { return n.apply(m, watched) },
-			Status:  func() bridge.NodeStatus { return simStatus(n.kind, agents, gateways) },
+			Status:  n.status,
 			Synced:  n.synced, MaxBackoff: 10 * time.Second,
 			// The slice files are the nodes' business, not what this
 			// measures: written once at enrolment, then not again while

@@ -52,10 +52,16 @@ func TestWatchResumesAcrossControlRestarts(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
-			sc := bufio.NewScanner(resp.Body)
-			for sc.Scan() {
+			br := bufio.NewReader(resp.Body)
+			for {
+				// A line without its newline is one Control was killed
+				// in the middle of writing: the connection is gone.
+				line, err := br.ReadBytes('\n')
+				if err != nil {
+					break
+				}
 				var ev api.WatchEvent
-				decodeJSON(t, sc.Bytes(), &ev)
+				decodeJSON(t, line, &ev)
 				if ev.Type == api.Bookmark {
 					continue
 				}

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -402,13 +403,22 @@ func (c *Client) session(ctx context.Context) (established bool, err error) {
 		stop()
 		wg.Wait()
 	}()
+	// The first heartbeat waits for Control's first message, which says
+	// whether Control takes heartbeats with only what changed.
+	first, changes := make(chan struct{}), new(atomic.Bool)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer stop()
-		c.heartbeats(sctx, ws)
+		select {
+		case <-first:
+		case <-sctx.Done():
+			return
+		case <-time.After(c.cfg.HeartbeatInterval):
+		}
+		c.heartbeats(sctx, ws, changes)
 	}()
-	for {
+	for read := 0; ; read++ {
 		typ, data, err := ws.Read(sctx)
 		if err != nil {
 			var ce websocket.CloseError
@@ -424,7 +434,14 @@ func (c *Client) session(ctx context.Context) (established bool, err error) {
 		if err := json.Unmarshal(data, &m); err != nil {
 			return true, fmt.Errorf("decode message: %w", err)
 		}
-		if err := c.handle(m); err != nil {
+		if read == 0 {
+			changes.Store(m.AcceptsChanges)
+		}
+		err = c.handle(m)
+		if read == 0 {
+			close(first)
+		}
+		if err != nil {
 			return true, err
 		}
 	}
@@ -527,22 +544,39 @@ func (c *Client) synced(rev int64) {
 	}
 }
 
-func (c *Client) heartbeats(ctx context.Context, ws *websocket.Conn) {
+// heartbeats sends the node's status every HeartbeatInterval (or when
+// asked through beat) until ctx is done or a write fails. Where Control
+// takes them (changes), the first heartbeat carries the whole status in
+// reported form and the rest only what changed in it: a node of
+// thousands of peers sends a few bytes when nothing Control shows has
+// changed.
+func (c *Client) heartbeats(ctx context.Context, ws *websocket.Conn, changes *atomic.Bool) {
 	t := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer t.Stop()
+	var sent *bridge.NodeStatus // what Control holds, in reported form
 	for {
 		st := c.cfg.Status()
 		st.Version = c.cfg.Version
 		c.mu.Lock()
 		st.Revision = c.revision
 		c.mu.Unlock()
-		data, _ := json.Marshal(bridge.Message{Type: bridge.Heartbeat, Status: &st})
+		m, next := bridge.Message{Type: bridge.Heartbeat, Status: &st}, (*bridge.NodeStatus)(nil)
+		if changes.Load() {
+			rep := st.Reported(time.Now())
+			next, m.Status = &rep, &rep
+			if sent != nil {
+				ch := sent.ChangesTo(rep)
+				m.Status, m.Changes = nil, &ch
+			}
+		}
+		data, _ := json.Marshal(m)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := ws.Write(wctx, websocket.MessageText, data)
 		cancel()
 		if err != nil {
 			return
 		}
+		sent = next
 		select {
 		case <-ctx.Done():
 			return

@@ -151,14 +151,21 @@ func TestHeartbeatAtOnceForAChallenge(t *testing.T) {
 // stops it.
 func runEnrolledNode(t *testing.T, controlURL, kind string) (stop func()) {
 	t.Helper()
+	return runNodeWithStatus(t, controlURL, kind, func() bridge.NodeStatus { return bridge.NodeStatus{} }, time.Hour)
+}
+
+// runNodeWithStatus runs a client of kind "n", already holding a
+// credential, against controlURL, reporting status() every interval; the
+// returned func stops it.
+func runNodeWithStatus(t *testing.T, controlURL, kind string, status func() bridge.NodeStatus, interval time.Duration) (stop func()) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := SaveCredential(dir, "kkt_n.secret"); err != nil {
 		t.Fatal(err)
 	}
 	key, _ := wgnet.GeneratePrivateKey()
 	c, err := New(Config{ControlURL: controlURL, Kind: kind, Name: "n", PublicKey: key.PublicKey(), StateDir: dir,
-		Apply: func(bridge.Slice) error { return nil }, Status: func() bridge.NodeStatus { return bridge.NodeStatus{} },
-		HeartbeatInterval: time.Hour})
+		Apply: func(bridge.Slice) error { return nil }, Status: status, HeartbeatInterval: interval})
 	if err != nil {
 		t.Fatal(err)
 	}
