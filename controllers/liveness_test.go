@@ -497,18 +497,24 @@ func TestConnectedSet(t *testing.T) {
 	var s connectedSet
 	lease := 40 * time.Second
 	get := func() []string {
-		return slices.Sorted(slices.Values(s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true)))
+		names, _ := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true)
+		return names
 	}
 	if got := get(); !slices.Equal(got, []string{"a1", "a2"}) {
 		t.Fatalf("connected with an address: %v, want a1 a2", got)
 	}
-	first := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true)
-	if again := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true); &again[0] != &first[0] {
+	first, v1 := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true)
+	if again, v := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true); &again[0] != &first[0] || v != v1 {
 		t.Fatalf("the set was built again with nothing changed")
 	}
+	// Built again (a change reported) with the same names: same version.
+	s.changed()
+	if _, v := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true); v != v1 {
+		t.Fatalf("the same names built again took version %d, want %d", v, v1)
+	}
 	clk.Advance(11 * time.Second) // a2's lease ran out
-	if got := get(); !slices.Equal(got, []string{"a1"}) {
-		t.Fatalf("after a2's lease: %v, want a1", got)
+	if got, v := s.get(infs["Agent"], nodeBeats{}, clk.Now(), lease, true); !slices.Equal(got, []string{"a1"}) || v == v1 {
+		t.Fatalf("after a2's lease: %v at version %d, want a1 at a new version", got, v)
 	}
 	// A change the handler reports is seen at once.
 	mustDelete(t, src, "Agent", "a1")
@@ -560,4 +566,95 @@ func BenchmarkDataPathJudgement(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDataPathVerdictsFollowTheirInputs checks that a node's data-path
+// verdict is kept while nothing it was judged from changes (judged again
+// it allocates for its message; kept it allocates nothing), and is judged
+// again when a probe report, the connected nodes of the other kind or a
+// gateway's own link change.
+func TestDataPathVerdictsFollowTheirInputs(t *testing.T) {
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	probes := map[string]string{"a1": ProbeOK, "a2": ProbeOK}
+	g1, g2 := gatewayFix("g1", "100.65.0.1"), gatewayFix("g2", "100.65.0.2")
+	g1.probes, g2.probes = probes, probes
+	a2 := agentFix("a2", "100.64.0.2")
+	a2.heartbeat = 30 * time.Second
+	createAll(t, src, clk, []nodeFix{agentFix("a1", "100.64.0.1"), a2, g1, g2})
+	infs, _ := startInformers(t, src)
+	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
+	infs["Agent"].AddHandler(r.onAgentChange(func(reconcile.Request) {}))
+	infs["Gateway"].AddHandler(r.onGatewayChange(func(reconcile.Request) {}))
+	lease := r.lease()
+
+	agent := func(name string) api.Condition { return r.agentDataPath(name, clk.Now(), lease) }
+	gateway := func(name string, connected bool) api.Condition {
+		obj, ok := infs["Gateway"].Get(name)
+		if !ok {
+			t.Fatalf("gateway %s not in the informer", name)
+		}
+		return r.gatewayDataPath(obj.(*api.Gateway), connected, clk.Now(), lease)
+	}
+	want := func(what string, c api.Condition, reason string) {
+		t.Helper()
+		if c.Reason != reason {
+			t.Fatalf("%s: %s (%s), want %s", what, c.Reason, c.Message, reason)
+		}
+	}
+	want("a1 judged", agent("a1"), api.ReasonProbeSucceeded)
+	want("g1 judged", gateway("g1", true), api.ReasonProbeSucceeded)
+	if n := testing.AllocsPerRun(20, func() { agent("a1") }); n != 0 {
+		t.Fatalf("a1 judged again with nothing changed: %.0f allocations, want none (kept)", n)
+	}
+	if n := testing.AllocsPerRun(20, func() { gateway("g1", true) }); n != 0 {
+		t.Fatalf("g1 judged again with nothing changed: %.0f allocations, want none (kept)", n)
+	}
+
+	// A heartbeat that changes no probe keeps both verdicts.
+	beat := func(name string, edit func(*api.Gateway)) {
+		t.Helper()
+		obj, _ := infs["Gateway"].Get(name)
+		gw := api.Clone(obj).(*api.Gateway)
+		now := clk.Now()
+		gw.Status.LastHeartbeat = &now
+		edit(gw)
+		out, err := src.UpdateStatus(context.Background(), gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the informer to hold "+name+"'s heartbeat", func() bool {
+			got, _ := infs["Gateway"].Get(name)
+			return got.GetMeta().ResourceVersion == out.GetMeta().ResourceVersion
+		})
+	}
+	beat("g1", func(*api.Gateway) {})
+	if n := testing.AllocsPerRun(20, func() { agent("a1") }); n != 0 {
+		t.Fatalf("a1 judged again after a heartbeat that changed no probe: %.0f allocations, want none", n)
+	}
+
+	// Both gateways' probes of a1 fail: a1 is judged again, and g1 too.
+	for _, g := range []string{"g1", "g2"} {
+		beat(g, func(gw *api.Gateway) {
+			for i := range gw.Status.Agents {
+				if gw.Status.Agents[i].Name == "a1" {
+					gw.Status.Agents[i].Probe = "timeout"
+				}
+			}
+		})
+	}
+	want("a1 after both probes failed", agent("a1"), api.ReasonProbeFailed)
+	want("a2 kept", agent("a2"), api.ReasonProbeSucceeded)
+	want("g1 still reaches a2", gateway("g1", true), api.ReasonProbeSucceeded)
+
+	// g1 no longer connected: its own verdict says so at once.
+	want("g1 not connected", gateway("g1", false), ReasonNotConnected)
+
+	// a2's lease runs out: g1 reaches no connected agent.
+	clk.Advance(11 * time.Second)
+	want("g1 with a2 gone", gateway("g1", true), api.ReasonProbeFailed)
+
+	// The gateways' leases run out: a1 has no connected gateway.
+	clk.Advance(lease)
+	want("a1 with no gateway connected", agent("a1"), ReasonNoGatewayConnected)
 }
