@@ -249,6 +249,36 @@ type NodeStatus struct {
 	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
 	// Revision is the slice revision the node last reported applying.
 	Revision int64 `json:"revision,omitempty"`
+	// Peers sums up the node's WireGuard peers when it has more than
+	// ListedPeers; its list of peers (an agent's status.gateways, a
+	// gateway's status.agents) then shows only those in trouble.
+	Peers *PeerCounts `json:"peers,omitempty"`
+}
+
+// ListedPeers is how many peers a node's status lists one by one. A
+// longer list would be rewritten whole whenever one of its peers changed:
+// while a fleet of 10,000 agents comes online, every one of 1,000
+// gateways' lists would be, each heartbeat, some 50 MB/s into the store.
+// Beyond it, PeerCounts sums the peers up and the list names only those
+// in trouble.
+const ListedPeers = 500
+
+// PeerCounts sums up a node's peers. The list beside it names, up to
+// ListedPeers of them and sorted by name, the peers in trouble: not
+// connected or, on a gateway, whose probe has not answered (failed, or
+// not yet run); Unlisted counts those in trouble beyond. So when Unlisted
+// is 0, a peer of the node that is not listed is connected and answered
+// its probe.
+type PeerCounts struct {
+	// Total counts the node's peers.
+	Total int `json:"total"`
+	// Connected counts those with a current session.
+	Connected int `json:"connected"`
+	// Answered counts those whose probe through the tunnel answered
+	// (gateways).
+	Answered int `json:"answered,omitempty"`
+	// Unlisted counts the peers in trouble the list leaves out.
+	Unlisted int `json:"unlisted,omitempty"`
 }
 
 // NodePeerStatus is one WireGuard peer as a node reports it.
@@ -267,6 +297,12 @@ type NodePeerStatus struct {
 	// Probe says whether a probe through the tunnel answered (gateways).
 	Probe string `json:"probe,omitempty"`
 }
+
+// ProbeOK is the value of NodePeerStatus.Probe, in a gateway's
+// status.agents, for a probe through the tunnel that answered. The
+// bridge writes it from the gateway's heartbeat; an empty Probe means
+// "not probed yet" and any other value describes the failure.
+const ProbeOK = "ok"
 
 // TimedPeers is how many peers a node's status lists with their handshake
 // times. Those change every two minutes for every peer, so a status showing

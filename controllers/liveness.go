@@ -1,12 +1,14 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +64,7 @@ type NodeLivenessReconciler struct {
 
 	agentsFanout, gatewaysFanout fanout
 	probes                       probeIndex
+	entries                      agentEntries
 	// The connected agents (with an address) and gateways, for judging
 	// nodes of the other kind.
 	connectedAgents, connectedGateways connectedSet
@@ -196,8 +199,32 @@ type probeIndex struct {
 
 type gatewayProbes struct {
 	from   *api.Gateway
-	probes map[string]string
-	ver    uint64 // the index's version when these reports changed
+	probes map[string]string // the reports listed, by agent name
+	// summed: the gateway has more than api.ListedPeers agents, and its
+	// list names only those in trouble; complete: all of them.
+	summed, complete bool
+	revision         int64  // the slice revision the gateway applied
+	ver              uint64 // the index's version when these reports changed
+}
+
+// probe returns the gateway's report of an agent: ProbeOK, a failure, or
+// "" for none yet. entered is the slice revision from which the agent is
+// among the gateway's peers (ok false: it is not): a gateway that sums
+// its agents up leaves out those that answered, and an agent it does not
+// list answered only if the gateway has it as a peer at all.
+func (p gatewayProbes) probe(agent string, entered int64, ok bool) string {
+	if v, listed := p.probes[agent]; listed {
+		return v
+	}
+	if p.summed && p.complete && ok && p.revision >= entered {
+		return ProbeOK
+	}
+	return ""
+}
+
+func (p gatewayProbes) same(q gatewayProbes) bool {
+	return p.summed == q.summed && p.complete == q.complete && (!p.summed || p.revision == q.revision) &&
+		maps.Equal(p.probes, q.probes)
 }
 
 // of returns gw's probe reports by agent name.
@@ -212,11 +239,11 @@ func (x *probeIndex) get(gw *api.Gateway) gatewayProbes {
 	if ok && p.from == gw {
 		return p
 	}
-	m := probesOf(gw)
-	if ok && maps.Equal(m, p.probes) {
+	next := probesOfGateway(gw)
+	if ok && next.same(p) {
 		p.from = gw
 	} else {
-		p = gatewayProbes{from: gw, probes: m, ver: x.ver.Add(1)}
+		p, p.ver = next, x.ver.Add(1)
 	}
 	if x.byGateway == nil {
 		x.byGateway = map[string]gatewayProbes{}
@@ -329,6 +356,7 @@ func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, leas
 
 func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, gateways []string) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
+	entered, isPeer := r.entries.of(agent)
 	connected := 0
 	answered, pending := firstNames{n: nameListMax}, firstNames{n: nameListMax}
 	failures := firstNames{n: failureListMax}
@@ -339,7 +367,7 @@ func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, gateways []str
 		}
 		gw := obj.(*api.Gateway)
 		connected++
-		probe := r.probes.of(gw)[agent]
+		probe := r.probes.get(gw).probe(agent, entered, isPeer)
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
 			answered.add(gw.Metadata.Name)
@@ -374,24 +402,30 @@ func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, gateways []str
 func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bool, now time.Time, lease time.Duration) api.Condition {
 	// Agents without an address are left out: no gateway has them as a
 	// peer yet.
+	// The index's version, not the gateway's: what an agent the gateway
+	// sums up counts as moves with the agent's entry too.
+	probesVer := r.probes.ver.Load()
 	agents, agentsVer := r.connectedAgents.get(r.Agents, r.beats(), now, lease, true)
 	probes := r.probes.get(gw)
-	key := verdictKey{peers: agentsVer, probes: probes.ver, connected: gwConnected}
+	key := verdictKey{peers: agentsVer, probes: probesVer, connected: gwConnected}
 	if c, ok := r.gatewayVerdicts.get(gw.Metadata.Name, key); ok {
 		return c
 	}
-	c := judgeGatewayDataPath(probes.probes, agents, gwConnected)
+	r.entries.mu.RLock()
+	c := judgeGatewayDataPath(probes, r.entries.rev, agents, gwConnected)
+	r.entries.mu.RUnlock()
 	r.gatewayVerdicts.put(gw.Metadata.Name, key, c)
 	return c
 }
 
-func judgeGatewayDataPath(probes map[string]string, agents []string, gwConnected bool) api.Condition {
+func judgeGatewayDataPath(probes gatewayProbes, entered map[string]int64, agents []string, gwConnected bool) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
 	targets, answered := 0, 0
 	pending, failures := firstNames{n: nameListMax}, firstNames{n: failureListMax}
 	for _, name := range agents {
 		targets++
-		probe := probes[name]
+		rev, ok := entered[name]
+		probe := probes.probe(name, rev, ok)
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
 			answered++
@@ -441,6 +475,20 @@ func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)
 		if gw, ok := ch.New.(*api.Gateway); ok {
 			after = r.probes.of(gw)
 		}
+		// A gateway that sums its agents up does not list those that
+		// answered: each agent that entered within the slices it newly
+		// applied may have.
+		if gw, ok := ch.New.(*api.Gateway); ok && gw.Status.Peers != nil {
+			var from int64
+			if old, ok := ch.Old.(*api.Gateway); ok {
+				from = old.Status.Revision
+			}
+			if gw.Status.Revision > from {
+				r.entries.between(from, gw.Status.Revision, func(name string) {
+					enqueue(reconcile.Request{Key: api.Key{Kind: "Agent", Name: name}})
+				})
+			}
+		}
 		if linkOf(ch.Old) != linkOf(ch.New) {
 			r.connectedGateways.changed()
 			r.agentsFanout.do(fanoutInterval, func() {
@@ -472,6 +520,15 @@ func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) 
 	return func(ch reconcile.Change) {
 		if ch.New == nil && ch.Old != nil {
 			r.agentVerdicts.forget(ch.Old.GetMeta().Name)
+			r.entries.forget(ch.Old.GetMeta().Name)
+		}
+		if entering(ch.Old, ch.New) {
+			var rev int64
+			if r.Agents.HasSynced() {
+				rev, _ = strconv.ParseInt(ch.New.GetMeta().ResourceVersion, 10, 64)
+			}
+			r.entries.enter(ch.New.GetMeta().Name, rev)
+			r.probes.ver.Add(1) // what gateways' reports say of it moved
 		}
 		if ch.Resync || linkOf(ch.Old) == linkOf(ch.New) {
 			return
@@ -483,6 +540,21 @@ func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) 
 			}
 		})
 	}
+}
+
+// entering reports whether an agent's change puts it among the gateways'
+// peers anew: it has an address and is enabled, and did not, or had
+// another address.
+func entering(old, new api.Object) bool {
+	if new == nil {
+		return false
+	}
+	n := linkOf(new)
+	if !n.enabled || n.address == "" {
+		return false
+	}
+	o := linkOf(old)
+	return !o.enabled || o.address != n.address
 }
 
 // fanoutInterval is the least time between two enqueues of every node of
@@ -592,9 +664,86 @@ func probesOf(obj api.Object) map[string]string {
 	if !ok {
 		return nil
 	}
-	out := make(map[string]string, len(gw.Status.Agents))
+	return probesOfGateway(gw).probes
+}
+
+func probesOfGateway(gw *api.Gateway) gatewayProbes {
+	out := gatewayProbes{from: gw, probes: make(map[string]string, len(gw.Status.Agents)), revision: gw.Status.Revision}
 	for _, p := range gw.Status.Agents {
-		out[p.Name] = p.Probe
+		out.probes[p.Name] = p.Probe
+	}
+	if c := gw.Status.Peers; c != nil {
+		out.summed, out.complete = true, c.Unlisted == 0
 	}
 	return out
+}
+
+// agentEntries records the slice revision from which each agent is among
+// the gateways' peers: the revision of the change that gave it an
+// address while enabled, or enabled it with one. An agent a gateway sums
+// up (gatewayProbes.probe) counts only once the gateway has applied it.
+// Agents the informer listed at start count from revision 0: any gateway
+// reconnecting to this Control applies a slice that holds them.
+type agentEntries struct {
+	mu  sync.RWMutex
+	rev map[string]int64
+	// log is every entry recorded, by revision (the informer delivers
+	// them in the store's order, so each is appended). Entries of agents
+	// deleted or entered again stay until it is compacted.
+	log []agentEntry
+}
+
+type agentEntry struct {
+	name string
+	rev  int64
+}
+
+func (e *agentEntries) enter(name string, rev int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.rev == nil {
+		e.rev = map[string]int64{}
+	}
+	e.rev[name] = rev
+	if n := len(e.log); n == 0 || e.log[n-1].rev <= rev {
+		e.log = append(e.log, agentEntry{name, rev})
+	} else { // a relist's, in no order
+		i, _ := slices.BinarySearchFunc(e.log, rev+1, func(a agentEntry, rev int64) int { return cmp.Compare(a.rev, rev) })
+		e.log = slices.Insert(e.log, i, agentEntry{name, rev})
+	}
+	if len(e.log) > 2*len(e.rev)+1024 {
+		e.log = e.log[:0]
+		for n, r := range e.rev {
+			e.log = append(e.log, agentEntry{n, r})
+		}
+		slices.SortFunc(e.log, func(a, b agentEntry) int { return cmp.Compare(a.rev, b.rev) })
+	}
+}
+
+func (e *agentEntries) forget(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.rev, name)
+}
+
+// of returns the revision the agent entered at; ok is false for an
+// agent that is no gateway's peer.
+func (e *agentEntries) of(name string) (rev int64, ok bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	rev, ok = e.rev[name]
+	return rev, ok
+}
+
+// between calls fn with the agents that entered after revision from, up
+// to and including to.
+func (e *agentEntries) between(from, to int64, fn func(name string)) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	i, _ := slices.BinarySearchFunc(e.log, from+1, func(a agentEntry, rev int64) int { return cmp.Compare(a.rev, rev) })
+	for ; i < len(e.log) && e.log[i].rev <= to; i++ {
+		if rev, ok := e.rev[e.log[i].name]; ok && rev == e.log[i].rev {
+			fn(e.log[i].name)
+		}
+	}
 }

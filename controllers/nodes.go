@@ -37,11 +37,8 @@ const (
 	ReasonNotConnected = "NotConnected"
 )
 
-// ProbeOK is the value of api.NodePeerStatus.Probe, in a gateway's
-// status.agents, for a probe through the tunnel that answered. The
-// bridge writes it from the gateway's heartbeat; an empty Probe means
-// "not probed yet" and any other value describes the failure.
-const ProbeOK = "ok"
+// ProbeOK is api.ProbeOK, the probe report of a probe that answered.
+const ProbeOK = api.ProbeOK
 
 // Defaults for zero Config fields of the node loops.
 const (

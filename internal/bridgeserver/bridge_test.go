@@ -437,8 +437,9 @@ func TestConcurrentRegistrationsCountEveryUse(t *testing.T) {
 // TestLargeGatewayStatusIsRecorded checks that the heartbeat of a gateway
 // with as many agents as a large fleet has is recorded: listed in full,
 // its status would pass the store's limit on one object, and the gateway
-// would look offline for want of a recorded heartbeat. Every probe report
-// is kept.
+// would look offline for want of a recorded heartbeat. The status counts
+// the agents and lists those whose probe failed, the first
+// api.ListedPeers of them by name.
 func TestLargeGatewayStatusIsRecorded(t *testing.T) {
 	c := startControl(t)
 	gwKey := c.apiKey("gws", api.RoleGateway, 1)
@@ -461,18 +462,24 @@ func TestLargeGatewayStatusIsRecorded(t *testing.T) {
 		code, out := c.call("GET", apiBase+"/gateways/big", "")
 		gw = api.Gateway{}
 		json.Unmarshal(out, &gw)
-		return code == 200 && gw.Status.LastHeartbeat != nil && len(gw.Status.Agents) == agents
+		return code == 200 && gw.Status.LastHeartbeat != nil && gw.Status.Peers != nil
 	})
-	for i, p := range gw.Status.Agents {
-		want := "ok"
-		switch {
-		case i == 7:
+	failed := (agents + 6) / 7
+	want := api.PeerCounts{Total: agents, Connected: agents, Answered: agents - failed, Unlisted: failed - api.ListedPeers}
+	if *gw.Status.Peers != want {
+		t.Fatalf("counts %+v, want %+v", *gw.Status.Peers, want)
+	}
+	if len(gw.Status.Agents) != api.ListedPeers {
+		t.Fatalf("%d agents listed, want %d", len(gw.Status.Agents), api.ListedPeers)
+	}
+	for j, p := range gw.Status.Agents {
+		i := 7 * j
+		want := "failed: dial: i/o timeout"
+		if i == 7 {
 			want = "failed: " + long[:32] + "…" // cut, in a list this long
-		case i%7 == 0:
-			want = "failed: dial: i/o timeout"
 		}
 		if p.Name != fmt.Sprintf("agent-%05d", i) || p.Probe != want {
-			t.Fatalf("agents[%d]: %+v, want agent-%05d with probe %q", i, p, i, want)
+			t.Fatalf("agents[%d]: %+v, want agent-%05d with probe %q", j, p, i, want)
 		}
 	}
 }

@@ -1,8 +1,11 @@
 package bridgeserver
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -254,13 +257,14 @@ func TestHeartbeatGateOnChanges(t *testing.T) {
 
 // TestPeerStatusesShowWhatTheListCanHold: handshake times for up to
 // api.TimedPeers peers, endpoints for up to bridge.EndpointPeers, and for any number
-// whether each session is current.
+// whether each session is current; beyond api.ListedPeers, counts and the
+// peers in trouble only.
 func TestPeerStatusesShowWhatTheListCanHold(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	list := func(n int) []bridge.PeerStatus {
 		ps := make([]bridge.PeerStatus, n)
 		for i := range ps {
-			ps[i] = bridge.PeerStatus{Name: "p" + strconv.Itoa(i), Endpoint: "192.0.2.1:51820", LastHandshake: now.Add(-time.Minute)}
+			ps[i] = bridge.PeerStatus{Name: fmt.Sprintf("p%05d", i), Endpoint: "192.0.2.1:51820", LastHandshake: now.Add(-time.Minute)}
 		}
 		ps[0].LastHandshake = now.Add(-api.SessionFresh - time.Second) // ran out
 		ps[1].LastHandshake = time.Time{}                              // never
@@ -269,12 +273,21 @@ func TestPeerStatusesShowWhatTheListCanHold(t *testing.T) {
 	for _, tc := range []struct {
 		peers            int
 		times, endpoints bool
-	}{{api.TimedPeers, true, true}, {api.TimedPeers + 1, false, true}, {bridge.EndpointPeers + 1, false, false}} {
-		got := peerStatuses(list(tc.peers), nil, false, now)
-		if len(got) != tc.peers {
-			t.Fatalf("%d peers: listed %d", tc.peers, len(got))
+	}{{api.TimedPeers, true, true}, {api.TimedPeers + 1, false, true}, {api.ListedPeers + 1, false, true}, {bridge.EndpointPeers + 1, false, false}} {
+		got, counts := peerStatuses(list(tc.peers), nil, false, false, now)
+		listed := tc.peers
+		if tc.peers > api.ListedPeers {
+			listed = 2 // the two not connected
+			if want := (api.PeerCounts{Total: tc.peers, Connected: tc.peers - 2}); counts == nil || *counts != want {
+				t.Fatalf("%d peers: counts %+v, want %+v", tc.peers, counts, want)
+			}
+		} else if counts != nil {
+			t.Fatalf("%d peers: counts %+v, want none (every peer listed)", tc.peers, counts)
 		}
-		for i, p := range got[:3] {
+		if len(got) != listed {
+			t.Fatalf("%d peers: listed %d, want %d", tc.peers, len(got), listed)
+		}
+		for i, p := range got[:min(3, listed)] {
 			if want := i == 2; p.Connected != want {
 				t.Errorf("%d peers: %s connected = %v, want %v", tc.peers, p.Name, p.Connected, want)
 			}
@@ -285,5 +298,50 @@ func TestPeerStatusesShowWhatTheListCanHold(t *testing.T) {
 				t.Errorf("%d peers: %s shows endpoint %q, want one: %v", tc.peers, p.Name, p.Endpoint, tc.endpoints)
 			}
 		}
+	}
+}
+
+// TestPeerStatusesSumUpLongLists: a gateway of more than api.ListedPeers
+// agents lists those not connected or whose probe has not answered, by
+// name, up to api.ListedPeers of them, and counts the rest.
+func TestPeerStatusesSumUpLongLists(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const n = 4 * api.ListedPeers // 30% in trouble: more than the list holds
+	var ps []bridge.PeerStatus
+	var probes []bridge.ProbeStatus
+	for i := range n {
+		name := fmt.Sprintf("agent-%05d", n-1-i) // an older node's order
+		ps = append(ps, bridge.PeerStatus{Name: name, LastHandshake: now.Add(-time.Minute)})
+		switch {
+		case i%10 == 1:
+			ps[i].LastHandshake = time.Time{} // not connected, probe failed
+			probes = append(probes, bridge.ProbeStatus{Agent: name, Message: "dial: i/o timeout"})
+		case i%10 == 2: // connected, not probed yet
+		case i%10 == 3: // connected, probe failed
+			probes = append(probes, bridge.ProbeStatus{Agent: name, Message: "refused"})
+		default:
+			probes = append(probes, bridge.ProbeStatus{Agent: name, OK: true})
+		}
+	}
+	got, counts := peerStatuses(ps, probes, true, false, now)
+	want := api.PeerCounts{Total: n, Connected: n - n/10, Answered: n - 3*n/10, Unlisted: 3*n/10 - api.ListedPeers}
+	if counts == nil || *counts != want {
+		t.Fatalf("counts %+v, want %+v", counts, want)
+	}
+	if len(got) != api.ListedPeers {
+		t.Fatalf("listed %d, want %d", len(got), api.ListedPeers)
+	}
+	if !slices.IsSortedFunc(got, func(a, b api.NodePeerStatus) int { return strings.Compare(a.Name, b.Name) }) {
+		t.Fatal("the list is not sorted by name")
+	}
+	for _, p := range got {
+		if p.Connected && p.Probe == api.ProbeOK {
+			t.Fatalf("%+v listed: connected and answered", p)
+		}
+	}
+	// An agent's list of gateways: in trouble is not connected.
+	got, counts = peerStatuses(ps, nil, false, false, now)
+	if want := (api.PeerCounts{Total: n, Connected: n - n/10}); counts == nil || *counts != want || len(got) != n/10 {
+		t.Fatalf("an agent's gateways: %d listed, counts %+v; want %d and %+v", len(got), counts, n/10, want)
 	}
 }

@@ -523,15 +523,22 @@ func (s *Server) statusLoop(ctx context.Context, c *conn) {
 // a failure. Handshake times are listed up to api.TimedPeers.
 const failureChars = 32
 
-func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, reported bool, now time.Time) []api.NodePeerStatus {
+// peerStatuses returns the list of peers a status shows for a heartbeat's
+// peers and, for a gateway, its probes (nil for an agent), and beyond
+// api.ListedPeers their counts with only those in trouble listed.
+func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, gateway, reported bool, now time.Time) ([]api.NodePeerStatus, *api.PeerCounts) {
 	if len(ps) == 0 {
-		return nil
+		return nil, nil
 	}
 	brief, timed := len(ps) > bridge.EndpointPeers, len(ps) <= api.TimedPeers
-	probe := map[string]string{}
+	var counts *api.PeerCounts
+	if len(ps) > api.ListedPeers {
+		counts = &api.PeerCounts{Total: len(ps)}
+	}
+	probe := make(map[string]string, len(probes))
 	for _, p := range probes {
 		if p.OK {
-			probe[p.Agent] = "ok"
+			probe[p.Agent] = api.ProbeOK
 			continue
 		}
 		msg := p.Message
@@ -540,9 +547,29 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, reported 
 		}
 		probe[p.Agent] = "failed: " + msg
 	}
-	out := make([]api.NodePeerStatus, 0, len(ps))
+	size := len(ps)
+	if counts != nil {
+		size = 0
+	}
+	out := make([]api.NodePeerStatus, 0, size)
 	for _, p := range ps {
 		n := api.NodePeerStatus{Name: p.Name, Probe: probe[p.Name], Connected: connected(p, reported, now)}
+		if counts != nil {
+			answered := n.Probe == api.ProbeOK
+			if n.Connected {
+				counts.Connected++
+			}
+			if answered {
+				counts.Answered++
+			}
+			if n.Connected && (answered || !gateway) {
+				continue // not in trouble
+			}
+			if len(out) == api.ListedPeers {
+				counts.Unlisted++
+				continue
+			}
+		}
 		if !brief {
 			n.Endpoint = p.Endpoint
 		}
@@ -554,7 +581,18 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, reported 
 		}
 		out = append(out, n)
 	}
-	return out
+	if counts != nil {
+		// The list is read by name (a peer not in it is not in trouble);
+		// a node of this build sends its peers sorted, an older one may
+		// not.
+		if !slices.IsSortedFunc(out, func(a, b api.NodePeerStatus) int { return strings.Compare(a.Name, b.Name) }) {
+			slices.SortFunc(out, func(a, b api.NodePeerStatus) int { return strings.Compare(a.Name, b.Name) })
+		}
+		if len(out) == 0 {
+			out = nil
+		}
+	}
+	return out, counts
 }
 
 // recordStatus writes a heartbeat into the node's status.
@@ -576,7 +614,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		case *api.Agent:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
 			n.Status.DataPath = hb.DataPath
-			n.Status.Gateways = peerStatuses(hb.Peers, nil, hb.ReportedForm, now)
+			n.Status.Gateways, n.Status.Peers = peerStatuses(hb.Peers, nil, false, hb.ReportedForm, now)
 			n.Status.Targets = nil
 			for _, t := range hb.Targets {
 				n.Status.Targets = append(n.Status.Targets, api.TargetStatus{Tunnel: t.Tunnel, Reachable: t.Reachable, Message: t.Message})
@@ -584,7 +622,7 @@ func (s *Server) recordStatus(ctx context.Context, p credential.Principal, hb br
 		case *api.Gateway:
 			n.Status.Version, n.Status.Revision, n.Status.LastHeartbeat = hb.Version, hb.Revision, &ts
 			n.Status.DataPath = hb.DataPath
-			n.Status.Agents = peerStatuses(hb.Peers, hb.Probes, hb.ReportedForm, now)
+			n.Status.Agents, n.Status.Peers = peerStatuses(hb.Peers, hb.Probes, true, hb.ReportedForm, now)
 			n.Status.Routes = len(hb.Routes)
 		}
 		conds := &obj.GetStatus().Conditions

@@ -78,8 +78,19 @@ type gatewayProbes struct {
 	err  error
 }
 
+// probeUnknown is a probe describe cannot tell, as the PROBE column shows
+// it.
+const probeUnknown = "<unknown>"
+
 // of returns what each gateway reports of probing an agent, by gateway
 // name; gateways that do not list the agent as a peer are left out.
+//
+// A gateway whose status sums its peers up lists only those in trouble.
+// When it leaves none out (Unlisted is 0), an agent it does not list
+// answered its probe: of says ok, though such a status cannot tell an
+// agent that is no peer of the gateway from one that is fine; describe
+// asks only of the gateways the agent has as peers. When it leaves some
+// out, the agent may be one of them, and of says probeUnknown.
 func (g *gatewayProbes) of(agent string) map[string]string {
 	out := map[string]string{}
 	for _, obj := range g.objs {
@@ -87,11 +98,20 @@ func (g *gatewayProbes) of(agent string) map[string]string {
 		if !ok {
 			continue
 		}
+		listed := false
 		for _, p := range gw.Status.Agents {
 			if p.Name == agent {
 				out[gw.Metadata.Name] = p.Probe
+				listed = true
 				break
 			}
+		}
+		switch counts := gw.Status.Peers; {
+		case listed || counts == nil:
+		case counts.Unlisted == 0:
+			out[gw.Metadata.Name] = api.ProbeOK
+		default:
+			out[gw.Metadata.Name] = probeUnknown
 		}
 	}
 	return out
@@ -102,7 +122,7 @@ func (g *gatewayProbes) of(agent string) map[string]string {
 type describeExtra struct {
 	// probes are, for an agent, what each gateway reports of probing it,
 	// by gateway name. Nil when they could not be read: the PROBE column
-	// then says <unknown>.
+	// then says <unknown> (probeUnknown).
 	probes map[string]string
 }
 
@@ -172,19 +192,31 @@ func describe(w io.Writer, obj api.Object, now time.Time, extra describeExtra) e
 
 // section is a titled table of describe's, indented under its title.
 type section struct {
-	title  string
+	title string
+	// note, when set, is a line under the title that says what the rows
+	// are, shown even when there are none.
+	note   string
 	header []string
 	rows   [][]string
 }
 
-// write prints the section, or "Title:  <none>" when it has no rows.
+// write prints the section, or "Title:  <none>" when it has no rows and
+// no note.
 func (s section) write(w io.Writer) error {
-	if len(s.rows) == 0 {
+	if len(s.rows) == 0 && s.note == "" {
 		_, err := fmt.Fprintf(w, "%s:  <none>\n", s.title)
 		return err
 	}
 	if _, err := fmt.Fprintf(w, "%s:\n", s.title); err != nil {
 		return err
+	}
+	if s.note != "" {
+		if _, err := fmt.Fprintf(w, "  %s\n", s.note); err != nil {
+			return err
+		}
+	}
+	if len(s.rows) == 0 {
+		return nil
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
@@ -210,19 +242,18 @@ func (s section) write(w io.Writer) error {
 // before the conditions: a node's WireGuard peers (and an agent's
 // targets), a tunnel's gateways.
 func statusTables(obj api.Object, now time.Time, extra describeExtra) []section {
-	peerHeader := []string{"NAME", "ENDPOINT", "LAST-HANDSHAKE", "PROBE"}
 	switch o := obj.(type) {
 	case *api.Agent:
 		// The agent reports its gateways; each gateway reports its
 		// probe of the agent.
-		peers := section{title: "Peers", header: peerHeader}
+		peers, total := peersSection(o.Status.Gateways, o.Status.Peers, false)
 		for _, p := range sortedPeers(o.Status.Gateways) {
-			probe := "<unknown>"
+			probe := probeUnknown
 			if extra.probes != nil {
 				reported, ok := extra.probes[p.Name]
 				probe = probeCell(reported, ok)
 			}
-			peers.rows = append(peers.rows, peerRow(p, len(o.Status.Gateways), now, probe))
+			peers.rows = append(peers.rows, peerRow(p, total, now, probe))
 		}
 		targets := section{title: "Targets", header: []string{"TUNNEL", "REACHABLE", "MESSAGE"}}
 		ts := append([]api.TargetStatus(nil), o.Status.Targets...)
@@ -232,9 +263,9 @@ func statusTables(obj api.Object, now time.Time, extra describeExtra) []section 
 		}
 		return []section{peers, targets}
 	case *api.Gateway:
-		peers := section{title: "Peers", header: peerHeader}
+		peers, total := peersSection(o.Status.Agents, o.Status.Peers, true)
 		for _, p := range sortedPeers(o.Status.Agents) {
-			peers.rows = append(peers.rows, peerRow(p, len(o.Status.Agents), now, probeCell(p.Probe, true)))
+			peers.rows = append(peers.rows, peerRow(p, total, now, probeCell(p.Probe, true)))
 		}
 		return []section{peers}
 	case *api.Tunnel:
@@ -249,14 +280,45 @@ func statusTables(obj api.Object, now time.Time, extra describeExtra) []section 
 	return nil
 }
 
+// peersSection returns the (empty) Peers table of a node that lists peers
+// and sums them up in counts (nil when the list has every peer), and how
+// many peers the node has. A list beside counts names only the peers in
+// trouble, so the table then says so above them, with the counts: else a
+// table of a few peers would read as all there are. On an agent, trouble
+// is a gateway not connected; on a gateway, an agent not connected or
+// whose probe has not answered.
+func peersSection(listed []api.NodePeerStatus, counts *api.PeerCounts, gateway bool) (section, int) {
+	s := section{title: "Peers", header: []string{"NAME", "ENDPOINT", "LAST-HANDSHAKE", "PROBE"}}
+	if counts == nil {
+		return s, len(listed)
+	}
+	trouble := "not connected"
+	s.note = fmt.Sprintf("%d peers: %d connected", counts.Total, counts.Connected)
+	if gateway {
+		trouble = "in trouble"
+		s.note += fmt.Sprintf(", %d answered probes", counts.Answered)
+	}
+	switch {
+	case len(listed) == 0 && counts.Unlisted == 0:
+		s.note += "; none in trouble"
+	case counts.Unlisted == 0:
+		s.note += fmt.Sprintf("; showing the %d %s", len(listed), trouble)
+	default:
+		s.note += fmt.Sprintf("; showing the first %d %s by name, and %d more not listed",
+			len(listed), trouble, counts.Unlisted)
+	}
+	return s, counts.Total
+}
+
 func sortedPeers(peers []api.NodePeerStatus) []api.NodePeerStatus {
 	out := append([]api.NodePeerStatus(nil), peers...)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-// peerRow shows p, one of a node's peers in all; beyond api.TimedPeers
-// peers the status says of each only whether its session is current.
+// peerRow shows p, one of a node's peers in all (not only those its
+// status lists); beyond api.TimedPeers peers the status says of each only
+// whether its session is current.
 func peerRow(p api.NodePeerStatus, peers int, now time.Time, probe string) []string {
 	seen := lastSeen(p.LastHandshake, now)
 	switch {

@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -105,6 +106,64 @@ func nodeFleet() []api.Object {
 	db.Spec.Target = "tcp://10.0.0.5:5432"
 	db.Spec.PublicPort = 15432
 	return []api.Object{home, laptop, fresh, tokyo, osaka, web, db}
+}
+
+// summedUpFleet are nodes of more than api.ListedPeers peers, seen at
+// fleetNow beside nodeFleet: their statuses sum their peers up and list
+// only those in trouble. Gateway hub, of 10,000 agents, lists all three
+// in trouble: fresh and laptop not connected, home not answering its
+// probe yet. Gateway relay, of 2,400, lists two and leaves 108 more out.
+// Agent mesh, of 1,000 gateways, lists the three it is not connected to.
+func summedUpFleet() []api.Object {
+	hub := &api.Gateway{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Gateway"},
+		Metadata: api.ObjectMeta{Name: "hub", Generation: 1, CreationTimestamp: *before(10 * 24 * time.Hour)},
+		Spec:     api.GatewaySpec{Enabled: ptr(true), PublicEndpoint: "203.0.113.1:51820", PublicKey: tokyoKey},
+		Status: api.GatewayStatus{
+			CommonStatus: api.CommonStatus{ObservedGeneration: 1, Conditions: []api.Condition{
+				cond(api.ConditionReady, api.ConditionTrue, api.ReasonReady, "", 9*24*time.Hour),
+			}},
+			NodeStatus: api.NodeStatus{OverlayAddress: "100.64.0.4", Version: "v0.3.1", DataPath: "netstack", LastHeartbeat: before(time.Second), Revision: 42,
+				Peers: &api.PeerCounts{Total: 10000, Connected: 9998, Answered: 9997}},
+			Agents: []api.NodePeerStatus{
+				{Name: "fresh"},
+				{Name: "home", Connected: true},
+				{Name: "laptop", Probe: "failed: i/o timeout"},
+			},
+			Routes: 12000,
+		}}
+	relay := &api.Gateway{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Gateway"},
+		Metadata: api.ObjectMeta{Name: "relay", Generation: 1, CreationTimestamp: *before(10 * 24 * time.Hour)},
+		Spec:     api.GatewaySpec{Enabled: ptr(true), PublicEndpoint: "203.0.113.2:51820"},
+		Status: api.GatewayStatus{
+			CommonStatus: api.CommonStatus{ObservedGeneration: 1, Conditions: []api.Condition{
+				cond(api.ConditionReady, api.ConditionTrue, api.ReasonReady, "", 9*24*time.Hour),
+			}},
+			NodeStatus: api.NodeStatus{OverlayAddress: "100.64.0.5", Version: "v0.3.1", DataPath: "tun", LastHeartbeat: before(3 * time.Second), Revision: 42,
+				Peers: &api.PeerCounts{Total: 2400, Connected: 2300, Answered: 2290, Unlisted: 108}},
+			Agents: []api.NodePeerStatus{
+				{Name: "a0001"},
+				{Name: "a0002", Connected: true, Probe: "failed: connection refused"},
+			},
+			Routes: 2400,
+		}}
+	mesh := &api.Agent{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Agent"},
+		Metadata: api.ObjectMeta{Name: "mesh", Generation: 1, CreationTimestamp: *before(5 * 24 * time.Hour)},
+		Spec:     api.AgentSpec{Enabled: ptr(true), PublicKey: homeKey},
+		Status: api.AgentStatus{
+			CommonStatus: api.CommonStatus{ObservedGeneration: 1, Conditions: []api.Condition{
+				cond(api.NodeConnected, api.ConditionTrue, api.ReasonHeartbeat, "heartbeats arrive", 5*time.Hour),
+				cond(api.ConditionReady, api.ConditionTrue, api.ReasonReady, "", 5*time.Hour),
+			}},
+			NodeStatus: api.NodeStatus{OverlayAddress: "100.64.0.9", Version: "v0.3.1", LastHeartbeat: before(2 * time.Second), Revision: 42,
+				Peers: &api.PeerCounts{Total: 1000, Connected: 997}},
+			Gateways: []api.NodePeerStatus{
+				{Name: "hub", Endpoint: "203.0.113.1:51820"},
+				{Name: "relay"},
+				{Name: "tokyo"},
+			},
+			Targets: []api.TargetStatus{{Tunnel: "web", Reachable: true}},
+		}}
+	return []api.Object{hub, relay, mesh}
 }
 
 // runAt runs kakuremichictl against server with a viewer token, its clock
@@ -277,6 +336,114 @@ Conditions:
 	}
 }
 
+// A node of many peers shows how many are connected and answered, with
+// those in trouble listed; a gateway's probe of an agent it leaves out of
+// such a list answered, when no peer in trouble is left out.
+func TestSummedUpPeers(t *testing.T) {
+	e := newTestEnv(t)
+	e.srv.Seed(append(nodeFleet(), summedUpFleet()...)...)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"agent", []string{"get", "agent", "mesh", "-o", "wide"},
+			"NAME   ADDRESS      VERSION   CONNECTED   READY   LAST-SEEN   AGE   GATEWAYS   TARGETS   PUBLIC KEY                                     MESSAGE   LABELS\n" +
+				"mesh   100.64.0.9   v0.3.1    True        True    2s ago      5d    997/1000   1/1       " + homeKey + "   <none>    <none>\n"},
+		{"gateways", []string{"get", "gateways", "hub", "relay", "-o", "wide"},
+			"NAME    ENDPOINT            ADDRESS      VERSION   READY   LAST-SEEN   AGE   AGENTS       ROUTES   DATA-PATH   PUBLIC KEY                                     MESSAGE   LABELS\n" +
+				"hub     203.0.113.1:51820   100.64.0.4   v0.3.1    True    1s ago      10d   9997/10000   12000    netstack    " + tokyoKey + "   <none>    <none>\n" +
+				"relay   203.0.113.2:51820   100.64.0.5   v0.3.1    True    3s ago      10d   2290/2400    2400     tun         <none>                                         <none>    <none>\n"},
+		// The gateways mesh is not connected to are listed; hub leaves mesh
+		// out and no peer in trouble, so its probe answered; relay leaves
+		// some out, so it is unknown; tokyo lists every peer and not mesh.
+		{"describe agent", []string{"describe", "agent", "mesh"}, `Name:            mesh
+Kind:            Agent
+Labels:          <none>
+Annotations:     <none>
+Created:         2025-05-27T12:00:00Z (5d ago)
+Generation:      1 (observed 1)
+Address:         100.64.0.9
+Version:         v0.3.1
+Last heartbeat:  2025-06-01T11:59:58Z (2s ago)
+Revision:        42
+Ready:           True
+Spec:
+  enabled: true
+  publicKey: ` + homeKey + `
+Peers:
+  1000 peers: 997 connected; showing the 3 not connected
+  NAME   ENDPOINT           LAST-HANDSHAKE  PROBE
+  hub    203.0.113.1:51820  not within 3m   ok
+  relay  <none>             not within 3m   <unknown>
+  tokyo  <none>             not within 3m   <none>
+Targets:
+  TUNNEL  REACHABLE  MESSAGE
+  web     true
+Conditions:
+  TYPE       STATUS  REASON             AGE  MESSAGE
+  Connected  True    HeartbeatReceived  5h   heartbeats arrive
+  Ready      True    Ready              5h
+`},
+		{"describe gateway", []string{"describe", "gateway", "hub"}, `Name:            hub
+Kind:            Gateway
+Labels:          <none>
+Annotations:     <none>
+Created:         2025-05-22T12:00:00Z (10d ago)
+Generation:      1 (observed 1)
+Address:         100.64.0.4
+Version:         v0.3.1
+Last heartbeat:  2025-06-01T11:59:59Z (1s ago)
+Revision:        42
+Ready:           True
+Spec:
+  enabled: true
+  publicEndpoint: 203.0.113.1:51820
+  publicKey: ` + tokyoKey + `
+Peers:
+  10000 peers: 9998 connected, 9997 answered probes; showing the 3 in trouble
+  NAME    ENDPOINT  LAST-HANDSHAKE  PROBE
+  fresh   <none>    not within 3m   pending
+  home    <none>    within 3m       pending
+  laptop  <none>    not within 3m   failed: i/o timeout
+Conditions:
+  TYPE   STATUS  REASON  AGE  MESSAGE
+  Ready  True    Ready   9d
+`},
+		{"describe gateway leaving peers in trouble out", []string{"describe", "gateway", "relay"}, `Name:            relay
+Kind:            Gateway
+Labels:          <none>
+Annotations:     <none>
+Created:         2025-05-22T12:00:00Z (10d ago)
+Generation:      1 (observed 1)
+Address:         100.64.0.5
+Version:         v0.3.1
+Last heartbeat:  2025-06-01T11:59:57Z (3s ago)
+Revision:        42
+Ready:           True
+Spec:
+  enabled: true
+  publicEndpoint: 203.0.113.2:51820
+Peers:
+  2400 peers: 2300 connected, 2290 answered probes; showing the first 2 in trouble by name, and 108 more not listed
+  NAME   ENDPOINT  LAST-HANDSHAKE  PROBE
+  a0001  <none>    not within 3m   pending
+  a0002  <none>    within 3m       failed: connection refused
+Conditions:
+  TYPE   STATUS  REASON  AGE  MESSAGE
+  Ready  True    Ready   9d
+`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runAt(t, e.srv.URL, tt.args...)
+			if r.code != 0 || r.stdout != tt.want {
+				t.Fatalf("got code %d stderr %q stdout\n%s\nwant code 0 and\n%s", r.code, r.stderr, r.stdout, tt.want)
+			}
+		})
+	}
+}
+
 // When the gateways cannot be read, describe agent still shows the agent,
 // says it does not know the probes, and fails.
 func TestDescribeAgentWithoutGateways(t *testing.T) {
@@ -318,6 +485,35 @@ func TestDescribeAgentWithoutGateways(t *testing.T) {
 }
 
 func TestNodeColumns(t *testing.T) {
+	// peers is what describe's Peers table says above its rows, after
+	// how many peers the node has in all.
+	peers := func(listed []api.NodePeerStatus, counts *api.PeerCounts, gateway bool) string {
+		s, total := peersSection(listed, counts, gateway)
+		return fmt.Sprintf("%d: %s", total, s.note)
+	}
+	written := func(listed []api.NodePeerStatus, counts *api.PeerCounts) string {
+		s, _ := peersSection(listed, counts, true)
+		var b strings.Builder
+		if err := s.write(&b); err != nil {
+			return err.Error()
+		}
+		return b.String()
+	}
+	troubled := []api.NodePeerStatus{{Name: "a"}, {Name: "b", Connected: true, Probe: "failed: timeout"}}
+	gateway := func(name string, counts *api.PeerCounts, agents ...api.NodePeerStatus) api.Object {
+		return &api.Gateway{Metadata: api.ObjectMeta{Name: name},
+			Status: api.GatewayStatus{NodeStatus: api.NodeStatus{Peers: counts}, Agents: agents}}
+	}
+	summedUp := &api.PeerCounts{Total: 600, Connected: 599, Answered: 598}
+	overflowing := &api.PeerCounts{Total: 10000, Connected: 9000, Answered: 8000, Unlisted: 1500}
+	probes := gatewayProbes{objs: []api.Object{
+		gateway("full-lists", nil, api.NodePeerStatus{Name: "b"}, api.NodePeerStatus{Name: "a", Probe: "failed: timeout"}),
+		gateway("full-leaves-out", nil, api.NodePeerStatus{Name: "b", Probe: api.ProbeOK}),
+		gateway("summed-lists", summedUp, api.NodePeerStatus{Name: "a", Connected: true}),
+		gateway("summed-leaves-out", summedUp, api.NodePeerStatus{Name: "b"}),
+		gateway("overflowing-lists", overflowing, api.NodePeerStatus{Name: "a", Probe: "failed: refused"}),
+		gateway("overflowing-leaves-out", overflowing, api.NodePeerStatus{Name: "b"}),
+	}}
 	tests := []struct {
 		name string
 		got  string
@@ -331,27 +527,49 @@ func TestNodeColumns(t *testing.T) {
 			{Name: "a", LastHandshake: before(handshakeFresh)},
 			{Name: "b", LastHandshake: before(handshakeFresh + time.Second)},
 			{Name: "c", LastHandshake: &time.Time{}},
-		}, fleetNow), "1/3"},
+		}, nil, fleetNow), "1/3"},
 		{"a handshake renewed every two minutes is fresh", handshakesColumn([]api.NodePeerStatus{
 			{Name: "a", LastHandshake: before(2*time.Minute + 59*time.Second)},
-		}, fleetNow), "1/1"},
+		}, nil, fleetNow), "1/1"},
 		{"so is one shown by a status rewritten a minute later", handshakesColumn([]api.NodePeerStatus{
 			{Name: "a", LastHandshake: before(2*time.Minute + 25*time.Second + time.Minute)},
-		}, fleetNow), "1/1"},
-		{"handshakes none", handshakesColumn(nil, fleetNow), "0/0"},
+		}, nil, fleetNow), "1/1"},
+		{"handshakes none", handshakesColumn(nil, nil, fleetNow), "0/0"},
+		{"a summed-up status counts connected peers, not the few it lists", handshakesColumn(troubled,
+			&api.PeerCounts{Total: 10000, Connected: 9998}, fleetNow), "9998/10000"},
+		{"so it does with peers in trouble left out", handshakesColumn(troubled,
+			&api.PeerCounts{Total: 10000, Connected: 9000, Unlisted: 998}, fleetNow), "9000/10000"},
 		{"a node of many peers shows whether each is connected", handshakesColumn([]api.NodePeerStatus{
 			{Name: "a", Connected: true}, {Name: "b"}, {Name: "c", Connected: true},
-		}, fleetNow), "2/3"},
+		}, nil, fleetNow), "2/3"},
 		{"a handshake time shown outweighs connected", handshakesColumn([]api.NodePeerStatus{
 			{Name: "a", LastHandshake: before(handshakeFresh + time.Second), Connected: true},
-		}, fleetNow), "0/1"},
+		}, nil, fleetNow), "0/1"},
 		{"peer of a short list", strings.Join(peerRow(api.NodePeerStatus{Name: "a", LastHandshake: before(50 * time.Second), Connected: true},
 			api.TimedPeers, fleetNow, "ok"), " "), "a <none> 50s ago ok"},
 		{"connected peer of a long list", strings.Join(peerRow(api.NodePeerStatus{Name: "a", Endpoint: "192.0.2.1:1", Connected: true},
 			api.TimedPeers+1, fleetNow, "ok"), " "), "a 192.0.2.1:1 within 3m ok"},
 		{"peer of a long list not connected", strings.Join(peerRow(api.NodePeerStatus{Name: "a"}, api.TimedPeers+1, fleetNow, "ok"), " "),
 			"a <none> not within 3m ok"},
-		{"probed", probedColumn([]api.NodePeerStatus{{Probe: "ok"}, {Probe: ""}, {Probe: "timeout"}, {Probe: "ok"}}), "2/4"},
+		{"probed", probedColumn([]api.NodePeerStatus{{Probe: "ok"}, {Probe: ""}, {Probe: "timeout"}, {Probe: "ok"}}, nil), "2/4"},
+		{"probed by a summed-up status", probedColumn(troubled, &api.PeerCounts{Total: 10000, Connected: 9999, Answered: 9998}), "9998/10000"},
+		{"probed with peers in trouble left out", probedColumn(troubled, overflowing), "8000/10000"},
+		{"peers listed in full", peers(troubled, nil, true), "2: "},
+		{"summed-up gateway with none in trouble", peers(nil, &api.PeerCounts{Total: 10000, Connected: 10000, Answered: 10000}, true),
+			"10000: 10000 peers: 10000 connected, 10000 answered probes; none in trouble"},
+		{"summed-up gateway", peers(troubled, &api.PeerCounts{Total: 10000, Connected: 9999, Answered: 9998}, true),
+			"10000: 10000 peers: 9999 connected, 9998 answered probes; showing the 2 in trouble"},
+		{"summed-up gateway leaving peers in trouble out", peers(troubled, overflowing, true),
+			"10000: 10000 peers: 9000 connected, 8000 answered probes; showing the first 2 in trouble by name, and 1500 more not listed"},
+		{"peers none", written(nil, nil), "Peers:  <none>\n"},
+		{"summed-up peers none in trouble", written(nil, &api.PeerCounts{Total: 501, Connected: 501, Answered: 501}),
+			"Peers:\n  501 peers: 501 connected, 501 answered probes; none in trouble\n"},
+		{"summed-up agent", peers(troubled[:1], &api.PeerCounts{Total: 1000, Connected: 999}, false),
+			"1000: 1000 peers: 999 connected; showing the 1 not connected"},
+		{"summed-up agent leaving peers out", peers(troubled, &api.PeerCounts{Total: 1000, Connected: 900, Unlisted: 98}, false),
+			"1000: 1000 peers: 900 connected; showing the first 2 not connected by name, and 98 more not listed"},
+		{"gateways' probes of an agent", fmt.Sprintf("%q", probes.of("a")),
+			`map["full-lists":"failed: timeout" "overflowing-leaves-out":"<unknown>" "overflowing-lists":"failed: refused" "summed-leaves-out":"ok" "summed-lists":""]`},
 		{"reachable", reachableColumn([]api.TargetStatus{{Reachable: true}, {Reachable: false}}), "1/2"},
 		{"serving", servingColumn([]api.TunnelGatewayStatus{{Serving: true}, {Serving: true}, {Serving: false}}), "2/3"},
 		{"connected missing", conditionStatus(nil, api.NodeConnected), "Unknown"},

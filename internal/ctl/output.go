@@ -230,7 +230,7 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 		r := []string{name, orNone(o.Spec.PublicEndpoint), orNone(ns.OverlayAddress), orNone(ns.Version),
 			readyColumn(o), lastSeen(ns.LastHeartbeat, now), created}
 		if wide {
-			r = append(r, probedColumn(o.Status.Agents), fmt.Sprintf("%d", o.Status.Routes), orNone(ns.DataPath),
+			r = append(r, probedColumn(o.Status.Agents, ns.Peers), fmt.Sprintf("%d", o.Status.Routes), orNone(ns.DataPath),
 				orNone(o.Spec.PublicKey), orNone(message), labelsColumn(m.Labels))
 		}
 		return r
@@ -239,7 +239,7 @@ func tableRow(obj api.Object, name string, wide bool, now time.Time) []string {
 		r := []string{name, orNone(ns.OverlayAddress), orNone(ns.Version), conditionStatus(o.Status.Conditions, api.NodeConnected),
 			readyColumn(o), lastSeen(ns.LastHeartbeat, now), created}
 		if wide {
-			r = append(r, handshakesColumn(o.Status.Gateways, now), reachableColumn(o.Status.Targets),
+			r = append(r, handshakesColumn(o.Status.Gateways, ns.Peers, now), reachableColumn(o.Status.Targets),
 				orNone(o.Spec.PublicKey), orNone(message), labelsColumn(m.Labels))
 		}
 		return r
@@ -319,8 +319,13 @@ func handshakeIsFresh(p api.NodePeerStatus, now time.Time) bool {
 	return now.Sub(*p.LastHandshake) <= handshakeFresh
 }
 
-// handshakesColumn counts the peers with a fresh handshake: "2/3".
-func handshakesColumn(peers []api.NodePeerStatus, now time.Time) string {
+// handshakesColumn counts a node's peers with a fresh handshake: "2/3".
+// A status that sums its peers up (counts not nil) lists only those in
+// trouble, so its counts say how many are connected, not the list.
+func handshakesColumn(peers []api.NodePeerStatus, counts *api.PeerCounts, now time.Time) string {
+	if counts != nil {
+		return fmt.Sprintf("%d/%d", counts.Connected, counts.Total)
+	}
 	n := 0
 	for _, p := range peers {
 		if handshakeIsFresh(p, now) {
@@ -330,16 +335,16 @@ func handshakesColumn(peers []api.NodePeerStatus, now time.Time) string {
 	return fmt.Sprintf("%d/%d", n, len(peers))
 }
 
-// probeOK is a probe that answered, as gateways report it in
-// status.agents[].probe (controllers.ProbeOK, which this package may not
-// import).
-const probeOK = "ok"
-
-// probedColumn counts the peers whose probe answered: "1/2".
-func probedColumn(peers []api.NodePeerStatus) string {
+// probedColumn counts a gateway's peers whose probe answered: "1/2";
+// from the counts when the status sums its peers up (see
+// handshakesColumn).
+func probedColumn(peers []api.NodePeerStatus, counts *api.PeerCounts) string {
+	if counts != nil {
+		return fmt.Sprintf("%d/%d", counts.Answered, counts.Total)
+	}
 	n := 0
 	for _, p := range peers {
-		if p.Probe == probeOK {
+		if p.Probe == api.ProbeOK {
 			n++
 		}
 	}

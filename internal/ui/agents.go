@@ -22,7 +22,11 @@ type agentRow struct {
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	Version  string    `json:"version,omitempty"`
 	Address  string    `json:"address,omitempty"`
-	Gateways []string  `json:"gateways,omitempty"`
+	// Gateways names the agent's gateways when its status lists them
+	// all. Beyond api.ListedPeers the status lists only those not
+	// connected, and GatewayCounts sums them up instead.
+	Gateways      []string        `json:"gateways,omitempty"`
+	GatewayCounts *api.PeerCounts `json:"gatewayCounts,omitempty"`
 }
 
 func agentRowOf(a *api.Agent) agentRow {
@@ -33,6 +37,12 @@ func agentRowOf(a *api.Agent) agentRow {
 	}
 	if a.Status.LastHeartbeat != nil {
 		r.LastSeen = *a.Status.LastHeartbeat
+	}
+	if a.Status.Peers != nil {
+		// The few gateways listed would read as all the agent has.
+		c := *a.Status.Peers
+		r.GatewayCounts = &c
+		return r
 	}
 	for _, g := range a.Status.Gateways {
 		r.Gateways = append(r.Gateways, g.Name)

@@ -32,6 +32,11 @@ func gatewayRowOf(g *api.Gateway) gatewayRow {
 		Online: api.IsConditionTrue(g.Status.Conditions, api.NodeConnected), Endpoint: g.Spec.PublicEndpoint,
 		Version: g.Status.Version, DataPath: g.Status.DataPath, Routes: g.Status.Routes, Agents: len(g.Status.Agents),
 		ManagedBy: g.Metadata.Annotations[ManagedByAnnotation]}
+	if g.Status.Peers != nil {
+		// Beyond api.ListedPeers the status lists only the agents in
+		// trouble and counts them all here.
+		r.Agents = g.Status.Peers.Total
+	}
 	if c := api.FindCondition(g.Status.Conditions, api.NodeConnected); c != nil && !r.Online {
 		r.Reason = c.Reason
 	}

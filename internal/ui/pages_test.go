@@ -399,6 +399,34 @@ func TestAgentsGatewaysAndDashboardUpdateLive(t *testing.T) {
 	if d := gateways(`"dataPath":"tun"`); !strings.Contains(d, `\u003ctd class=\"wide-only\"\u003etun\u003c/td\u003e`) {
 		t.Errorf("gateway row event after a data path report: got %s, want a cell saying tun", d)
 	}
+	// So does the count of a gateway whose status sums its agents up.
+	obj, err := h.st.Get(ctx, "Gateway", "gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := api.Clone(obj.(*api.Gateway))
+	gw.Status.Peers = &api.PeerCounts{Total: 10000, Connected: 9999, Answered: 9999}
+	gw.Status.Agents = []api.NodePeerStatus{{Name: "home"}}
+	if _, err := h.st.UpdateStatus(ctx, gw, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := gateways(`"agents":10000`); !strings.Contains(d, `\u003ctd class=\"wide-only\"\u003e10000\u003c/td\u003e`) {
+		t.Errorf("gateway row event after its agents were summed up: got %s, want a cell saying 10000", d)
+	}
+	// And an agent's, its gateways.
+	obj, err = h.st.Get(ctx, "Agent", "home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag = api.Clone(obj.(*api.Agent))
+	ag.Status.Peers = &api.PeerCounts{Total: 1000, Connected: 999}
+	ag.Status.Gateways = []api.NodePeerStatus{{Name: "gw-down"}}
+	if _, err := h.st.UpdateStatus(ctx, ag, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := agents(`"gatewayCounts"`); !strings.Contains(d, `999 of 1000 connected`) || strings.Contains(d, "gw-down") {
+		t.Errorf("agent row event after its gateways were summed up: got %s, want 999 of 1000 connected and no gateway named", d)
+	}
 	dash(`1 offline`)
 	if _, err := h.st.Delete(ctx, "Agent", "home", store.DeleteOptions{}); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package ui
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -544,11 +545,28 @@ func TestAgentsPageAndAddingAnAgent(t *testing.T) {
 	if _, err := h.st.UpdateStatus(ctx, ag, store.WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// An agent of more gateways than its status lists shows how many are
+	// connected, not the few listed (those not connected) as its gateways.
+	created, err = h.st.Create(ctx, &api.Agent{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Agent"},
+		Metadata: api.ObjectMeta{Name: "mesh"}}, store.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh := created.(*api.Agent)
+	mesh.Status.Peers = &api.PeerCounts{Total: 1000, Connected: 997}
+	mesh.Status.Gateways = []api.NodePeerStatus{{Name: "gw-down-1"}, {Name: "gw-down-2"}, {Name: "gw-down-3"}}
+	if _, err := h.st.UpdateStatus(ctx, mesh, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	_, body := h.send(api.RoleViewer, "GET", "/ui/agents", nil, nil)
-	for _, want := range []string{`data-name="home"`, "online", "v1.2.3", "gw-tokyo", "100.64.0.7", "5s ago"} {
+	for _, want := range []string{`data-name="home"`, "online", "v1.2.3", "gw-tokyo", "100.64.0.7", "5s ago",
+		`data-name="mesh"`, `<td class="wide-only">997 of 1000 connected</td>`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("agents page: got no %q", want)
 		}
+	}
+	if strings.Contains(body, "gw-down-1") {
+		t.Errorf("agents page: got the gateways mesh is not connected to as all of its gateways, want its counts")
 	}
 	if strings.Contains(body, "Add an agent") {
 		t.Errorf("agents page as viewer: got the Add button, want it hidden")
@@ -594,6 +612,48 @@ func TestAgentsPageAndAddingAnAgent(t *testing.T) {
 	}
 	if resp, _ := h.send(api.RoleEditor, "POST", "/ui/agents/new", url.Values{"name": {"office"}}, nil); resp.StatusCode != 409 {
 		t.Errorf("the same name again: got %d, want 409", resp.StatusCode)
+	}
+}
+
+// A node's row counts its peers from its status's counts when it has
+// them: its list then names only the peers in trouble.
+func TestNodeRowsCountPeers(t *testing.T) {
+	agent := func(counts *api.PeerCounts, gateways ...string) string {
+		a := &api.Agent{Status: api.AgentStatus{NodeStatus: api.NodeStatus{Peers: counts}}}
+		for _, g := range gateways {
+			a.Status.Gateways = append(a.Status.Gateways, api.NodePeerStatus{Name: g})
+		}
+		r := agentRowOf(a)
+		return fmt.Sprintf("%v %+v", r.Gateways, r.GatewayCounts)
+	}
+	gateway := func(counts *api.PeerCounts, agents ...string) string {
+		g := &api.Gateway{Status: api.GatewayStatus{NodeStatus: api.NodeStatus{Peers: counts}}}
+		for _, a := range agents {
+			g.Status.Agents = append(g.Status.Agents, api.NodePeerStatus{Name: a})
+		}
+		return fmt.Sprint(gatewayRowOf(g).Agents)
+	}
+	tests := []struct {
+		name, got, want string
+	}{
+		{"agent listing every gateway", agent(nil, "gw-a", "gw-b"), "[gw-a gw-b] <nil>"},
+		{"agent of no gateway", agent(nil), "[] <nil>"},
+		{"summed-up agent", agent(&api.PeerCounts{Total: 1000, Connected: 997}, "gw-a", "gw-b", "gw-c"),
+			"[] &{Total:1000 Connected:997 Answered:0 Unlisted:0}"},
+		{"summed-up agent with none in trouble", agent(&api.PeerCounts{Total: 1000, Connected: 1000}),
+			"[] &{Total:1000 Connected:1000 Answered:0 Unlisted:0}"},
+		{"summed-up agent leaving some out", agent(&api.PeerCounts{Total: 1000, Connected: 400, Unlisted: 100}, "gw-a"),
+			"[] &{Total:1000 Connected:400 Answered:0 Unlisted:100}"},
+		{"gateway listing every agent", gateway(nil, "a", "b", "c"), "3"},
+		{"summed-up gateway", gateway(&api.PeerCounts{Total: 10000, Connected: 9999, Answered: 9998}, "a", "b"), "10000"},
+		{"summed-up gateway leaving some out", gateway(&api.PeerCounts{Total: 10000, Connected: 9000, Answered: 8000, Unlisted: 1500}, "a"), "10000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Fatalf("got %q, want %q", tt.got, tt.want)
+			}
+		})
 	}
 }
 
@@ -662,8 +722,20 @@ func TestDashboardAndGateways(t *testing.T) {
 			t.Errorf("dashboard: got no %q", want)
 		}
 	}
+	// A gateway of more agents than its status lists counts them all.
+	created, err = h.st.Create(ctx, &api.Gateway{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Gateway"},
+		Metadata: api.ObjectMeta{Name: "gw-hub"}}, store.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := created.(*api.Gateway)
+	hub.Status.Peers = &api.PeerCounts{Total: 10000, Connected: 9998, Answered: 9990, Unlisted: 2}
+	hub.Status.Agents = []api.NodePeerStatus{{Name: "a1"}, {Name: "a2", Connected: true}}
+	if _, err := h.st.UpdateStatus(ctx, hub, store.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	_, body = h.send(api.RoleViewer, "GET", "/ui/gateways", nil, nil)
-	for _, want := range []string{`data-name="gw-tokyo"`, "online", "gw.example.com:51820"} {
+	for _, want := range []string{`data-name="gw-tokyo"`, "online", "gw.example.com:51820", `data-name="gw-hub"`, `<td class="wide-only">10000</td>`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("gateways page: got no %q", want)
 		}
