@@ -2,6 +2,7 @@ package bridgeserver
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strconv"
@@ -343,5 +344,67 @@ func TestPeerStatusesSumUpLongLists(t *testing.T) {
 	got, counts = peerStatuses(ps, nil, false, false, now)
 	if want := (api.PeerCounts{Total: n, Connected: n - n/10}); counts == nil || *counts != want || len(got) != n/10 {
 		t.Fatalf("an agent's gateways: %d listed, counts %+v; want %d and %+v", len(got), counts, n/10, want)
+	}
+}
+
+// TestProbeFinderWalksOrLooksUp: for lists sorted by name (walked side by
+// side) and for the same lists in any order (looked up), every peer gets
+// the probe a map of the probes gives it, the last of a name winning.
+func TestProbeFinderWalksOrLooksUp(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for round := range 200 {
+		var ps []bridge.PeerStatus
+		var probes []bridge.ProbeStatus
+		for range rng.IntN(40) {
+			name := fmt.Sprintf("a%02d", rng.IntN(30))
+			ps = append(ps, bridge.PeerStatus{Name: name})
+			if rng.IntN(4) > 0 {
+				probes = append(probes, bridge.ProbeStatus{Agent: name, OK: rng.IntN(2) == 0, Message: strconv.Itoa(rng.IntN(1000))})
+			}
+		}
+		for range rng.IntN(5) { // probes of agents no longer peers
+			probes = append(probes, bridge.ProbeStatus{Agent: fmt.Sprintf("b%d", rng.IntN(9))})
+		}
+		slices.SortStableFunc(ps, func(a, b bridge.PeerStatus) int { return strings.Compare(a.Name, b.Name) })
+		slices.SortStableFunc(probes, func(a, b bridge.ProbeStatus) int { return strings.Compare(a.Agent, b.Agent) })
+		check := func(form string, ps []bridge.PeerStatus, probes []bridge.ProbeStatus) {
+			want := map[string]bridge.ProbeStatus{}
+			for _, p := range probes {
+				want[p.Agent] = p
+			}
+			find := probeFinder(ps, probes)
+			for _, p := range ps {
+				got, ok := find(p.Name)
+				w, wok := want[p.Name]
+				if ok != wok || got != w {
+					t.Fatalf("round %d, %s: probe of %s: %+v %v, want %+v %v", round, form, p.Name, got, ok, w, wok)
+				}
+			}
+		}
+		check("sorted", ps, probes)
+		rng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+		rng.Shuffle(len(probes), func(i, j int) { probes[i], probes[j] = probes[j], probes[i] })
+		check("in any order", ps, probes)
+	}
+}
+
+// BenchmarkPeerStatuses builds the status of a gateway of 10,000 agents,
+// a few of them in trouble, from a heartbeat in reported form: what every
+// status write of such a gateway costs Control.
+func BenchmarkPeerStatuses(b *testing.B) {
+	now := time.Now()
+	const n = 10000
+	ps := make([]bridge.PeerStatus, n)
+	probes := make([]bridge.ProbeStatus, n)
+	for i := range n {
+		name := fmt.Sprintf("agent-%05d", i)
+		ps[i] = bridge.PeerStatus{Name: name, Connected: i%1000 != 3}
+		probes[i] = bridge.ProbeStatus{Agent: name, OK: i%1000 != 5, Message: "dial: i/o timeout"}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if list, counts := peerStatuses(ps, probes, true, true, now); counts == nil || len(list) != 20 {
+			b.Fatalf("listed %d, counts %+v", len(list), counts)
+		}
 	}
 }

@@ -535,25 +535,17 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, gateway, 
 	if len(ps) > api.ListedPeers {
 		counts = &api.PeerCounts{Total: len(ps)}
 	}
-	probe := make(map[string]string, len(probes))
-	for _, p := range probes {
-		if p.OK {
-			probe[p.Agent] = api.ProbeOK
-			continue
-		}
-		msg := p.Message
-		if brief && len(msg) > failureChars {
-			msg = strings.ToValidUTF8(msg[:failureChars], "") + "…"
-		}
-		probe[p.Agent] = "failed: " + msg
-	}
+	probeOf := probeFinder(ps, probes)
 	size := len(ps)
 	if counts != nil {
 		size = 0
 	}
 	out := make([]api.NodePeerStatus, 0, size)
 	for _, p := range ps {
-		n := api.NodePeerStatus{Name: p.Name, Probe: probe[p.Name], Connected: connected(p, reported, now)}
+		n := api.NodePeerStatus{Name: p.Name, Connected: connected(p, reported, now)}
+		if pr, ok := probeOf(p.Name); ok {
+			n.Probe = probeText(pr, brief)
+		}
 		if counts != nil {
 			answered := n.Probe == api.ProbeOK
 			if n.Connected {
@@ -593,6 +585,55 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, gateway, 
 		}
 	}
 	return out, counts
+}
+
+// probeText is a probe as a status shows it: api.ProbeOK, or "failed: "
+// and why, cut to failureChars in a brief list.
+func probeText(p bridge.ProbeStatus, brief bool) string {
+	if p.OK {
+		return api.ProbeOK
+	}
+	msg := p.Message
+	if brief && len(msg) > failureChars {
+		msg = strings.ToValidUTF8(msg[:failureChars], "") + "…"
+	}
+	return "failed: " + msg
+}
+
+// probeFinder returns a function that finds the probe of each peer of ps,
+// asked in ps's order. A node of this build reports both lists sorted by
+// name, and they are walked side by side; an older one's are looked up in
+// a map (the last probe of a name wins). A gateway of 10,000 agents built
+// that map at every status write.
+func probeFinder(ps []bridge.PeerStatus, probes []bridge.ProbeStatus) func(name string) (bridge.ProbeStatus, bool) {
+	if slices.IsSortedFunc(ps, func(a, b bridge.PeerStatus) int { return strings.Compare(a.Name, b.Name) }) &&
+		slices.IsSortedFunc(probes, func(a, b bridge.ProbeStatus) int { return strings.Compare(a.Agent, b.Agent) }) {
+		j := 0
+		return func(name string) (bridge.ProbeStatus, bool) {
+			for j < len(probes) && probes[j].Agent < name {
+				j++
+			}
+			// The last of equal names, as the map keeps.
+			for j+1 < len(probes) && probes[j+1].Agent == name {
+				j++
+			}
+			if j < len(probes) && probes[j].Agent == name {
+				return probes[j], true
+			}
+			return bridge.ProbeStatus{}, false
+		}
+	}
+	byAgent := make(map[string]int, len(probes))
+	for i, p := range probes {
+		byAgent[p.Agent] = i
+	}
+	return func(name string) (bridge.ProbeStatus, bool) {
+		i, ok := byAgent[name]
+		if !ok {
+			return bridge.ProbeStatus{}, false
+		}
+		return probes[i], true
+	}
 }
 
 // recordStatus writes a heartbeat into the node's status.
