@@ -182,11 +182,7 @@ func runAt(t *testing.T, server string, args ...string) result {
 func TestGetNodes(t *testing.T) {
 	e := newTestEnv(t)
 	e.srv.Seed(nodeFleet()...)
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	tests := []outputCase{
 		{"agents", []string{"get", "agents"},
 			"NAME     ADDRESS      VERSION   CONNECTED   READY              LAST-SEEN   AGE\n" +
 				"fresh    <none>       <none>    Unknown     Unknown            never       20s\n" +
@@ -217,24 +213,13 @@ func TestGetNodes(t *testing.T) {
 			"NAME    ADDRESS   VERSION   CONNECTED   READY     LAST-SEEN   AGE\n" +
 				"fresh   <none>    <none>    Unknown     Unknown   never       20s\n"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := runAt(t, e.srv.URL, tt.args...)
-			if r.code != 0 || r.stdout != tt.want {
-				t.Fatalf("got code %d stderr %q stdout\n%s\nwant code 0 and\n%s", r.code, r.stderr, r.stdout, tt.want)
-			}
-		})
-	}
+	checkOutputs(t, e.srv.URL, tests)
 }
 
 func TestDescribeNodes(t *testing.T) {
 	e := newTestEnv(t)
 	e.srv.Seed(nodeFleet()...)
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	tests := []outputCase{
 		{"agent", []string{"describe", "agent", "home"}, `Name:            home
 Kind:            Agent
 Labels:          <none>
@@ -326,14 +311,7 @@ Conditions:
   Ready  True    Ready   1h
 `},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := runAt(t, e.srv.URL, tt.args...)
-			if r.code != 0 || r.stdout != tt.want {
-				t.Fatalf("got code %d stderr %q stdout\n%s\nwant code 0 and\n%s", r.code, r.stderr, r.stdout, tt.want)
-			}
-		})
-	}
+	checkOutputs(t, e.srv.URL, tests)
 }
 
 // A node of many peers shows how many are connected and answered, with
@@ -342,11 +320,7 @@ Conditions:
 func TestSummedUpPeers(t *testing.T) {
 	e := newTestEnv(t)
 	e.srv.Seed(append(nodeFleet(), summedUpFleet()...)...)
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	tests := []outputCase{
 		{"agent", []string{"get", "agent", "mesh", "-o", "wide"},
 			"NAME   ADDRESS      VERSION   CONNECTED   READY   LAST-SEEN   AGE   GATEWAYS   TARGETS   PUBLIC KEY                                     MESSAGE   LABELS\n" +
 				"mesh   100.64.0.9   v0.3.1    True        True    2s ago      5d    997/1000   1/1       " + homeKey + "   <none>    <none>\n"},
@@ -434,14 +408,7 @@ Conditions:
   Ready  True    Ready   9d
 `},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := runAt(t, e.srv.URL, tt.args...)
-			if r.code != 0 || r.stdout != tt.want {
-				t.Fatalf("got code %d stderr %q stdout\n%s\nwant code 0 and\n%s", r.code, r.stderr, r.stdout, tt.want)
-			}
-		})
-	}
+	checkOutputs(t, e.srv.URL, tests)
 }
 
 // When the gateways cannot be read, describe agent still shows the agent,
@@ -581,6 +548,27 @@ func TestNodeColumns(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.got != tt.want {
 				t.Fatalf("got %q, want %q", tt.got, tt.want)
+			}
+		})
+	}
+}
+
+// outputCase is a command line and the whole output it must print.
+type outputCase struct {
+	name string
+	args []string
+	want string
+}
+
+// checkOutputs runs each case against the API at url and wants exit code
+// 0 and exactly its output.
+func checkOutputs(t *testing.T, url string, tests []outputCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runAt(t, url, tt.args...)
+			if r.code != 0 || r.stdout != tt.want {
+				t.Fatalf("got code %d stderr %q stdout\n%s\nwant code 0 and\n%s", r.code, r.stderr, r.stdout, tt.want)
 			}
 		})
 	}
