@@ -263,12 +263,11 @@ type NodeStatus struct {
 // in trouble.
 const ListedPeers = 500
 
-// PeerCounts sums up a node's peers. The list beside it names, up to
-// ListedPeers of them and sorted by name, the peers in trouble: not
-// connected or, on a gateway, whose probe has not answered (failed, or
-// not yet run); Unlisted counts those in trouble beyond. So when Unlisted
-// is 0, a peer of the node that is not listed is connected and answered
-// its probe.
+// PeerCounts sums up a node's peers. The list beside it names every peer
+// in trouble, sorted by name: not connected or, on a gateway, whose probe
+// has not answered (failed, or not yet run). A peer of the node that is
+// not listed is connected and answered its probe. The list is as long as
+// the trouble is: when a thousand agents are down, it names them all.
 type PeerCounts struct {
 	// Total counts the node's peers.
 	Total int `json:"total"`
@@ -277,8 +276,6 @@ type PeerCounts struct {
 	// Answered counts those whose probe through the tunnel answered
 	// (gateways).
 	Answered int `json:"answered,omitempty"`
-	// Unlisted counts the peers in trouble the list leaves out.
-	Unlisted int `json:"unlisted,omitempty"`
 }
 
 // NodePeerStatus is one WireGuard peer as a node reports it.

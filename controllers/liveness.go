@@ -1,14 +1,12 @@
 package controllers
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +62,6 @@ type NodeLivenessReconciler struct {
 
 	agentsFanout, gatewaysFanout fanout
 	probes                       probeIndex
-	entries                      agentEntries
 	// The connected agents (with an address) and gateways, for judging
 	// nodes of the other kind.
 	connectedAgents, connectedGateways connectedSet
@@ -85,9 +82,12 @@ type verdictCache struct {
 
 // verdictKey is what a node's data-path condition is a function of: the
 // version of the connected nodes of the other kind, the version of the
-// probe reports read, and for a gateway whether it is connected itself.
+// probe reports read, for an agent its own object (whose status says
+// which gateways it has sessions with), and for a gateway whether it is
+// connected itself.
 type verdictKey struct {
 	peers, probes uint64
+	self          api.Object
 	connected     bool
 }
 
@@ -187,8 +187,7 @@ func minTime(a, b time.Time) time.Time {
 // O(gateways × agents), and a fleet's heartbeats judge every agent
 // every few seconds.
 //
-// Its version changes whenever any gateway's reports do, and each
-// gateway's reports carry the version they changed at: a judgement made
+// Its version changes whenever any gateway's reports do: a judgement made
 // from reports read after it read a version holds while that version
 // does.
 type probeIndex struct {
@@ -201,37 +200,52 @@ type gatewayProbes struct {
 	from   *api.Gateway
 	probes map[string]string // the reports listed, by agent name
 	// summed: the gateway has more than api.ListedPeers agents, and its
-	// list names only those in trouble; complete: all of them.
-	summed, complete bool
-	revision         int64  // the slice revision the gateway applied
-	ver              uint64 // the index's version when these reports changed
+	// list names only those in trouble; answered counts those whose
+	// probe answered.
+	summed   bool
+	answered int
 }
 
-// probe returns the gateway's report of an agent: ProbeOK, a failure, or
-// "" for none yet. entered is the slice revision from which the agent is
-// among the gateway's peers (ok false: it is not): a gateway that sums
-// its agents up leaves out those that answered, and an agent it does not
-// list answered only if the gateway has it as a peer at all.
-func (p gatewayProbes) probe(agent string, entered int64, ok bool) string {
+// forAgent returns the gateway's report of an agent for the agent's
+// judgement: ProbeOK, a failure, or "" for none yet. A gateway that sums
+// its agents up does not list those that answered; an agent it does not
+// list answered if the gateway has it as a peer at all, which the
+// agent's own status shows (seen: it lists the gateway as connected, or
+// sums its gateways up and does not list it). A session needs both ends
+// to have each other as peers.
+func (p gatewayProbes) forAgent(agent string, seen func(gateway string) bool) string {
 	if v, listed := p.probes[agent]; listed {
 		return v
 	}
-	if p.summed && p.complete && ok && p.revision >= entered {
+	if p.summed && seen(p.from.Metadata.Name) {
+		return ProbeOK
+	}
+	return ""
+}
+
+// forGateway returns the gateway's report of one of the connected agents
+// for the gateway's own judgement. An agent a summed-up list leaves out
+// answered, or is no peer of the gateway; the count of those that
+// answered tells whether any did.
+func (p gatewayProbes) forGateway(agent string) string {
+	if v, listed := p.probes[agent]; listed {
+		return v
+	}
+	if p.summed && p.answered > 0 {
 		return ProbeOK
 	}
 	return ""
 }
 
 func (p gatewayProbes) same(q gatewayProbes) bool {
-	return p.summed == q.summed && p.complete == q.complete && (!p.summed || p.revision == q.revision) &&
-		maps.Equal(p.probes, q.probes)
+	return p.summed == q.summed && p.answered == q.answered && maps.Equal(p.probes, q.probes)
 }
 
 // of returns gw's probe reports by agent name.
 func (x *probeIndex) of(gw *api.Gateway) map[string]string { return x.get(gw).probes }
 
-// get returns gw's probe reports and the version they changed at. A new
-// object with the same reports keeps their version.
+// get returns gw's probe reports, and moves the index's version if they
+// changed. A new object with the same reports keeps them.
 func (x *probeIndex) get(gw *api.Gateway) gatewayProbes {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -243,7 +257,8 @@ func (x *probeIndex) get(gw *api.Gateway) gatewayProbes {
 	if ok && next.same(p) {
 		p.from = gw
 	} else {
-		p, p.ver = next, x.ver.Add(1)
+		p = next
+		x.ver.Add(1)
 	}
 	if x.byGateway == nil {
 		x.byGateway = map[string]gatewayProbes{}
@@ -345,18 +360,18 @@ func (r *NodeLivenessReconciler) agentDataPath(agent string, now time.Time, leas
 	// The versions are read before what they stand for.
 	probesVer := r.probes.ver.Load()
 	gateways, gatewaysVer := r.connectedGateways.get(r.Gateways, r.beats(), now, lease, false)
-	key := verdictKey{peers: gatewaysVer, probes: probesVer}
+	self, _ := r.Agents.Get(agent) // its own status says which gateways it has sessions with
+	key := verdictKey{peers: gatewaysVer, probes: probesVer, self: self}
 	if c, ok := r.agentVerdicts.get(agent, key); ok {
 		return c
 	}
-	c := r.judgeAgentDataPath(agent, gateways)
+	c := r.judgeAgentDataPath(agent, gatewaysSeen(self), gateways)
 	r.agentVerdicts.put(agent, key, c)
 	return c
 }
 
-func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, gateways []string) api.Condition {
+func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, seen func(string) bool, gateways []string) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
-	entered, isPeer := r.entries.of(agent)
 	connected := 0
 	answered, pending := firstNames{n: nameListMax}, firstNames{n: nameListMax}
 	failures := firstNames{n: failureListMax}
@@ -367,7 +382,7 @@ func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, gateways []str
 		}
 		gw := obj.(*api.Gateway)
 		connected++
-		probe := r.probes.get(gw).probe(agent, entered, isPeer)
+		probe := r.probes.get(gw).forAgent(agent, seen)
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
 			answered.add(gw.Metadata.Name)
@@ -402,8 +417,6 @@ func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, gateways []str
 func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bool, now time.Time, lease time.Duration) api.Condition {
 	// Agents without an address are left out: no gateway has them as a
 	// peer yet.
-	// The index's version, not the gateway's: what an agent the gateway
-	// sums up counts as moves with the agent's entry too.
 	probesVer := r.probes.ver.Load()
 	agents, agentsVer := r.connectedAgents.get(r.Agents, r.beats(), now, lease, true)
 	probes := r.probes.get(gw)
@@ -411,21 +424,18 @@ func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bo
 	if c, ok := r.gatewayVerdicts.get(gw.Metadata.Name, key); ok {
 		return c
 	}
-	r.entries.mu.RLock()
-	c := judgeGatewayDataPath(probes, r.entries.rev, agents, gwConnected)
-	r.entries.mu.RUnlock()
+	c := judgeGatewayDataPath(probes, agents, gwConnected)
 	r.gatewayVerdicts.put(gw.Metadata.Name, key, c)
 	return c
 }
 
-func judgeGatewayDataPath(probes gatewayProbes, entered map[string]int64, agents []string, gwConnected bool) api.Condition {
+func judgeGatewayDataPath(probes gatewayProbes, agents []string, gwConnected bool) api.Condition {
 	c := api.Condition{Type: api.NodeDataPath}
 	targets, answered := 0, 0
 	pending, failures := firstNames{n: nameListMax}, firstNames{n: failureListMax}
 	for _, name := range agents {
 		targets++
-		rev, ok := entered[name]
-		probe := probes.probe(name, rev, ok)
+		probe := probes.forGateway(name)
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
 			answered++
@@ -475,20 +485,6 @@ func (r *NodeLivenessReconciler) onGatewayChange(enqueue func(reconcile.Request)
 		if gw, ok := ch.New.(*api.Gateway); ok {
 			after = r.probes.of(gw)
 		}
-		// A gateway that sums its agents up does not list those that
-		// answered: each agent that entered within the slices it newly
-		// applied may have.
-		if gw, ok := ch.New.(*api.Gateway); ok && gw.Status.Peers != nil {
-			var from int64
-			if old, ok := ch.Old.(*api.Gateway); ok {
-				from = old.Status.Revision
-			}
-			if gw.Status.Revision > from {
-				r.entries.between(from, gw.Status.Revision, func(name string) {
-					enqueue(reconcile.Request{Key: api.Key{Kind: "Agent", Name: name}})
-				})
-			}
-		}
 		if linkOf(ch.Old) != linkOf(ch.New) {
 			r.connectedGateways.changed()
 			r.agentsFanout.do(fanoutInterval, func() {
@@ -520,15 +516,6 @@ func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) 
 	return func(ch reconcile.Change) {
 		if ch.New == nil && ch.Old != nil {
 			r.agentVerdicts.forget(ch.Old.GetMeta().Name)
-			r.entries.forget(ch.Old.GetMeta().Name)
-		}
-		if entering(ch.Old, ch.New) {
-			var rev int64
-			if r.Agents.HasSynced() {
-				rev, _ = strconv.ParseInt(ch.New.GetMeta().ResourceVersion, 10, 64)
-			}
-			r.entries.enter(ch.New.GetMeta().Name, rev)
-			r.probes.ver.Add(1) // what gateways' reports say of it moved
 		}
 		if ch.Resync || linkOf(ch.Old) == linkOf(ch.New) {
 			return
@@ -540,21 +527,6 @@ func (r *NodeLivenessReconciler) onAgentChange(enqueue func(reconcile.Request)) 
 			}
 		})
 	}
-}
-
-// entering reports whether an agent's change puts it among the gateways'
-// peers anew: it has an address and is enabled, and did not, or had
-// another address.
-func entering(old, new api.Object) bool {
-	if new == nil {
-		return false
-	}
-	n := linkOf(new)
-	if !n.enabled || n.address == "" {
-		return false
-	}
-	o := linkOf(old)
-	return !o.enabled || o.address != n.address
 }
 
 // fanoutInterval is the least time between two enqueues of every node of
@@ -668,82 +640,33 @@ func probesOf(obj api.Object) map[string]string {
 }
 
 func probesOfGateway(gw *api.Gateway) gatewayProbes {
-	out := gatewayProbes{from: gw, probes: make(map[string]string, len(gw.Status.Agents)), revision: gw.Status.Revision}
+	out := gatewayProbes{from: gw, probes: make(map[string]string, len(gw.Status.Agents))}
 	for _, p := range gw.Status.Agents {
 		out.probes[p.Name] = p.Probe
 	}
 	if c := gw.Status.Peers; c != nil {
-		out.summed, out.complete = true, c.Unlisted == 0
+		out.summed, out.answered = true, c.Answered
 	}
 	return out
 }
 
-// agentEntries records the slice revision from which each agent is among
-// the gateways' peers: the revision of the change that gave it an
-// address while enabled, or enabled it with one. An agent a gateway sums
-// up (gatewayProbes.probe) counts only once the gateway has applied it.
-// Agents the informer listed at start count from revision 0: any gateway
-// reconnecting to this Control applies a slice that holds them.
-type agentEntries struct {
-	mu  sync.RWMutex
-	rev map[string]int64
-	// log is every entry recorded, by revision (the informer delivers
-	// them in the store's order, so each is appended). Entries of agents
-	// deleted or entered again stay until it is compacted.
-	log []agentEntry
-}
-
-type agentEntry struct {
-	name string
-	rev  int64
-}
-
-func (e *agentEntries) enter(name string, rev int64) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.rev == nil {
-		e.rev = map[string]int64{}
+// gatewaysSeen returns whether an agent's own status shows a current
+// session with a gateway: listed as connected or, in a list that sums
+// its gateways up, not listed.
+func gatewaysSeen(obj api.Object) func(gateway string) bool {
+	a, ok := obj.(*api.Agent)
+	if !ok {
+		return func(string) bool { return false }
 	}
-	e.rev[name] = rev
-	if n := len(e.log); n == 0 || e.log[n-1].rev <= rev {
-		e.log = append(e.log, agentEntry{name, rev})
-	} else { // a relist's, in no order
-		i, _ := slices.BinarySearchFunc(e.log, rev+1, func(a agentEntry, rev int64) int { return cmp.Compare(a.rev, rev) })
-		e.log = slices.Insert(e.log, i, agentEntry{name, rev})
+	listed := make(map[string]bool, len(a.Status.Gateways))
+	for _, g := range a.Status.Gateways {
+		listed[g.Name] = g.Connected
 	}
-	if len(e.log) > 2*len(e.rev)+1024 {
-		e.log = e.log[:0]
-		for n, r := range e.rev {
-			e.log = append(e.log, agentEntry{n, r})
+	summed := a.Status.Peers != nil
+	return func(gateway string) bool {
+		if c, ok := listed[gateway]; ok {
+			return c
 		}
-		slices.SortFunc(e.log, func(a, b agentEntry) int { return cmp.Compare(a.rev, b.rev) })
-	}
-}
-
-func (e *agentEntries) forget(name string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.rev, name)
-}
-
-// of returns the revision the agent entered at; ok is false for an
-// agent that is no gateway's peer.
-func (e *agentEntries) of(name string) (rev int64, ok bool) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	rev, ok = e.rev[name]
-	return rev, ok
-}
-
-// between calls fn with the agents that entered after revision from, up
-// to and including to.
-func (e *agentEntries) between(from, to int64, fn func(name string)) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	i, _ := slices.BinarySearchFunc(e.log, from+1, func(a agentEntry, rev int64) int { return cmp.Compare(a.rev, rev) })
-	for ; i < len(e.log) && e.log[i].rev <= to; i++ {
-		if rev, ok := e.rev[e.log[i].name]; ok && rev == e.log[i].rev {
-			fn(e.log[i].name)
-		}
+		return summed
 	}
 }

@@ -3,10 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -663,14 +662,17 @@ func TestDataPathVerdictsFollowTheirInputs(t *testing.T) {
 
 // TestDataPathWithGatewaysSummingUp checks the judgements of agents whose
 // gateways have more than api.ListedPeers agents, and so list only those
-// in trouble: an agent a gateway does not list answered its probe, once
-// the gateway has applied a slice that holds the agent; not before, and
-// not when the gateway's list left out some in trouble.
+// in trouble: an agent such a gateway does not list answered its probe if
+// the agent's own status shows a session with that gateway (a session
+// needs each end to have the other as a peer), however many other agents
+// are in trouble; a gateway summing up judges itself by its count of
+// probes that answered.
 func TestDataPathWithGatewaysSummingUp(t *testing.T) {
 	clk := newClock()
 	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	const n = api.ListedPeers + 10
 	var nodes []nodeFix
-	for i := range api.ListedPeers + 10 {
+	for i := range n {
 		nodes = append(nodes, agentFix(fmt.Sprintf("agent-%04d", i), fmt.Sprintf("100.64.%d.%d", 1+i/250, 1+i%250)))
 	}
 	g1, g2 := gatewayFix("g1", "100.65.0.1"), gatewayFix("g2", "100.65.0.2")
@@ -678,120 +680,106 @@ func TestDataPathWithGatewaysSummingUp(t *testing.T) {
 	g2.probes = map[string]string{"agent-0001": "failed: timeout"}
 	nodes = append(nodes, g1, g2)
 	createAll(t, src, clk, nodes)
-	sum := func(name string, c api.PeerCounts, rev int64) {
+	ctx := context.Background()
+	// sees writes an agent's own status: its sessions with gateways.
+	sees := func(agent string, connected map[string]bool) {
 		t.Helper()
-		obj, err := src.Get(context.Background(), "Gateway", name)
+		obj, err := src.Get(ctx, "Agent", agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := obj.(*api.Agent)
+		a.Status.Gateways = nil
+		for _, g := range []string{"g1", "g2"} {
+			if c, ok := connected[g]; ok {
+				a.Status.Gateways = append(a.Status.Gateways, api.NodePeerStatus{Name: g, Connected: c})
+			}
+		}
+		if _, err := src.UpdateStatus(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both := map[string]bool{"g1": true, "g2": true}
+	for i := range n {
+		sees(fmt.Sprintf("agent-%04d", i), both)
+	}
+	sum := func(name string, answered int, list map[string]string) {
+		t.Helper()
+		obj, err := src.Get(ctx, "Gateway", name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		gw := obj.(*api.Gateway)
-		gw.Status.Peers, gw.Status.Revision = &c, rev
-		slices.SortFunc(gw.Status.Agents, func(a, b api.NodePeerStatus) int { return strings.Compare(a.Name, b.Name) })
-		if _, err := src.UpdateStatus(context.Background(), gw); err != nil {
+		gw.Status.Peers = &api.PeerCounts{Total: n, Connected: n, Answered: answered}
+		gw.Status.Agents = nil
+		for _, a := range slices.Sorted(maps.Keys(list)) {
+			gw.Status.Agents = append(gw.Status.Agents, api.NodePeerStatus{Name: a, Connected: true, Probe: list[a]})
+		}
+		if _, err := src.UpdateStatus(ctx, gw); err != nil {
 			t.Fatal(err)
 		}
 	}
-	total := api.ListedPeers + 10
-	sum("g1", api.PeerCounts{Total: total, Connected: total, Answered: total - 2}, farRevision)
-	sum("g2", api.PeerCounts{Total: total, Connected: total, Answered: total - 1}, farRevision)
+	sum("g1", n-2, g1.probes)
+	sum("g2", n-1, g2.probes)
 
-	// As the manager does: handlers first, then the first list.
-	infs := map[string]*reconcile.Informer{}
-	for _, k := range []string{"Agent", "Gateway"} {
-		infs[k] = reconcile.NewInformer(reconcile.InformerConfig{Kind: k, Source: src.For(k)})
-	}
+	infs, _ := startInformers(t, src)
 	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
-	var mu sync.Mutex
-	woken := map[string]bool{}
-	wake := func(req reconcile.Request) { mu.Lock(); woken[req.Key.Name] = true; mu.Unlock() }
-	infs["Agent"].AddHandler(r.onAgentChange(wake))
-	infs["Gateway"].AddHandler(r.onGatewayChange(wake))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	for _, inf := range infs {
-		wg.Go(func() { _ = inf.Run(ctx) })
-		if err := inf.WaitForSync(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	infs["Agent"].AddHandler(r.onAgentChange(func(reconcile.Request) {}))
+	infs["Gateway"].AddHandler(r.onGatewayChange(func(reconcile.Request) {}))
 	lease := r.lease()
 	agent := func(name string) api.Condition { return r.agentDataPath(name, clk.Now(), lease) }
-	want := func(what string, c api.Condition, reason string) {
+	want := func(what string, c api.Condition, reason, message string) {
 		t.Helper()
-		if c.Reason != reason {
-			t.Fatalf("%s: %s (%s), want %s", what, c.Reason, c.Message, reason)
+		if c.Reason != reason || !strings.Contains(c.Message, message) {
+			t.Fatalf("%s: %s (%s), want %s with %q", what, c.Reason, c.Message, reason, message)
 		}
 	}
-	want("an agent neither gateway lists", agent("agent-0007"), api.ReasonProbeSucceeded)
-	want("an agent both gateways list as failed", agent("agent-0001"), api.ReasonProbeFailed)
-	want("an agent one lists as not yet probed", agent("agent-0002"), api.ReasonProbeSucceeded)
+	settle := func(kind, name string) {
+		t.Helper()
+		obj, _ := src.Get(ctx, kind, name)
+		eventually(t, "the informer to hold "+kind+" "+name, func() bool {
+			got, ok := infs[kind].Get(name)
+			return ok && got.GetMeta().ResourceVersion == obj.GetMeta().ResourceVersion
+		})
+	}
+	want("an agent neither gateway lists", agent("agent-0007"), api.ReasonProbeSucceeded, "g1, g2")
+	want("an agent both gateways list as failed", agent("agent-0001"), api.ReasonProbeFailed, "g1: failed: timeout")
+	want("an agent one lists as not yet probed", agent("agent-0002"), api.ReasonProbeSucceeded, "gateways g2 reach")
 	obj, _ := infs["Gateway"].Get("g1")
-	want("g1", r.gatewayDataPath(obj.(*api.Gateway), true, clk.Now(), lease), api.ReasonProbeSucceeded)
+	want("g1", r.gatewayDataPath(obj.(*api.Gateway), true, clk.Now(), lease), api.ReasonProbeSucceeded, "")
 
-	// A new agent, given an address: not yet applied by the gateways,
-	// whose revisions stay where they were.
-	sum("g1", api.PeerCounts{Total: total, Connected: total, Answered: total - 2}, 1)
-	sum("g2", api.PeerCounts{Total: total, Connected: total, Answered: total - 1}, 1)
-	fresh := agentFix("agent-new", "100.64.9.9").create(t, src, clk)
-	eventually(t, "the informer to hold the new agent", func() bool { _, ok := infs["Agent"].Get("agent-new"); return ok })
-	eventually(t, "the informer to hold g1 at revision 1", func() bool {
-		obj, _ := infs["Gateway"].Get("g1")
-		return obj.(*api.Gateway).Status.Revision == 1
-	})
-	want("the new agent before any gateway applied it", agent("agent-new"), ReasonProbePending)
-	want("an agent from before", agent("agent-0007"), api.ReasonProbeSucceeded)
+	// An agent whose status shows no session with a gateway: that gateway
+	// not listing it says nothing (it may not have it as a peer yet).
+	sees("agent-0007", nil)
+	settle("Agent", "agent-0007")
+	want("an agent with no session shown", agent("agent-0007"), ReasonProbePending, "g1, g2")
+	sees("agent-0007", map[string]bool{"g1": true, "g2": false})
+	settle("Agent", "agent-0007")
+	want("an agent with a session with g1 only", agent("agent-0007"), api.ReasonProbeSucceeded, "gateways g1 reach")
 
-	// g1 applies a slice past the new agent: it is woken and answered.
-	rev, _ := strconv.ParseInt(fresh.GetMeta().ResourceVersion, 10, 64)
-	time.Sleep(fanoutInterval + 100*time.Millisecond) // every wake of all agents has run
-	mu.Lock()
-	clear(woken)
-	mu.Unlock()
-	sum("g1", api.PeerCounts{Total: total + 1, Connected: total + 1, Answered: total - 1}, rev)
-	eventually(t, "g1's new revision to wake the new agent", func() bool { mu.Lock(); defer mu.Unlock(); return woken["agent-new"] })
-	want("the new agent once g1 applied it", agent("agent-new"), api.ReasonProbeSucceeded)
+	// More agents in trouble than a list of ListedPeers: all are listed,
+	// and the rest are still judged to answer.
+	failing := map[string]string{}
+	for i := 100; i < 100+api.ListedPeers+1; i++ {
+		failing[fmt.Sprintf("agent-%04d", i)] = "failed: timeout"
+	}
+	sum("g1", n-len(failing), failing)
+	sum("g2", n-len(failing), failing)
+	settle("Gateway", "g1")
+	settle("Gateway", "g2")
+	want("an agent neither lists, with 501 in trouble", agent("agent-0008"), api.ReasonProbeSucceeded, "g1, g2")
+	want("one of the 501", agent("agent-0100"), api.ReasonProbeFailed, "g1: failed: timeout")
+	obj, _ = infs["Gateway"].Get("g2")
+	want("g2 with 501 in trouble", r.gatewayDataPath(obj.(*api.Gateway), true, clk.Now(), lease), api.ReasonProbeSucceeded, "")
 
-	// g1's list leaves some in trouble out: an agent it does not list
-	// may be one of them.
-	sum("g1", api.PeerCounts{Total: total + 1, Connected: total + 1, Answered: total - 3, Unlisted: 1}, rev)
-	eventually(t, "the informer to hold g1's incomplete list", func() bool {
-		obj, _ := infs["Gateway"].Get("g1")
-		return obj.(*api.Gateway).Status.Peers.Unlisted == 1
-	})
-	want("the new agent when g1 left some out", agent("agent-new"), ReasonProbePending)
-}
-
-// TestAgentEntries checks the record of when agents became gateways'
-// peers: by name, and by a range of revisions, whatever order they were
-// recorded in.
-func TestAgentEntries(t *testing.T) {
-	var e agentEntries
-	for i, rev := range []int64{0, 0, 5, 9, 7, 12} {
-		e.enter(fmt.Sprintf("a%d", i), rev)
+	// A gateway whose probes all failed judges itself so, though some
+	// connected agents are not its peers and so not in its list.
+	all := map[string]string{}
+	for i := range api.ListedPeers + 1 {
+		all[fmt.Sprintf("agent-%04d", i)] = "failed: timeout"
 	}
-	e.enter("a2", 14) // entered again with a new address
-	e.forget("a3")
-	var got []string
-	e.between(4, 12, func(name string) { got = append(got, name) })
-	if want := []string{"a4", "a5"}; !slices.Equal(got, want) {
-		t.Fatalf("entered in (4, 12]: %v, want %v", got, want)
-	}
-	if rev, ok := e.of("a2"); !ok || rev != 14 {
-		t.Fatalf("a2 entered at %d (%v), want 14", rev, ok)
-	}
-	if _, ok := e.of("a3"); ok {
-		t.Fatal("a deleted agent is still a peer")
-	}
-	for i := range 3000 { // compacted on the way, and still in order
-		e.enter("b", int64(100+i))
-	}
-	if len(e.log) > 2*len(e.rev)+1024 {
-		t.Fatalf("%d entries logged for %d agents", len(e.log), len(e.rev))
-	}
-	got = got[:0]
-	e.between(3000, 1<<40, func(name string) { got = append(got, name) })
-	if !slices.Equal(got, []string{"b"}) {
-		t.Fatalf("entered after 3000: %v, want b once", got)
-	}
+	sum("g2", 0, all)
+	settle("Gateway", "g2")
+	obj, _ = infs["Gateway"].Get("g2")
+	want("g2 reaching none", r.gatewayDataPath(obj.(*api.Gateway), true, clk.Now(), lease), api.ReasonProbeFailed, "")
 }

@@ -525,7 +525,8 @@ const failureChars = 32
 
 // peerStatuses returns the list of peers a status shows for a heartbeat's
 // peers and, for a gateway, its probes (nil for an agent), and beyond
-// api.ListedPeers their counts with only those in trouble listed.
+// api.ListedPeers their counts with every peer in trouble listed, and
+// only those: a peer not listed must be fine, however many are not.
 func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, gateway, reported bool, now time.Time) ([]api.NodePeerStatus, *api.PeerCounts) {
 	if len(ps) == 0 {
 		return nil, nil
@@ -556,10 +557,6 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, gateway, 
 			}
 			if n.Connected && (answered || !gateway) {
 				continue // not in trouble
-			}
-			if len(out) == api.ListedPeers {
-				counts.Unlisted++
-				continue
 			}
 		}
 		if !brief {

@@ -82,15 +82,29 @@ type gatewayProbes struct {
 // it.
 const probeUnknown = "<unknown>"
 
+// probeUnlisted stands, in what gatewayProbes.of returns, for an agent a
+// gateway summing its peers up does not list. It is no probe report a
+// gateway can make (those are "", api.ProbeOK or "failed: ...").
+const probeUnlisted = "\x00unlisted"
+
+// probeOfUnlisted resolves probeUnlisted on the row of an agent's peer p:
+// the gateway has the agent as a peer, and so its probe answered, when
+// the agent shows a session with it (a session needs both ends); else
+// the gateway's status cannot tell.
+func probeOfUnlisted(p api.NodePeerStatus, now time.Time) string {
+	if handshakeIsFresh(p, now) {
+		return api.ProbeOK
+	}
+	return probeUnknown
+}
+
 // of returns what each gateway reports of probing an agent, by gateway
 // name; gateways that do not list the agent as a peer are left out.
 //
-// A gateway whose status sums its peers up lists only those in trouble.
-// When it leaves none out (Unlisted is 0), an agent it does not list
-// answered its probe: of says ok, though such a status cannot tell an
-// agent that is no peer of the gateway from one that is fine; describe
-// asks only of the gateways the agent has as peers. When it leaves some
-// out, the agent may be one of them, and of says probeUnknown.
+// A gateway whose status sums its peers up lists only those in trouble:
+// an agent it does not list answered its probe, or is no peer of the
+// gateway. of says probeUnlisted, which the agent's own row resolves
+// (probeOfUnlisted).
 func (g *gatewayProbes) of(agent string) map[string]string {
 	out := map[string]string{}
 	for _, obj := range g.objs {
@@ -106,12 +120,8 @@ func (g *gatewayProbes) of(agent string) map[string]string {
 				break
 			}
 		}
-		switch counts := gw.Status.Peers; {
-		case listed || counts == nil:
-		case counts.Unlisted == 0:
-			out[gw.Metadata.Name] = api.ProbeOK
-		default:
-			out[gw.Metadata.Name] = probeUnknown
+		if !listed && gw.Status.Peers != nil {
+			out[gw.Metadata.Name] = probeUnlisted
 		}
 	}
 	return out
@@ -252,6 +262,9 @@ func statusTables(obj api.Object, now time.Time, extra describeExtra) []section 
 			if extra.probes != nil {
 				reported, ok := extra.probes[p.Name]
 				probe = probeCell(reported, ok)
+				if reported == probeUnlisted {
+					probe = probeOfUnlisted(p, now)
+				}
 			}
 			peers.rows = append(peers.rows, peerRow(p, total, now, probe))
 		}
@@ -298,14 +311,10 @@ func peersSection(listed []api.NodePeerStatus, counts *api.PeerCounts, gateway b
 		trouble = "in trouble"
 		s.note += fmt.Sprintf(", %d answered probes", counts.Answered)
 	}
-	switch {
-	case len(listed) == 0 && counts.Unlisted == 0:
+	if len(listed) == 0 {
 		s.note += "; none in trouble"
-	case counts.Unlisted == 0:
+	} else {
 		s.note += fmt.Sprintf("; showing the %d %s", len(listed), trouble)
-	default:
-		s.note += fmt.Sprintf("; showing the first %d %s by name, and %d more not listed",
-			len(listed), trouble, counts.Unlisted)
 	}
 	return s, counts.Total
 }

@@ -112,7 +112,7 @@ func nodeFleet() []api.Object {
 // fleetNow beside nodeFleet: their statuses sum their peers up and list
 // only those in trouble. Gateway hub, of 10,000 agents, lists all three
 // in trouble: fresh and laptop not connected, home not answering its
-// probe yet. Gateway relay, of 2,400, lists two and leaves 108 more out.
+// probe yet. Gateway relay, of 2,400, lists the two in trouble.
 // Agent mesh, of 1,000 gateways, lists the three it is not connected to.
 func summedUpFleet() []api.Object {
 	hub := &api.Gateway{TypeMeta: api.TypeMeta{APIVersion: api.APIVersion, Kind: "Gateway"},
@@ -139,7 +139,7 @@ func summedUpFleet() []api.Object {
 				cond(api.ConditionReady, api.ConditionTrue, api.ReasonReady, "", 9*24*time.Hour),
 			}},
 			NodeStatus: api.NodeStatus{OverlayAddress: "100.64.0.5", Version: "v0.3.1", DataPath: "tun", LastHeartbeat: before(3 * time.Second), Revision: 42,
-				Peers: &api.PeerCounts{Total: 2400, Connected: 2300, Answered: 2290, Unlisted: 108}},
+				Peers: &api.PeerCounts{Total: 2400, Connected: 2399, Answered: 2398}},
 			Agents: []api.NodePeerStatus{
 				{Name: "a0001"},
 				{Name: "a0002", Connected: true, Probe: "failed: connection refused"},
@@ -327,10 +327,11 @@ func TestSummedUpPeers(t *testing.T) {
 		{"gateways", []string{"get", "gateways", "hub", "relay", "-o", "wide"},
 			"NAME    ENDPOINT            ADDRESS      VERSION   READY   LAST-SEEN   AGE   AGENTS       ROUTES   DATA-PATH   PUBLIC KEY                                     MESSAGE   LABELS\n" +
 				"hub     203.0.113.1:51820   100.64.0.4   v0.3.1    True    1s ago      10d   9997/10000   12000    netstack    " + tokyoKey + "   <none>    <none>\n" +
-				"relay   203.0.113.2:51820   100.64.0.5   v0.3.1    True    3s ago      10d   2290/2400    2400     tun         <none>                                         <none>    <none>\n"},
-		// The gateways mesh is not connected to are listed; hub leaves mesh
-		// out and no peer in trouble, so its probe answered; relay leaves
-		// some out, so it is unknown; tokyo lists every peer and not mesh.
+				"relay   203.0.113.2:51820   100.64.0.5   v0.3.1    True    3s ago      10d   2398/2400    2400     tun         <none>                                         <none>    <none>\n"},
+		// The gateways mesh is not connected to are listed; hub and relay
+		// sum their agents up and leave mesh out, which with no session
+		// between them says nothing (unknown); tokyo lists every peer and
+		// not mesh.
 		{"describe agent", []string{"describe", "agent", "mesh"}, `Name:            mesh
 Kind:            Agent
 Labels:          <none>
@@ -348,7 +349,7 @@ Spec:
 Peers:
   1000 peers: 997 connected; showing the 3 not connected
   NAME   ENDPOINT           LAST-HANDSHAKE  PROBE
-  hub    203.0.113.1:51820  not within 3m   ok
+  hub    203.0.113.1:51820  not within 3m   <unknown>
   relay  <none>             not within 3m   <unknown>
   tokyo  <none>             not within 3m   <none>
 Targets:
@@ -399,7 +400,7 @@ Spec:
   enabled: true
   publicEndpoint: 203.0.113.2:51820
 Peers:
-  2400 peers: 2300 connected, 2290 answered probes; showing the first 2 in trouble by name, and 108 more not listed
+  2400 peers: 2399 connected, 2398 answered probes; showing the 2 in trouble
   NAME   ENDPOINT  LAST-HANDSHAKE  PROBE
   a0001  <none>    not within 3m   pending
   a0002  <none>    within 3m       failed: connection refused
@@ -472,14 +473,11 @@ func TestNodeColumns(t *testing.T) {
 			Status: api.GatewayStatus{NodeStatus: api.NodeStatus{Peers: counts}, Agents: agents}}
 	}
 	summedUp := &api.PeerCounts{Total: 600, Connected: 599, Answered: 598}
-	overflowing := &api.PeerCounts{Total: 10000, Connected: 9000, Answered: 8000, Unlisted: 1500}
 	probes := gatewayProbes{objs: []api.Object{
 		gateway("full-lists", nil, api.NodePeerStatus{Name: "b"}, api.NodePeerStatus{Name: "a", Probe: "failed: timeout"}),
 		gateway("full-leaves-out", nil, api.NodePeerStatus{Name: "b", Probe: api.ProbeOK}),
 		gateway("summed-lists", summedUp, api.NodePeerStatus{Name: "a", Connected: true}),
 		gateway("summed-leaves-out", summedUp, api.NodePeerStatus{Name: "b"}),
-		gateway("overflowing-lists", overflowing, api.NodePeerStatus{Name: "a", Probe: "failed: refused"}),
-		gateway("overflowing-leaves-out", overflowing, api.NodePeerStatus{Name: "b"}),
 	}}
 	tests := []struct {
 		name string
@@ -504,8 +502,6 @@ func TestNodeColumns(t *testing.T) {
 		{"handshakes none", handshakesColumn(nil, nil, fleetNow), "0/0"},
 		{"a summed-up status counts connected peers, not the few it lists", handshakesColumn(troubled,
 			&api.PeerCounts{Total: 10000, Connected: 9998}, fleetNow), "9998/10000"},
-		{"so it does with peers in trouble left out", handshakesColumn(troubled,
-			&api.PeerCounts{Total: 10000, Connected: 9000, Unlisted: 998}, fleetNow), "9000/10000"},
 		{"a node of many peers shows whether each is connected", handshakesColumn([]api.NodePeerStatus{
 			{Name: "a", Connected: true}, {Name: "b"}, {Name: "c", Connected: true},
 		}, nil, fleetNow), "2/3"},
@@ -520,23 +516,20 @@ func TestNodeColumns(t *testing.T) {
 			"a <none> not within 3m ok"},
 		{"probed", probedColumn([]api.NodePeerStatus{{Probe: "ok"}, {Probe: ""}, {Probe: "timeout"}, {Probe: "ok"}}, nil), "2/4"},
 		{"probed by a summed-up status", probedColumn(troubled, &api.PeerCounts{Total: 10000, Connected: 9999, Answered: 9998}), "9998/10000"},
-		{"probed with peers in trouble left out", probedColumn(troubled, overflowing), "8000/10000"},
 		{"peers listed in full", peers(troubled, nil, true), "2: "},
 		{"summed-up gateway with none in trouble", peers(nil, &api.PeerCounts{Total: 10000, Connected: 10000, Answered: 10000}, true),
 			"10000: 10000 peers: 10000 connected, 10000 answered probes; none in trouble"},
 		{"summed-up gateway", peers(troubled, &api.PeerCounts{Total: 10000, Connected: 9999, Answered: 9998}, true),
 			"10000: 10000 peers: 9999 connected, 9998 answered probes; showing the 2 in trouble"},
-		{"summed-up gateway leaving peers in trouble out", peers(troubled, overflowing, true),
-			"10000: 10000 peers: 9000 connected, 8000 answered probes; showing the first 2 in trouble by name, and 1500 more not listed"},
 		{"peers none", written(nil, nil), "Peers:  <none>\n"},
 		{"summed-up peers none in trouble", written(nil, &api.PeerCounts{Total: 501, Connected: 501, Answered: 501}),
 			"Peers:\n  501 peers: 501 connected, 501 answered probes; none in trouble\n"},
 		{"summed-up agent", peers(troubled[:1], &api.PeerCounts{Total: 1000, Connected: 999}, false),
 			"1000: 1000 peers: 999 connected; showing the 1 not connected"},
-		{"summed-up agent leaving peers out", peers(troubled, &api.PeerCounts{Total: 1000, Connected: 900, Unlisted: 98}, false),
-			"1000: 1000 peers: 900 connected; showing the first 2 not connected by name, and 98 more not listed"},
 		{"gateways' probes of an agent", fmt.Sprintf("%q", probes.of("a")),
-			`map["full-lists":"failed: timeout" "overflowing-leaves-out":"<unknown>" "overflowing-lists":"failed: refused" "summed-leaves-out":"ok" "summed-lists":""]`},
+			`map["full-lists":"failed: timeout" "summed-leaves-out":"\x00unlisted" "summed-lists":""]`},
+		{"a gateway not listing an agent it sums up, seen connected by the agent", probeOfUnlisted(api.NodePeerStatus{Name: "g", Connected: true}, fleetNow), "ok"},
+		{"the same, not seen connected: maybe no peer of it yet", probeOfUnlisted(api.NodePeerStatus{Name: "g"}, fleetNow), "<unknown>"},
 		{"reachable", reachableColumn([]api.TargetStatus{{Reachable: true}, {Reachable: false}}), "1/2"},
 		{"serving", servingColumn([]api.TunnelGatewayStatus{{Serving: true}, {Serving: true}, {Serving: false}}), "2/3"},
 		{"connected missing", conditionStatus(nil, api.NodeConnected), "Unknown"},
