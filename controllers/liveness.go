@@ -189,7 +189,7 @@ func minTime(a, b time.Time) time.Time {
 //
 // Its version changes whenever any gateway's reports do: a judgement made
 // from reports read after it read a version holds while that version
-// does.
+// does. Each gateway's reports carry the version they changed at.
 type probeIndex struct {
 	ver       atomic.Uint64
 	mu        sync.Mutex
@@ -204,6 +204,7 @@ type gatewayProbes struct {
 	// probe answered.
 	summed   bool
 	answered int
+	ver      uint64 // the index's version when these reports changed
 }
 
 // forAgent returns the gateway's report of an agent for the agent's
@@ -244,8 +245,9 @@ func (p gatewayProbes) same(q gatewayProbes) bool {
 // of returns gw's probe reports by agent name.
 func (x *probeIndex) of(gw *api.Gateway) map[string]string { return x.get(gw).probes }
 
-// get returns gw's probe reports, and moves the index's version if they
-// changed. A new object with the same reports keeps them.
+// get returns gw's probe reports and the version they changed at, which
+// it moves the index's to if they changed. A new object with the same
+// reports keeps them and their version.
 func (x *probeIndex) get(gw *api.Gateway) gatewayProbes {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -257,8 +259,7 @@ func (x *probeIndex) get(gw *api.Gateway) gatewayProbes {
 	if ok && next.same(p) {
 		p.from = gw
 	} else {
-		p = next
-		x.ver.Add(1)
+		p, p.ver = next, x.ver.Add(1)
 	}
 	if x.byGateway == nil {
 		x.byGateway = map[string]gatewayProbes{}
@@ -417,10 +418,12 @@ func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, seen func(stri
 func (r *NodeLivenessReconciler) gatewayDataPath(gw *api.Gateway, gwConnected bool, now time.Time, lease time.Duration) api.Condition {
 	// Agents without an address are left out: no gateway has them as a
 	// peer yet.
-	probesVer := r.probes.ver.Load()
-	agents, agentsVer := r.connectedAgents.get(r.Agents, r.beats(), now, lease, true)
+	// Keyed by the version its reports came with, from the same read: a
+	// new object's reports take a new one on their first read, which may
+	// be this one.
 	probes := r.probes.get(gw)
-	key := verdictKey{peers: agentsVer, probes: probesVer, connected: gwConnected}
+	agents, agentsVer := r.connectedAgents.get(r.Agents, r.beats(), now, lease, true)
+	key := verdictKey{peers: agentsVer, probes: probes.ver, connected: gwConnected}
 	if c, ok := r.gatewayVerdicts.get(gw.Metadata.Name, key); ok {
 		return c
 	}

@@ -783,3 +783,28 @@ func TestDataPathWithGatewaysSummingUp(t *testing.T) {
 	obj, _ = infs["Gateway"].Get("g2")
 	want("g2 reaching none", r.gatewayDataPath(obj.(*api.Gateway), true, clk.Now(), lease), api.ReasonProbeFailed, "")
 }
+
+// TestGatewayVerdictFollowsItsOwnReports: a gateway judged from a new
+// object, before any informer handler has read its reports, is judged
+// from them, not answered with the verdict kept for the object before.
+func TestGatewayVerdictFollowsItsOwnReports(t *testing.T) {
+	clk := newClock()
+	src := reconciletest.NewSource(reconciletest.Config{Now: clk.Now})
+	g1 := gatewayFix("g1", "100.65.0.1")
+	g1.probes = map[string]string{"a1": ProbeOK}
+	createAll(t, src, clk, []nodeFix{agentFix("a1", "100.64.0.1"), g1})
+	infs, _ := startInformers(t, src)
+	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
+	obj, _ := infs["Gateway"].Get("g1")
+	gw := obj.(*api.Gateway)
+	for range 2 {
+		if c := r.gatewayDataPath(gw, true, clk.Now(), r.lease()); c.Reason != api.ReasonProbeSucceeded {
+			t.Fatalf("g1: %s (%s), want ProbeSucceeded", c.Reason, c.Message)
+		}
+	}
+	next := api.Clone(gw)
+	next.Status.Agents[0].Probe = "failed: timeout"
+	if c := r.gatewayDataPath(next, true, clk.Now(), r.lease()); c.Reason != api.ReasonProbeFailed {
+		t.Fatalf("g1's next object, its probe failed: %s (%s), want ProbeFailed", c.Reason, c.Message)
+	}
+}
