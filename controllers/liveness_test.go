@@ -583,10 +583,7 @@ func TestDataPathVerdictsFollowTheirInputs(t *testing.T) {
 	a2 := agentFix("a2", "100.64.0.2")
 	a2.heartbeat = 30 * time.Second
 	createAll(t, src, clk, []nodeFix{agentFix("a1", "100.64.0.1"), a2, g1, g2})
-	infs, _ := startInformers(t, src)
-	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
-	infs["Agent"].AddHandler(r.onAgentChange(func(reconcile.Request) {}))
-	infs["Gateway"].AddHandler(r.onGatewayChange(func(reconcile.Request) {}))
+	r, infs := livenessWithHandlers(t, src, clk)
 	lease := r.lease()
 
 	agent := func(name string) api.Condition { return r.agentDataPath(name, clk.Now(), lease) }
@@ -722,10 +719,7 @@ func TestDataPathWithGatewaysSummingUp(t *testing.T) {
 	sum("g1", n-2, g1.probes)
 	sum("g2", n-1, g2.probes)
 
-	infs, _ := startInformers(t, src)
-	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
-	infs["Agent"].AddHandler(r.onAgentChange(func(reconcile.Request) {}))
-	infs["Gateway"].AddHandler(r.onGatewayChange(func(reconcile.Request) {}))
+	r, infs := livenessWithHandlers(t, src, clk)
 	lease := r.lease()
 	agent := func(name string) api.Condition { return r.agentDataPath(name, clk.Now(), lease) }
 	want := func(what string, c api.Condition, reason, message string) {
@@ -807,4 +801,16 @@ func TestGatewayVerdictFollowsItsOwnReports(t *testing.T) {
 	if c := r.gatewayDataPath(next, true, clk.Now(), r.lease()); c.Reason != api.ReasonProbeFailed {
 		t.Fatalf("g1's next object, its probe failed: %s (%s), want ProbeFailed", c.Reason, c.Message)
 	}
+}
+
+// livenessWithHandlers starts informers on src and a liveness reconciler
+// on them, with its informer handlers added as the manager adds them
+// (enqueueing nothing: the tests judge by hand).
+func livenessWithHandlers(t *testing.T, src *reconciletest.Source, clk *clock) (*NodeLivenessReconciler, map[string]*reconcile.Informer) {
+	t.Helper()
+	infs, _ := startInformers(t, src)
+	r := &NodeLivenessReconciler{Store: src, Agents: infs["Agent"], Gateways: infs["Gateway"], Now: clk.Now}
+	infs["Agent"].AddHandler(r.onAgentChange(func(reconcile.Request) {}))
+	infs["Gateway"].AddHandler(r.onGatewayChange(func(reconcile.Request) {}))
+	return r, infs
 }

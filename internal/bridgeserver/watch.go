@@ -573,10 +573,8 @@ func peerStatuses(ps []bridge.PeerStatus, probes []bridge.ProbeStatus, gateway, 
 	if counts != nil {
 		// The list is read by name (a peer not in it is not in trouble);
 		// a node of this build sends its peers sorted, an older one may
-		// not.
-		if !slices.IsSortedFunc(out, func(a, b api.NodePeerStatus) int { return strings.Compare(a.Name, b.Name) }) {
-			slices.SortFunc(out, func(a, b api.NodePeerStatus) int { return strings.Compare(a.Name, b.Name) })
-		}
+		// not, and sorting a sorted list is a pass over it.
+		slices.SortFunc(out, func(a, b api.NodePeerStatus) int { return strings.Compare(a.Name, b.Name) })
 		if len(out) == 0 {
 			out = nil
 		}
