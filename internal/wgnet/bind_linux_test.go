@@ -385,6 +385,61 @@ func TestBindBuildsSegmentedDatagrams(t *testing.T) {
 	}
 }
 
+// TestBindSegmentedDatagramsArriveWhole sends a batch of 64 WireGuard
+// packets of 1,424 bytes (a full batch of a bulk transfer at MTU 1420)
+// over loopback to a socket that takes coalesced datagrams (UDP_GRO), and
+// counts the datagrams it reads: each segmented datagram the bind builds
+// must stay one, not be cut up by the kernel before the device, which
+// happens when one reaches 64 KiB with its headers.
+func TestBindSegmentedDatagramsArriveWhole(t *testing.T) {
+	a, _, _ := openBind(t)
+	if !a.socks.Load()[0].gso.Load() {
+		t.Skip("this kernel has no UDP segmentation offload")
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1); err != nil {
+		t.Skipf("this kernel has no UDP receive offload: %v", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := a.ParseEndpoint(fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const packets, size = 64, 1424
+	if err := a.Send(batch(packets, size), ep); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<16)
+	datagrams, bytes := 0, 0
+	for bytes < packets*size {
+		n, _, _, _, err := unix.Recvmsg(fd, buf, make([]byte, 64), 0)
+		if err != nil {
+			t.Fatalf("after %d datagrams of %d bytes: %v", datagrams, bytes, err)
+		}
+		datagrams++
+		bytes += n
+	}
+	if want := (packets*size + maxGSOBytes - 1) / maxGSOBytes; datagrams > want+1 {
+		t.Fatalf("%d packets came as %d datagrams, want about %d: the kernel cut the segmented ones up", packets, datagrams, want)
+	}
+}
+
 // TestBindSendsAlongARouteBelowTheSegmentSize: where the route's MTU is
 // smaller than a segment, the kernel refuses segmented datagrams; the
 // batch still arrives whole (the kernel fragments each datagram), and
