@@ -33,6 +33,10 @@ import (
 //	                            a kernel TUN interface (--wireguard-backend
 //	                            tun), in a network namespace; needs root
 //	KAKUREMICHI_BENCH_DIR       directory the Markdown fragments are written to
+//	KAKUREMICHI_BENCH_PROFILE   directory: instead of the suite, record CPU
+//	                            profiles of the gateway and the agent during
+//	                            each workload on the tunnel path
+//	                            (<workload>-gateway.pprof, -agent.pprof)
 //
 // BenchmarkGatewayScale adds KAKUREMICHI_BENCH_PEERS and
 // KAKUREMICHI_BENCH_CONNS (bench_scale_test.go).
@@ -45,13 +49,14 @@ type benchConfig struct {
 	baseName string
 	tun      bool
 	outDir   string
+	profile  string
 }
 
 func loadBenchConfig(b *testing.B) benchConfig {
 	b.Helper()
 	cfg := benchConfig{rounds: 5, bulk: 256 << 20, duration: 3 * time.Second, idle: 10 * time.Second,
 		baseBin: os.Getenv("KAKUREMICHI_BENCH_BASE_BIN"), baseName: os.Getenv("KAKUREMICHI_BENCH_BASE_NAME"),
-		outDir: os.Getenv("KAKUREMICHI_BENCH_DIR")}
+		outDir: os.Getenv("KAKUREMICHI_BENCH_DIR"), profile: os.Getenv("KAKUREMICHI_BENCH_PROFILE")}
 	if v := os.Getenv("KAKUREMICHI_BENCH_ROUNDS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100 {
@@ -90,9 +95,12 @@ func loadBenchConfig(b *testing.B) benchConfig {
 	default:
 		b.Fatalf("KAKUREMICHI_BENCH_TUN: got %q, want 1 or 0", v)
 	}
-	if cfg.outDir != "" {
-		if st, err := os.Stat(cfg.outDir); err != nil || !st.IsDir() {
-			b.Fatalf("KAKUREMICHI_BENCH_DIR: got %q, want an existing directory (%v)", cfg.outDir, err)
+	for name, dir := range map[string]string{"KAKUREMICHI_BENCH_DIR": cfg.outDir, "KAKUREMICHI_BENCH_PROFILE": cfg.profile} {
+		if dir == "" {
+			continue
+		}
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			b.Fatalf("%s: got %q, want an existing directory (%v)", name, dir, err)
 		}
 	}
 	return cfg

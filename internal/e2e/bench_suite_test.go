@@ -2,8 +2,12 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,6 +78,7 @@ func BenchmarkSuite(b *testing.B) {
 	} else {
 		c = newCluster(b)
 	}
+	c.debug = cfg.profile != ""
 	gw := c.addGateway("gw")
 	agent := c.addAgent("home")
 	var baseGW *gatewayProc
@@ -122,6 +127,10 @@ func BenchmarkSuite(b *testing.B) {
 		{key: "up1", title: "upload, 1 stream", streams: 1, upload: true},
 		{key: "req1", title: "small requests, 1 connection", conns: 1},
 		{key: "req50", title: "small requests, 50 connections", conns: 50},
+	}
+	if cfg.profile != "" {
+		profileTunnel(b, cfg, workloads, paths[2], gw.controlProc, agent)
+		return
 	}
 	// samples[workload][path] holds one sample per round.
 	samples := map[string]map[string][]benchSample{}
@@ -218,6 +227,56 @@ func BenchmarkSuite(b *testing.B) {
 		}
 	}
 	cfg.writeFragment(b, "suite.md", suiteMarkdown(cfg, paths, workloads, samples, med, peaks, sealGBs, hop))
+}
+
+// profileTunnel records CPU profiles of the tunnel's gateway and agent
+// while each workload runs again and again on the tunnel path, for
+// profileSeconds each, into cfg.profile.
+func profileTunnel(b *testing.B, cfg benchConfig, workloads []benchWorkload, p *benchPath, gw, agent *controlProc) {
+	b.Helper()
+	const profileSeconds = 5
+	for _, w := range workloads {
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		for _, n := range []struct {
+			what string
+			proc *controlProc
+		}{{"gateway", gw}, {"agent", agent}} {
+			wg.Go(func() {
+				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.proc.debugAddr, profileSeconds))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer resp.Body.Close()
+				out, err := io.ReadAll(resp.Body)
+				if err == nil && resp.StatusCode != 200 {
+					err = fmt.Errorf("%s: %s: %s", n.what, resp.Status, out)
+				}
+				if err == nil {
+					err = os.WriteFile(filepath.Join(cfg.profile, w.key+"-"+n.what+".pprof"), out, 0o644)
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		for running := true; running; {
+			runWorkload(b, cfg, w, p)
+			select {
+			case <-done:
+				running = false
+			default:
+			}
+		}
+		close(errs)
+		for err := range errs {
+			b.Fatalf("%s: profile: %v", w.title, err)
+		}
+		b.Logf("profiled %s in %s", w.title, cfg.profile)
+	}
 }
 
 // chachaSealRate returns how many GB/s one goroutine seals with

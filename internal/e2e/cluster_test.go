@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,9 @@ type cluster struct {
 	apps     map[string]string // name -> http://addr
 	gwKey    string
 	agentKey string
+	// debug starts each gateway and agent added after it is set with
+	// --debug-listen on a port of its own (controlProc.debugAddr).
+	debug bool
 }
 
 type gatewayProc struct {
@@ -71,6 +75,10 @@ func (c *cluster) proc(name string, args, env []string, readyURL string) *contro
 	c.t.Helper()
 	dir := c.t.TempDir()
 	p := &controlProc{t: c.t, dataDir: dir, logPath: filepath.Join(dir, name+".log"), args: args, env: env, readyURL: readyURL}
+	if c.debug && len(args) > 0 && (args[0] == "gateway" || args[0] == "agent") {
+		p.debugAddr = fmt.Sprintf("127.0.0.1:%d", freePort(c.t))
+		p.args = append(slices.Clip(args), "--debug-listen", p.debugAddr)
+	}
 	p.start()
 	c.t.Cleanup(p.kill)
 	return p

@@ -68,6 +68,8 @@ type controlProc struct {
 	args []string
 	// env is added to the process environment.
 	env []string
+	// debugAddr is where the process serves its Go profiles, if it does.
+	debugAddr string
 	// readyURL is polled for 200 after start; "" = control's /readyz,
 	// "-" = do not wait.
 	readyURL string
