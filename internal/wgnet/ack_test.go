@@ -188,8 +188,8 @@ func (d *countingDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber,
 func (d *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
 // inboundSegment is an IPv4 TCP segment as WireGuard decrypts it: from
-// sport, at seq, with a full-sized payload and no PSH, so that GRO keeps
-// it to coalesce with what follows.
+// sport, at seq, with a full-sized payload and no PSH, so that the link
+// keeps it to coalesce with what follows.
 func inboundSegment(sport uint16, seq uint32) []byte {
 	const payload = 1000
 	p := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize+payload)
@@ -202,9 +202,8 @@ func inboundSegment(sport uint16, seq uint32) []byte {
 
 // TestLinkWriteHandsUpEveryPacket: every packet of a batch reaches the
 // stack before Write returns, in order within its connection, however
-// many connections the batch mixes. GRO keeps up to eight segments per
-// bucket of eight, and a single Flush of gVisor's hands up only the first
-// of each bucket.
+// many connections the batch mixes: more of them than the link keeps runs
+// open for (coalesceFlows).
 func TestLinkWriteHandsUpEveryPacket(t *testing.T) {
 	l := newLink(DefaultMTU, 0)
 	d := &countingDispatcher{seqs: map[uint16][]uint32{}}
@@ -219,7 +218,7 @@ func TestLinkWriteHandsUpEveryPacket(t *testing.T) {
 			t.Fatal(err)
 		}
 		if d.packets != flows*(round+1) {
-			t.Fatalf("after batch %d the stack has %d packets, want %d: GRO kept some back", round+1, d.packets, flows*(round+1))
+			t.Fatalf("after batch %d the stack has %d packets, want %d: some were kept back", round+1, d.packets, flows*(round+1))
 		}
 	}
 	for port, seqs := range d.seqs {

@@ -9,11 +9,9 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // outQueueLen and outQueueBytes bound what the stack may queue for
@@ -30,11 +28,6 @@ const (
 // largest IP packet.
 const gsoMaxSize = 1 << 16
 
-// groBucketSize is how many packets each bucket of gVisor's GRO holds
-// (stack/gro's groBucketSize); TestLinkWriteHandsUpEveryPacket fails if it
-// grows.
-const groBucketSize = 8
-
 // link joins gVisor's stack to wireguard-go. It is the stack's network
 // interface (a stack.LinkEndpoint) and wireguard-go's TUN device (a
 // tun.Device) at once, and it is where the stock netstack adapter loses
@@ -47,7 +40,7 @@ const groBucketSize = 8
 //     encrypts and sends them in batches too.
 //   - Inbound, Write receives the batch of packets WireGuard decrypted
 //     together and coalesces consecutive segments of one TCP flow into one
-//     large segment (gVisor's GRO) before the stack sees them. WireGuard
+//     large segment (coalesce.go) before the stack sees them. WireGuard
 //     authenticated every packet, so transport checksums are not checked
 //     again.
 //
@@ -79,7 +72,7 @@ type link struct {
 	head    int
 	next    int // segment of pending[head] to read next
 
-	gros sync.Pool // *gro.GRO, one per concurrent Write
+	coalescers sync.Pool // *coalescer, one per concurrent Write
 
 	// outFlight counts what Read handed wireguard-go and the bind has not yet
 	// sent, inFlight what the bind received and Write has not yet been given
@@ -104,11 +97,7 @@ func newLink(mtu int, ackDelay time.Duration) *link {
 		l.heldTimer.Stop()
 	}
 	l.events <- tun.EventUp
-	l.gros.New = func() any {
-		g := new(gro.GRO)
-		g.Init(true)
-		return g
-	}
+	l.coalescers.New = func() any { return new(coalescer) }
 	return l
 }
 
@@ -275,8 +264,8 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 	if d == nil {
 		return 0, os.ErrClosed
 	}
-	g := l.gros.Get().(*gro.GRO)
-	g.Dispatcher = d
+	c := l.coalescers.Get().(*coalescer)
+	c.d = d
 	var err error
 	written := 0
 	for _, b := range bufs {
@@ -285,34 +274,13 @@ func (l *link) Write(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		written++
-		var proto tcpip.NetworkProtocolNumber
-		switch p[0] >> 4 {
-		case 4:
-			proto = header.IPv4ProtocolNumber
-		case 6:
-			proto = header.IPv6ProtocolNumber
-		default:
+		if !c.add(p) {
 			err = syscall.EAFNOSUPPORT
-			continue
 		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
-		pkt.NetworkProtocolNumber = proto
-		pkt.RXChecksumValidated = true
-		g.Enqueue(pkt)
-		pkt.DecRef()
 	}
-	// GRO's Flush hands up only the first packet of each of its buckets
-	// (it unlinks a packet before asking for the next), and a bucket
-	// holds up to groBucketSize. What it left behind would wait for a
-	// later batch, possibly in another of the pooled GROs while newer
-	// packets of its flow went up first, or be lost with a GRO the
-	// collector takes back: TCP saw reordering and resent. Flush until
-	// every bucket is empty.
-	for range groBucketSize {
-		g.Flush()
-	}
-	g.Dispatcher = nil
-	l.gros.Put(g)
+	c.flushAll()
+	c.d = nil
+	l.coalescers.Put(c)
 	l.inFlight.done(written)
 	if err != nil {
 		return 0, err

@@ -1,0 +1,343 @@
+package wgnet
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// recordingDispatcher keeps a copy of every packet a link delivers.
+type recordingDispatcher struct{ pkts [][]byte }
+
+func (d *recordingDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	d.pkts = append(d.pkts, pkt.Data().AsRange().ToSlice())
+}
+
+func (d *recordingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// seg describes a TCP segment for tcpSegment.
+type seg struct {
+	v6      bool
+	sport   uint16
+	seq     uint32
+	ack     uint32
+	flags   header.TCPFlags
+	payload int
+	tsval   uint32 // timestamp option's value; 0 for no options
+	ttl     uint8
+}
+
+// tcpSegment builds s as WireGuard decrypts it, its payload bytes derived
+// from its sequence numbers so that a joined payload can be checked.
+func tcpSegment(s seg) []byte {
+	opts := 0
+	if s.tsval != 0 {
+		opts = 12
+	}
+	nh := header.IPv4MinimumSize
+	if s.v6 {
+		nh = header.IPv6MinimumSize
+	}
+	th := header.TCPMinimumSize + opts
+	p := make([]byte, nh+th+s.payload)
+	ttl := s.ttl
+	if ttl == 0 {
+		ttl = 64
+	}
+	if s.v6 {
+		header.IPv6(p).Encode(&header.IPv6Fields{PayloadLength: uint16(th + s.payload), TransportProtocol: header.TCPProtocolNumber, HopLimit: ttl,
+			SrcAddr: tcpip.AddrFrom16([16]byte{0xfd, 15: 2}), DstAddr: tcpip.AddrFrom16([16]byte{0xfd, 15: 1})})
+	} else {
+		ip := header.IPv4(p)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(p)), TTL: ttl, Protocol: uint8(header.TCPProtocolNumber),
+			SrcAddr: tcpip.AddrFrom4([4]byte{100, 64, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{100, 64, 0, 1})})
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	tcp := header.TCP(p[nh:])
+	tcp.Encode(&header.TCPFields{SrcPort: s.sport, DstPort: 443, SeqNum: s.seq, AckNum: s.ack,
+		DataOffset: uint8(th), Flags: s.flags, WindowSize: 512})
+	if s.tsval != 0 {
+		header.EncodeTSOption(s.tsval, 7, p[nh+header.TCPMinimumSize:nh+th])
+	}
+	for i := range s.payload {
+		p[nh+th+i] = byte((s.seq + uint32(i)) * 7)
+	}
+	// A checksum of its own, so that joining must not compare it.
+	tcp.SetChecksum(uint16(s.seq))
+	return p
+}
+
+// TestCoalescerJoinsARun: the 46 packets of one large segment, cut as the
+// sender's link cuts it, reach the stack as one segment with the whole
+// payload, the first one's sequence number, PSH from the last, and IP
+// headers whose lengths (and IPv4 checksum) fit it; in IPv4 and IPv6.
+func TestCoalescerJoinsARun(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v6=%v", v6), func(t *testing.T) {
+			d := &recordingDispatcher{}
+			c := &coalescer{d: d}
+			var want []byte
+			seq := uint32(1000)
+			for i := range 46 {
+				s := seg{v6: v6, sport: 1, seq: seq, ack: 9, flags: header.TCPFlagAck, payload: 1368, tsval: 5}
+				if i == 45 {
+					s.payload, s.flags = 200, header.TCPFlagAck|header.TCPFlagPsh
+				}
+				p := tcpSegment(s)
+				want = append(want, p[len(p)-s.payload:]...)
+				seq += uint32(s.payload)
+				if !c.add(p) {
+					t.Fatal("add refused a TCP packet")
+				}
+			}
+			c.flushAll()
+			if len(d.pkts) != 1 {
+				t.Fatalf("%d packets reached the stack, want 1", len(d.pkts))
+			}
+			p := d.pkts[0]
+			nh, hl, ok := tcpHeaders(p)
+			if !ok {
+				t.Fatalf("the joined segment's headers do not parse: % x", p[:60])
+			}
+			if v6 && nh != header.IPv6MinimumSize || !v6 && !header.IPv4(p).IsChecksumValid() {
+				t.Fatal("the joined segment's IP header is wrong (version, or IPv4 checksum)")
+			}
+			tcp := header.TCP(p[nh:])
+			if tcp.SequenceNumber() != 1000 || tcp.Flags() != header.TCPFlagAck|header.TCPFlagPsh || tcp.AckNumber() != 9 {
+				t.Fatalf("joined segment: seq %d flags %v ack %d, want 1000, ACK|PSH, 9", tcp.SequenceNumber(), tcp.Flags(), tcp.AckNumber())
+			}
+			if !bytes.Equal(p[hl:], want) {
+				t.Fatalf("joined payload of %d bytes differs from the %d sent", len(p)-hl, len(want))
+			}
+		})
+	}
+}
+
+// TestCoalescerKeepsEachFlowsOrder throws random batches at the coalescer:
+// up to 12 flows (more than it keeps runs for) interleaved in stretches,
+// with bare ACKs, PSH, SYN and FIN, sequence gaps, retransmissions,
+// segments longer than the first, timestamps and TTLs that change, and
+// non-TCP packets. However they are joined, each flow's packets must
+// reach the stack in the order they came, each exactly once: every
+// delivered packet is either one that came, untouched, or consecutive
+// packets of one flow joined, with the first one's headers and their
+// payloads in order.
+func TestCoalescerKeepsEachFlowsOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	udp := func(sport uint16) []byte {
+		p := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+10)
+		header.IPv4(p).Encode(&header.IPv4Fields{TotalLength: uint16(len(p)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+			SrcAddr: tcpip.AddrFrom4([4]byte{100, 64, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{100, 64, 0, 1})})
+		header.UDP(p[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: sport, DstPort: 53})
+		return p
+	}
+	joined := 0
+	for round := range 300 {
+		d := &recordingDispatcher{}
+		c := &coalescer{d: d}
+		flows := 1 + rng.IntN(12)
+		seqs := make([]uint32, flows)
+		for f := range seqs {
+			seqs[f] = rng.Uint32()
+		}
+		var sent [][]byte
+		for len(sent) < 200 {
+			f := rng.IntN(flows)
+			for range 1 + rng.IntN(20) {
+				s := seg{v6: f%3 == 2, sport: uint16(100 + f), seq: seqs[f], ack: 1, flags: header.TCPFlagAck, payload: 1368, tsval: 5}
+				switch r := rng.IntN(100); {
+				case r < 5:
+					s.payload = 0 // a bare ACK
+				case r < 9:
+					s.flags |= header.TCPFlagPsh
+					s.payload = rng.IntN(1368) + 1
+				case r < 11:
+					s.flags = header.TCPFlagSyn
+				case r < 13:
+					s.flags |= header.TCPFlagFin
+				case r < 16:
+					s.seq += 1368 // a gap
+				case r < 19:
+					s.seq -= 1368 // a retransmission
+				case r < 21:
+					s.payload = 1400 // longer than the first
+				case r < 23:
+					s.tsval = 6
+				case r < 24:
+					s.ttl = 63
+				case r < 26:
+					s.payload = rng.IntN(1368) + 1 // short: ends a run
+				}
+				p := tcpSegment(s)
+				seqs[f] = s.seq + uint32(s.payload)
+				sent = append(sent, p)
+				if rng.IntN(50) == 0 {
+					sent = append(sent, udp(uint16(100+f)))
+				}
+			}
+		}
+		for _, p := range sent {
+			if !c.add(p) {
+				t.Fatal("add refused an IP packet")
+			}
+		}
+		c.flushAll()
+		if !c.add([]byte{0x20, 0, 0, 0}) {
+			// The coalescer drops what is neither IPv4 nor IPv6 and says so.
+		} else {
+			t.Fatal("add took a packet that is neither IPv4 nor IPv6")
+		}
+
+		// Each flow's packets, as sent and as delivered, with delivered
+		// ones split back into the packets they were joined from.
+		key := func(p []byte) string {
+			if p[0]>>4 == 4 {
+				return string(p[12:20]) + string(p[20:24]) + string(p[9])
+			}
+			return string(p[8:40]) + string(p[40:44])
+		}
+		want := map[string][][]byte{}
+		for _, p := range sent {
+			want[key(p)] = append(want[key(p)], p)
+		}
+		next := map[string]int{}
+		for i, p := range d.pkts {
+			k := key(p)
+			ws, at := want[k], next[k]
+			if at >= len(ws) {
+				t.Fatalf("round %d: packet %d delivered is more than its flow sent", round, i)
+			}
+			if bytes.Equal(p, ws[at]) {
+				next[k]++
+				continue
+			}
+			// Joined: the first packet's headers, then payloads of the
+			// packets that follow it in its flow.
+			nh, hl, ok := tcpHeaders(ws[at])
+			if !ok || len(p) < hl {
+				t.Fatalf("round %d: packet %d delivered is neither as sent nor joined", round, i)
+			}
+			tcp := header.TCP(p[nh:])
+			if tcp.SequenceNumber() != header.TCP(ws[at][nh:]).SequenceNumber() || !bytes.Equal(p[nh+18:hl], ws[at][nh+18:hl]) {
+				t.Fatalf("round %d: joined packet %d does not start as its flow's next packet", round, i)
+			}
+			rest := p[hl:]
+			n := 0
+			for len(rest) > 0 {
+				if at+n >= len(ws) {
+					t.Fatalf("round %d: joined packet %d carries more than its flow sent", round, i)
+				}
+				_, whl, _ := tcpHeaders(ws[at+n])
+				part := ws[at+n][whl:]
+				if !bytes.HasPrefix(rest, part) {
+					t.Fatalf("round %d: joined packet %d: part %d differs from the packet sent", round, i, n)
+				}
+				rest = rest[len(part):]
+				n++
+			}
+			if n < 2 {
+				t.Fatalf("round %d: packet %d delivered was changed but not joined", round, i)
+			}
+			joined++
+			next[k] += n
+		}
+		for k, ws := range want {
+			if next[k] != len(ws) {
+				t.Fatalf("round %d: a flow sent %d packets, %d reached the stack", round, len(ws), next[k])
+			}
+		}
+	}
+	if joined == 0 {
+		t.Fatal("nothing was ever joined")
+	}
+}
+
+// TestCoalescerLeavesAloneWhatMustNotJoin: consecutive segments of one
+// flow stay apart where they differ in more than payload and sequence
+// number, or do not follow each other.
+func TestCoalescerLeavesAloneWhatMustNotJoin(t *testing.T) {
+	base := seg{sport: 1, seq: 100, ack: 1, flags: header.TCPFlagAck, payload: 1000, tsval: 5}
+	for _, c := range []struct {
+		name   string
+		second func(s seg) seg
+	}{
+		{"a gap in sequence", func(s seg) seg { s.seq += 1; return s }},
+		{"another acknowledgement", func(s seg) seg { s.ack = 2; return s }},
+		{"other options", func(s seg) seg { s.tsval = 6; return s }},
+		{"another TTL", func(s seg) seg { s.ttl = 1; return s }},
+		{"longer than the first", func(s seg) seg { s.payload = 1001; return s }},
+		{"FIN", func(s seg) seg { s.flags |= header.TCPFlagFin; return s }},
+		{"URG", func(s seg) seg { s.flags |= header.TCPFlagUrg; return s }},
+		{"ECE", func(s seg) seg { s.flags |= header.TCPFlagEce; return s }},
+		{"another port", func(s seg) seg { s.sport = 2; return s }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := &recordingDispatcher{}
+			co := &coalescer{d: d}
+			first := tcpSegment(base)
+			s := base
+			s.seq += uint32(base.payload)
+			second := tcpSegment(c.second(s))
+			co.add(first)
+			co.add(second)
+			co.flushAll()
+			if len(d.pkts) != 2 || !bytes.Equal(d.pkts[0], first) || !bytes.Equal(d.pkts[1], second) {
+				t.Fatalf("%d packets delivered, want the 2 sent as they were", len(d.pkts))
+			}
+		})
+	}
+	// And the same two packets with nothing changed are joined.
+	d := &recordingDispatcher{}
+	co := &coalescer{d: d}
+	s := base
+	s.seq += uint32(base.payload)
+	co.add(tcpSegment(base))
+	co.add(tcpSegment(s))
+	co.flushAll()
+	if len(d.pkts) != 1 {
+		t.Fatalf("two packets that may join: %d delivered, want 1", len(d.pkts))
+	}
+	if slices.Equal(d.pkts[0], tcpSegment(base)) {
+		t.Fatal("joined packet is the first one unchanged")
+	}
+}
+
+// discardDispatcher takes every packet and keeps none.
+type discardDispatcher struct{ n int }
+
+func (d *discardDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	d.n += pkt.Data().Size()
+}
+
+func (d *discardDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// BenchmarkLinkWrite hands the link batches of 128 decrypted packets of
+// one TCP flow, as a bulk download's arrive, and reports the cost per
+// packet of making them the stack's.
+func BenchmarkLinkWrite(b *testing.B) {
+	l := newLink(DefaultMTU, 0)
+	d := &discardDispatcher{}
+	l.Attach(d)
+	const payload = 1368
+	bufs := make([][]byte, 128)
+	seq := uint32(1)
+	for i := range bufs {
+		p := tcpSegment(seg{sport: 1, seq: seq, ack: 1, flags: header.TCPFlagAck, payload: payload, tsval: 5})
+		seq += payload
+		bufs[i] = p
+	}
+	b.SetBytes(int64(len(bufs) * payload))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Write(bufs, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(bufs)), "ns/packet")
+}
