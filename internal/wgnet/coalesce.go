@@ -252,15 +252,14 @@ func (c *coalescer) flush(i int) {
 	c.runs = c.runs[:n]
 }
 
-// deliverRun hands up r's segments as one.
+// deliverRun hands up r's segments as one. The headers get a view of their
+// own: the stack takes a reference to the IP header's view while it reads
+// the headers again, and reading from a view whose chunk is shared copies
+// the whole chunk first, which for a joined segment would be 64 KiB.
 func (c *coalescer) deliverRun(r *run) {
+	hdr := buffer.NewViewWithData(r.first[:r.hl])
+	b := hdr.AsSlice()
 	total := r.hl + r.size
-	v := buffer.NewViewSize(total)
-	b := v.AsSlice()
-	w := copy(b, r.first)
-	for _, p := range r.parts {
-		w += copy(b[w:], p)
-	}
 	var proto tcpip.NetworkProtocolNumber
 	if r.nh == header.IPv4MinimumSize {
 		proto = header.IPv4ProtocolNumber
@@ -276,7 +275,15 @@ func (c *coalescer) deliverRun(r *run) {
 		tcp := header.TCP(b[r.nh:])
 		tcp.SetFlags(uint8(tcp.Flags() | header.TCPFlagPsh))
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	payload := buffer.NewViewSize(r.size)
+	pb := payload.AsSlice()
+	w := copy(pb, r.first[r.hl:])
+	for _, p := range r.parts {
+		w += copy(pb[w:], p)
+	}
+	buf := buffer.MakeWithView(hdr)
+	buf.Append(payload)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
 	pkt.NetworkProtocolNumber = proto
 	pkt.RXChecksumValidated = true
 	c.d.DeliverNetworkPacket(proto, pkt)
