@@ -29,9 +29,10 @@ const coalesceFlows = 8
 // flow's packets reach the stack in the order they arrived.
 //
 // The coalesced segment's IP header carries its new length (and IPv4
-// checksum); its TCP checksum is left as the first segment's, because the
-// packets are delivered with RXChecksumValidated: WireGuard authenticated
-// every one of them.
+// checksum); its TCP checksum is left as the first segment's. The stack
+// does not check it: the link declares receive checksum offload
+// (link.Capabilities), so the NIC marks every packet it delivers
+// RXChecksumValidated, and WireGuard authenticated every one of them.
 type coalescer struct {
 	d    stack.NetworkDispatcher
 	runs []run // open, oldest first
@@ -106,6 +107,8 @@ func flowAddrs(p []byte) []byte {
 func (r *run) fits(p []byte, hl int) bool {
 	a, nh := r.first, r.nh
 	payload := len(p) - hl
+	// The joined packet stays within the largest IPv4 packet, headers
+	// included, in IPv6 too.
 	if r.psh || hl != r.hl || payload > r.seg || r.hl+r.size+payload > 0xffff {
 		return false
 	}
@@ -190,7 +193,9 @@ func (c *coalescer) find(p []byte, nh int) int {
 }
 
 // flushFlowOf hands up the open run of p's flow, if p is a TCP packet
-// of one.
+// of one. A packet whose ports cannot be read (an IPv4 fragment, an IPv6
+// packet behind extension headers) hands every run up, which keeps any
+// flow's order.
 func (c *coalescer) flushFlowOf(p []byte) {
 	if len(c.runs) == 0 || len(p) < header.IPv4MinimumSize {
 		return
@@ -198,21 +203,28 @@ func (c *coalescer) flushFlowOf(p []byte) {
 	var nh int
 	switch p[0] >> 4 {
 	case 4:
-		if header.IPv4(p).Protocol() != uint8(header.TCPProtocolNumber) {
+		ip := header.IPv4(p)
+		if ip.More() || ip.FragmentOffset() != 0 {
+			c.flushAll()
 			return
 		}
-		nh = int(header.IPv4(p).HeaderLength()) // options make it longer than a run's
+		if ip.Protocol() != uint8(header.TCPProtocolNumber) {
+			return
+		}
+		nh = int(ip.HeaderLength()) // options make it longer than a run's
 	case 6:
 		if len(p) < header.IPv6MinimumSize {
 			return
 		}
-		if header.IPv6(p).NextHeader() != uint8(header.TCPProtocolNumber) {
-			// Behind extension headers the ports cannot be told cheaply:
-			// hand every run up, which keeps any flow's order.
+		switch next := header.IPv6(p).NextHeader(); {
+		case next == uint8(header.TCPProtocolNumber):
+			nh = header.IPv6MinimumSize
+		case ipv6Extension(next):
 			c.flushAll()
 			return
+		default:
+			return
 		}
-		nh = header.IPv6MinimumSize
 	default:
 		return
 	}
@@ -226,6 +238,17 @@ func (c *coalescer) flushFlowOf(p []byte) {
 			return
 		}
 	}
+}
+
+// ipv6Extension reports whether an IPv6 next-header value is an extension
+// header (RFC 8200, and the IANA list of them), behind which the upper
+// layer's header, and a TCP packet's ports, lie further on.
+func ipv6Extension(next uint8) bool {
+	switch next {
+	case 0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254:
+		return true
+	}
+	return false
 }
 
 // flushAll hands up every open run, oldest first.
@@ -244,7 +267,8 @@ func (c *coalescer) flush(i int) {
 		c.deliverRun(&r)
 	}
 	// Keep the closed run's parts array for a later run: move it past
-	// the open ones.
+	// the open ones, holding nothing of this batch's buffers.
+	clear(r.parts)
 	parts := r.parts[:0]
 	copy(c.runs[i:], c.runs[i+1:])
 	n := len(c.runs) - 1
@@ -252,10 +276,12 @@ func (c *coalescer) flush(i int) {
 	c.runs = c.runs[:n]
 }
 
-// deliverRun hands up r's segments as one. The headers get a view of their
-// own: the stack takes a reference to the IP header's view while it reads
-// the headers again, and reading from a view whose chunk is shared copies
-// the whole chunk first, which for a joined segment would be 64 KiB.
+// deliverRun hands up r's segments as one. The headers start a view of
+// their own: the stack takes a reference to the IP header's view while it
+// reads the headers again, and reading from a view whose chunk is shared
+// copies the whole chunk first. With the headers in a small chunk (gVisor
+// fills the rest of it with the first bytes of payload) that copy is at
+// most 128 bytes; in the payload's chunk it would be 64 KiB.
 func (c *coalescer) deliverRun(r *run) {
 	hdr := buffer.NewViewWithData(r.first[:r.hl])
 	b := hdr.AsSlice()

@@ -341,3 +341,40 @@ func BenchmarkLinkWrite(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(bufs)), "ns/packet")
 }
+
+// TestCoalescerStopsAtTheLargestPacket: a run is joined up to a packet of
+// exactly 65,535 bytes and no further, headers included, in IPv4 and (which
+// could carry 40 bytes more) in IPv6 alike.
+func TestCoalescerStopsAtTheLargestPacket(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		nh := header.IPv4MinimumSize
+		if v6 {
+			nh = header.IPv6MinimumSize
+		}
+		// Five segments that fill the largest packet exactly, then one byte.
+		room := 0xffff - nh - header.TCPMinimumSize
+		var in [][]byte
+		seq := uint32(7)
+		for i := range 6 {
+			n := room / 5
+			if i == 0 {
+				n += room % 5
+			}
+			if i == 5 {
+				n = 1
+			}
+			in = append(in, tcpSegment(seg{v6: v6, sport: 1, seq: seq, ack: 1, flags: header.TCPFlagAck, payload: n}))
+			seq += uint32(n)
+		}
+		out := runCoalescer(t, in)
+		checkDelivery(t, in, out)
+		want := 0xffff
+		if len(out) != 2 || len(out[0]) != want {
+			lens := make([]int, len(out))
+			for i, p := range out {
+				lens[i] = len(p)
+			}
+			t.Fatalf("v6=%v: delivered packets of %v bytes, want one of %d and the last byte apart", v6, lens, want)
+		}
+	}
+}
