@@ -146,6 +146,9 @@ type benchProc struct {
 
 func startBenchProc(b *testing.B, name, bin string, env []string, args ...string) *benchProc {
 	b.Helper()
+	if err := statSources(); err != nil {
+		b.Fatalf("look at the module's files: %v", err)
+	}
 	logPath := filepath.Join(b.TempDir(), name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -43,6 +44,29 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// statSources looks, once per run, at every file of the module. The tests
+// run binaries that a go command builds, and the test cache cannot see
+// what that command reads: a change to, say, the gateway alone would leave
+// this package's result cached and report tests of the old code as
+// passed. A file a test stats is one the cache checks before it reuses a
+// result, so any change in the module runs these tests again. Only what a
+// test does is logged for the cache, not TestMain, so every process a test
+// starts calls this.
+var statSources = sync.OnceValue(func() error {
+	return filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == ".git" {
+			return filepath.SkipDir
+		}
+		if d.Type().IsRegular() {
+			_, err = os.Stat(path)
+		}
+		return err
+	})
+})
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t testing.TB) int {
@@ -99,6 +123,9 @@ func (c *controlProc) pid() int {
 
 func (c *controlProc) start() {
 	c.t.Helper()
+	if err := statSources(); err != nil {
+		c.t.Fatalf("look at the module's files: %v", err)
+	}
 	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		c.t.Fatal(err)
