@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -55,14 +56,14 @@ func TestMain(m *testing.M) {
 // starts calls this.
 var statSources = sync.OnceValue(func() error {
 	return filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && d.Name() == ".git" {
+		if err == nil && d.IsDir() && d.Name() == ".git" {
 			return filepath.SkipDir
 		}
-		if d.Type().IsRegular() {
+		if err == nil && d.Type().IsRegular() {
 			_, err = os.Stat(path)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // gone since the directory was read: another process's file
 		}
 		return err
 	})
