@@ -207,32 +207,22 @@ type gatewayProbes struct {
 	ver      uint64 // the index's version when these reports changed
 }
 
-// forAgent returns the gateway's report of an agent for the agent's
-// judgement: ProbeOK, a failure, or "" for none yet. A gateway that sums
-// its agents up does not list those that answered; an agent it does not
-// list answered if the gateway has it as a peer at all, which the
-// agent's own status shows (seen: it lists the gateway as connected, or
-// sums its gateways up and does not list it). A session needs both ends
-// to have each other as peers.
-func (p gatewayProbes) forAgent(agent string, seen func(gateway string) bool) string {
+// report returns the gateway's report of an agent: ProbeOK, a failure, or
+// "" for none yet. A gateway that sums its agents up does not list those
+// that answered; unlistedOK says whether an agent it leaves out is taken
+// as one of them, which the caller tells:
+//   - judging the agent: the gateway has it as a peer at all, which the
+//     agent's own status shows (it lists the gateway as connected, or sums
+//     its gateways up and does not list it); a session needs both ends to
+//     have each other as peers;
+//   - judging the gateway: the left-out agent answered, or is no peer of
+//     the gateway, and the count of those that answered tells whether any
+//     did (p.answered > 0).
+func (p gatewayProbes) report(agent string, unlistedOK bool) string {
 	if v, listed := p.probes[agent]; listed {
 		return v
 	}
-	if p.summed && seen(p.from.Metadata.Name) {
-		return ProbeOK
-	}
-	return ""
-}
-
-// forGateway returns the gateway's report of one of the connected agents
-// for the gateway's own judgement. An agent a summed-up list leaves out
-// answered, or is no peer of the gateway; the count of those that
-// answered tells whether any did.
-func (p gatewayProbes) forGateway(agent string) string {
-	if v, listed := p.probes[agent]; listed {
-		return v
-	}
-	if p.summed && p.answered > 0 {
+	if p.summed && unlistedOK {
 		return ProbeOK
 	}
 	return ""
@@ -383,7 +373,8 @@ func (r *NodeLivenessReconciler) judgeAgentDataPath(agent string, seen func(stri
 		}
 		gw := obj.(*api.Gateway)
 		connected++
-		probe := r.probes.get(gw).forAgent(agent, seen)
+		p := r.probes.get(gw)
+		probe := p.report(agent, p.summed && seen(p.from.Metadata.Name))
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
 			answered.add(gw.Metadata.Name)
@@ -438,7 +429,7 @@ func judgeGatewayDataPath(probes gatewayProbes, agents []string, gwConnected boo
 	pending, failures := firstNames{n: nameListMax}, firstNames{n: failureListMax}
 	for _, name := range agents {
 		targets++
-		probe := probes.forGateway(name)
+		probe := probes.report(name, probes.answered > 0)
 		switch ok, failed := probeVerdict(probe); {
 		case ok:
 			answered++

@@ -187,19 +187,6 @@ func (d *countingDispatcher) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber,
 
 func (d *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
 
-// inboundSegment is an IPv4 TCP segment as WireGuard decrypts it: from
-// sport, at seq, with a full-sized payload and no PSH, so that the link
-// keeps it to coalesce with what follows.
-func inboundSegment(sport uint16, seq uint32) []byte {
-	const payload = 1000
-	p := make([]byte, header.IPv4MinimumSize+header.TCPMinimumSize+payload)
-	header.IPv4(p).Encode(&header.IPv4Fields{TotalLength: uint16(len(p)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{100, 64, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{100, 64, 0, 1})})
-	header.TCP(p[header.IPv4MinimumSize:]).Encode(&header.TCPFields{SrcPort: sport, DstPort: 443, SeqNum: seq, AckNum: 1,
-		DataOffset: header.TCPMinimumSize, Flags: header.TCPFlagAck, WindowSize: 1000})
-	return p
-}
-
 // TestLinkWriteHandsUpEveryPacket: every packet of a batch reaches the
 // stack before Write returns, in order within its connection, however
 // many connections the batch mixes: more of them than the link keeps runs
@@ -212,7 +199,7 @@ func TestLinkWriteHandsUpEveryPacket(t *testing.T) {
 	for round := range 2 {
 		var bufs [][]byte
 		for f := range flows {
-			bufs = append(bufs, inboundSegment(uint16(1000+f), uint32(1+round*1000)))
+			bufs = append(bufs, tcpSegment(seg{sport: uint16(1000 + f), seq: uint32(1 + round*1000), ack: 1, flags: header.TCPFlagAck, payload: 1000}))
 		}
 		if _, err := l.Write(bufs, 0); err != nil {
 			t.Fatal(err)

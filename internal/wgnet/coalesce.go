@@ -182,10 +182,12 @@ func (c *coalescer) spareParts() [][]byte {
 }
 
 // find returns the index of p's flow's open run, or -1.
+// nh is the length of p's IP header, whose ports follow it; a packet with
+// IPv4 options belongs to the flow of a run without them.
 func (c *coalescer) find(p []byte, nh int) int {
 	for i := range c.runs {
 		r := &c.runs[i]
-		if r.nh == nh && bytes.Equal(flowAddrs(p), flowAddrs(r.first)) && bytes.Equal(p[nh:nh+4], r.first[nh:nh+4]) {
+		if r.first[0]>>4 == p[0]>>4 && bytes.Equal(flowAddrs(p), flowAddrs(r.first)) && bytes.Equal(p[nh:nh+4], r.first[r.nh:r.nh+4]) {
 			return i
 		}
 	}
@@ -231,12 +233,8 @@ func (c *coalescer) flushFlowOf(p []byte) {
 	if len(p) < nh+4 {
 		return
 	}
-	for i := range c.runs {
-		r := &c.runs[i]
-		if r.first[0]>>4 == p[0]>>4 && bytes.Equal(flowAddrs(p), flowAddrs(r.first)) && bytes.Equal(p[nh:nh+4], r.first[r.nh:r.nh+4]) {
-			c.flush(i)
-			return
-		}
+	if i := c.find(p, nh); i >= 0 {
+		c.flush(i)
 	}
 }
 

@@ -123,11 +123,8 @@ func TestCoalescerJoinsARun(t *testing.T) {
 // up to 12 flows (more than it keeps runs for) interleaved in stretches,
 // with bare ACKs, PSH, SYN and FIN, sequence gaps, retransmissions,
 // segments longer than the first, timestamps and TTLs that change, and
-// non-TCP packets. However they are joined, each flow's packets must
-// reach the stack in the order they came, each exactly once: every
-// delivered packet is either one that came, untouched, or consecutive
-// packets of one flow joined, with the first one's headers and their
-// payloads in order.
+// non-TCP packets. However they are joined, what reaches the stack must be
+// what came, in each flow's order, each packet once (checkDelivery).
 func TestCoalescerKeepsEachFlowsOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	udp := func(sport uint16) []byte {
@@ -138,9 +135,7 @@ func TestCoalescerKeepsEachFlowsOrder(t *testing.T) {
 		return p
 	}
 	joined := 0
-	for round := range 300 {
-		d := &recordingDispatcher{}
-		c := &coalescer{d: d}
+	for range 300 {
 		flows := 1 + rng.IntN(12)
 		seqs := make([]uint32, flows)
 		for f := range seqs {
@@ -182,79 +177,15 @@ func TestCoalescerKeepsEachFlowsOrder(t *testing.T) {
 				}
 			}
 		}
-		for _, p := range sent {
-			if !c.add(p) {
-				t.Fatal("add refused an IP packet")
-			}
-		}
-		c.flushAll()
-		if !c.add([]byte{0x20, 0, 0, 0}) {
-			// The coalescer drops what is neither IPv4 nor IPv6 and says so.
-		} else {
-			t.Fatal("add took a packet that is neither IPv4 nor IPv6")
-		}
-
-		// Each flow's packets, as sent and as delivered, with delivered
-		// ones split back into the packets they were joined from.
-		key := func(p []byte) string {
-			if p[0]>>4 == 4 {
-				return string(p[12:20]) + string(p[20:24]) + string(p[9])
-			}
-			return string(p[8:40]) + string(p[40:44])
-		}
-		want := map[string][][]byte{}
-		for _, p := range sent {
-			want[key(p)] = append(want[key(p)], p)
-		}
-		next := map[string]int{}
-		for i, p := range d.pkts {
-			k := key(p)
-			ws, at := want[k], next[k]
-			if at >= len(ws) {
-				t.Fatalf("round %d: packet %d delivered is more than its flow sent", round, i)
-			}
-			if bytes.Equal(p, ws[at]) {
-				next[k]++
-				continue
-			}
-			// Joined: the first packet's headers, then payloads of the
-			// packets that follow it in its flow.
-			nh, hl, ok := tcpHeaders(ws[at])
-			if !ok || len(p) < hl {
-				t.Fatalf("round %d: packet %d delivered is neither as sent nor joined", round, i)
-			}
-			tcp := header.TCP(p[nh:])
-			if tcp.SequenceNumber() != header.TCP(ws[at][nh:]).SequenceNumber() || !bytes.Equal(p[nh+18:hl], ws[at][nh+18:hl]) {
-				t.Fatalf("round %d: joined packet %d does not start as its flow's next packet", round, i)
-			}
-			rest := p[hl:]
-			n := 0
-			for len(rest) > 0 {
-				if at+n >= len(ws) {
-					t.Fatalf("round %d: joined packet %d carries more than its flow sent", round, i)
-				}
-				_, whl, _ := tcpHeaders(ws[at+n])
-				part := ws[at+n][whl:]
-				if !bytes.HasPrefix(rest, part) {
-					t.Fatalf("round %d: joined packet %d: part %d differs from the packet sent", round, i, n)
-				}
-				rest = rest[len(part):]
-				n++
-			}
-			if n < 2 {
-				t.Fatalf("round %d: packet %d delivered was changed but not joined", round, i)
-			}
-			joined++
-			next[k] += n
-		}
-		for k, ws := range want {
-			if next[k] != len(ws) {
-				t.Fatalf("round %d: a flow sent %d packets, %d reached the stack", round, len(ws), next[k])
-			}
-		}
+		got := runCoalescer(t, sent)
+		checkDelivery(t, sent, got)
+		joined += len(sent) - len(got)
 	}
 	if joined == 0 {
 		t.Fatal("nothing was ever joined")
+	}
+	if (&coalescer{d: &recordingDispatcher{}}).add([]byte{0x20, 0, 0, 0}) {
+		t.Fatal("add took a packet that is neither IPv4 nor IPv6")
 	}
 }
 
